@@ -1,0 +1,138 @@
+"""The flat record of one repetition: column names (ARCHITECTURE.md) and the derived metrics.
+
+Measurements, summary and leaderboard share these names; units live in the names. Every record
+is built by ``measurement_columns`` (energy from a ``Measurement``) plus the workload's own work
+and time columns, then ``derive`` fills the per-token and per-query metrics in one place.
+"""
+
+from __future__ import annotations
+
+import math
+
+from harness.meter import Measurement
+from harness.sensors.domains import domain_class
+
+IDENTITY = [
+    "run_id",
+    "suite",
+    "case_id",
+    "case",
+    "model",
+    "model_source",
+    "params",
+    "model_size_mb",
+    "variant",
+    "dtype",
+    "quantization",
+    "hardware",
+    "device",
+    "device_name",
+    "node",
+    "workload",
+    "batch_size",
+    "prompt_tokens",
+    "new_tokens",
+    "seq_len",
+    "steps",
+    "task",
+    "repetition",
+    "status",
+    "error",
+    "stop_reason",
+]
+TIME = ["duration_s", "ttft_s", "tpot_s", "latency_p50_s", "latency_p90_s", "latency_p99_s"]
+WORK = ["tokens_in", "tokens_out", "samples", "queries"]
+ENERGY = [
+    "energy_j",
+    "energy_dynamic_j",
+    "energy_cpu_j",
+    "energy_dram_j",
+    "energy_gpu_j",
+    "energy_board_j",
+    "energy_system_j",
+    "energy_method",
+    "energy_sources",
+    "avg_power_w",
+    "peak_power_w",
+]
+DERIVED = [
+    "energy_per_token_j",
+    "energy_per_query_j",
+    "wh_per_1000_queries",
+    "tokens_per_s",
+    "tokens_per_j",
+]
+MEMORY = ["peak_rss_mb", "peak_vram_mb"]
+CARBON = ["intensity_g_per_kwh", "pue", "co2e_g"]
+ACCURACY = ["metric", "accuracy", "accuracy_stderr"]
+
+#: the column order of measurements.csv; workloads may add more columns after these
+COLUMNS = IDENTITY + TIME + WORK + ENERGY + DERIVED + MEMORY + CARBON + ACCURACY
+
+#: numeric columns a ``command`` case may report on its last output line
+WORK_FIELDS = set(TIME + WORK + MEMORY + ACCURACY + ["samples", "steps"]) - {"metric"}
+
+J_PER_WH = 3600.0
+J_PER_KWH = 3.6e6
+
+
+def measurement_columns(m: Measurement, idle_w: dict[str, float] | None = None) -> dict:
+    """The energy columns of a record from one window's measurement."""
+    by_class: dict[str, float] = {}
+    for domain in m.total_domains:
+        cls = domain_class(domain)
+        by_class[cls] = by_class.get(cls, 0.0) + m.energy_j[domain]
+    # board and system are reported whenever read, even when the total is built from components
+    for whole in ("board", "system"):
+        if whole in m.energy_j:
+            by_class[whole] = m.energy_j[whole]
+    return {
+        "duration_s": m.duration_s,
+        "energy_j": m.total_j,
+        "energy_dynamic_j": m.dynamic_j(idle_w),
+        "energy_cpu_j": by_class.get("cpu"),
+        "energy_dram_j": by_class.get("memory"),
+        "energy_gpu_j": by_class.get("gpu"),
+        "energy_board_j": by_class.get("board"),
+        "energy_system_j": by_class.get("system"),
+        "energy_method": m.method,
+        "energy_sources": "+".join(m.sources),
+        "avg_power_w": m.avg_power_w,
+        "peak_power_w": m.peak_power_w,
+    }
+
+
+def _ratio(a, b):
+    if a is None or b is None:
+        return None
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return None
+    if b == 0 or math.isnan(a) or math.isnan(b):
+        return None
+    return a / b
+
+
+def derive(record: dict, carbon: dict | None = None) -> dict:
+    """Fill the derived, carbon columns of a record in place (and return it).
+
+    ``carbon``: ``{"intensity_g_per_kwh": float, "pue": float}``; CO2e = energy × PUE × intensity.
+    """
+    energy = record.get("energy_j")
+    tokens = record.get("tokens_out")
+    queries = record.get("queries")
+    record["energy_per_token_j"] = _ratio(energy, tokens)
+    record["energy_per_query_j"] = _ratio(energy, queries)
+    per_query = record["energy_per_query_j"]
+    record["wh_per_1000_queries"] = per_query * 1000 / J_PER_WH if per_query is not None else None
+    record["tokens_per_s"] = _ratio(tokens, record.get("duration_s"))
+    record["tokens_per_j"] = _ratio(tokens, energy)
+    if carbon:
+        intensity = carbon.get("intensity_g_per_kwh")
+        pue = carbon.get("pue", 1.0)
+        record["intensity_g_per_kwh"] = intensity
+        record["pue"] = pue
+        if energy is not None and intensity is not None:
+            record["co2e_g"] = float(energy) / J_PER_KWH * pue * intensity
+    return record

@@ -1,0 +1,112 @@
+"""Energy sources, reached by name. Adding a source is one module and one line here."""
+
+from __future__ import annotations
+
+import importlib
+
+from harness.errors import HarnessError
+from harness.sensors.base import (
+    CODECARBON,
+    COUNTER,
+    ESTIMATE,
+    ESTIMATED,
+    MEASURED,
+    NO_PERMISSION,
+    OK,
+    POWER,
+    UNAVAILABLE,
+    DomainStatus,
+    Source,
+)
+
+#: source name -> "module:Class"
+REGISTRY: dict[str, str] = {
+    "rapl": "harness.sensors.rapl:RaplSource",
+    "nvml": "harness.sensors.nvml:NvmlSource",
+    "hwmon": "harness.sensors.hwmon:HwmonSource",
+    "estimate": "harness.sensors.estimate:EstimateSource",
+    "codecarbon": "harness.sensors.codecarbon_source:CodecarbonSource",
+}
+
+#: sources that measure; ``auto`` uses every one that has a usable domain.
+MEASURING = ("rapl", "nvml", "hwmon")
+
+__all__ = [
+    "CODECARBON",
+    "COUNTER",
+    "ESTIMATE",
+    "ESTIMATED",
+    "MEASURED",
+    "NO_PERMISSION",
+    "OK",
+    "POWER",
+    "UNAVAILABLE",
+    "DomainStatus",
+    "REGISTRY",
+    "Source",
+    "create",
+    "probe_all",
+    "resolve",
+]
+
+
+def create(name: str, **options) -> Source:
+    """A new source by its registry name. ``options`` go to sources that take them (e.g. tdp_w)."""
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise HarnessError(f"unknown sensor source {name!r} (known: {known})") from None
+    module_name, _, cls_name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    import inspect
+
+    accepted = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+
+
+def probe_all(**options) -> list[DomainStatus]:
+    """Every source and domain on this machine with its status (``harness sensors``)."""
+    rows: list[DomainStatus] = []
+    for name in REGISTRY:
+        source = create(name, **options)
+        try:
+            rows += source.probe()
+        finally:
+            source.close()
+    return rows
+
+
+def resolve(sensors: str | list[str] = "auto", **options) -> list[Source]:
+    """The sources a meter reads.
+
+    ``auto``: every measuring source with an ``ok`` domain, and the estimate source for the
+    component classes nothing measures (no CPU reading and no whole-device reading: a CPU estimate;
+    no DRAM reading: a RAM estimate). codecarbon is opt-in (it takes about a second to start).
+    """
+    if isinstance(sensors, str) and sensors != "auto":
+        sensors = [s.strip() for s in sensors.split(",") if s.strip()]
+    if isinstance(sensors, str):
+        from harness.sensors.domains import domain_class
+
+        chosen: list[Source] = []
+        classes: set[str] = set()
+        for name in MEASURING:
+            source = create(name, **options)
+            usable = [row for row in source.probe() if row.status == OK]
+            if usable:
+                chosen.append(source)
+                classes |= {domain_class(row.domain) for row in usable}
+            else:
+                source.close()
+        estimate_classes = []
+        if not classes & {"cpu", "board", "system"}:
+            estimate_classes.append("cpu")
+        if not classes & {"memory", "board", "system"}:
+            estimate_classes.append("memory")
+        if estimate_classes:
+            chosen.append(create("estimate", classes=estimate_classes, **options))
+        return chosen
+    if not sensors:
+        raise HarnessError("sensors: the list of sources is empty")
+    return [create(name, **options) for name in sensors]

@@ -1,0 +1,26 @@
+"""Workloads by type name: train, infer, accuracy, command."""
+
+from __future__ import annotations
+
+import importlib
+
+from harness.errors import HarnessError
+from harness.workloads.base import Context, Repetition, Workload
+
+REGISTRY = {
+    "train": "harness.workloads.train:TrainWorkload",
+    "infer": "harness.workloads.infer:InferWorkload",
+    "accuracy": "harness.workloads.accuracy:AccuracyWorkload",
+    "command": "harness.workloads.command:CommandWorkload",
+}
+
+__all__ = ["Context", "REGISTRY", "Repetition", "Workload", "create"]
+
+
+def create(ctx: Context) -> Workload:
+    kind = ctx.case["workload"]["type"]
+    try:
+        module_name, _, cls_name = REGISTRY[kind].partition(":")
+    except KeyError:
+        raise HarnessError(f"unknown workload type {kind!r} (known: {', '.join(REGISTRY)})") from None
+    return getattr(importlib.import_module(module_name), cls_name)(ctx)

@@ -1,0 +1,88 @@
+"""The shape every workload has, and the context the runner hands it.
+
+A *case* is a plain JSON-able dict (it is written to ``cases/<case_id>/case.json``)::
+
+    {
+      "case_id": "3f2a9c...", "case": "tiny-s/fp32/cpu/infer-b8-p32-n32", "suite": "quickstart",
+      "hardware": {"name": "cpu", "device": "cpu", "threads": None, "memory_limit_mb": None, ...},
+      "model": {"name": "tiny-s", "source": "builtin:tiny-s", "trust_remote_code": False} | None,
+      "variant": {"name": "fp32", "dtype": "float32", "quantization": None} | None,
+      "workload": one shape, with every list already expanded:
+          {"type": "train", "steps": 300, "batch_size": 16, "seq_len": 64, "text_file": None}
+          {"type": "infer", "batch_size": 8, "prompt_tokens": 32, "new_tokens": 32}
+          {"type": "accuracy", "task": "arith_mc", "limit": 200, "num_fewshot": 0}
+          {"type": "command", "name": "my-script", "run": ["python", "bench.py"], "env": {}, "cwd": None}
+      "measurement": the suite's measurement block (warmup, min_repeats, ...),
+      "carbon": the suite's carbon block,
+    }
+
+The runner drives a workload in a fresh worker process: ``setup`` once, ``warmup`` (not measured),
+then ``run`` once per repetition (until the stopping rule or ``planned_repetitions`` says stop),
+then ``teardown``. Each ``run`` opens its own meter window(s) and returns one record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.meter import Meter, Measurement
+
+
+@dataclass
+class Context:
+    meter: Meter
+    case: dict
+    #: the run's shared artifacts (trained builtin models live in artifacts_dir/models/<model>)
+    artifacts_dir: Path
+    case_dir: Path
+    #: idle watts per domain of this hardware profile (for dynamic energy), if measured
+    idle_w: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict:
+        return self.case.get("measurement") or {}
+
+
+@dataclass
+class Repetition:
+    """One repetition's outcome: the window that is *the* energy figure, and the other columns."""
+
+    measurement: Measurement
+    #: work, time, memory and accuracy columns (tokens_out, queries, ttft_s, accuracy...)
+    columns: dict[str, Any]
+    #: more windows inside it worth keeping (e.g. infer's prefill and decode), by name
+    parts: dict[str, Measurement] = field(default_factory=dict)
+
+
+class Workload:
+    """Base class. Subclasses implement ``run`` and whatever of the rest they need."""
+
+    type: str = "?"
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.spec: dict = ctx.case["workload"]
+
+    def setup(self) -> dict:
+        """Load what the work needs; return the static columns (params, model_size_mb, dtype...)."""
+        return {}
+
+    def planned_repetitions(self) -> int | None:
+        """A fixed repetition count (train chunks, one accuracy pass), or None for the stop rule."""
+        return None
+
+    def warmup(self, iterations: int) -> None:
+        """Unmeasured work before the first repetition."""
+
+    def run(self, repetition: int) -> Repetition:
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        """Case-level results beyond the repetitions (loss curve, saved model path...)."""
+        return {}
+
+    def teardown(self) -> None:
+        """Free what setup took."""
