@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from harness.errors import HarnessError, SensorError
 from harness.sensors import ESTIMATED, MEASURED, OK, Source, resolve
-from harness.sensors.domains import combined_method, domain_class, total_domains
+from harness.sensors.domains import combined_method, total_domains
 
 
 @dataclass

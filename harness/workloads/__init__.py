@@ -22,5 +22,7 @@ def create(ctx: Context) -> Workload:
     try:
         module_name, _, cls_name = REGISTRY[kind].partition(":")
     except KeyError:
-        raise HarnessError(f"unknown workload type {kind!r} (known: {', '.join(REGISTRY)})") from None
+        raise HarnessError(
+            f"unknown workload type {kind!r} (known: {', '.join(REGISTRY)})"
+        ) from None
     return getattr(importlib.import_module(module_name), cls_name)(ctx)

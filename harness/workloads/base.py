@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.meter import Meter, Measurement
+from harness.meter import Measurement, Meter
 
 
 @dataclass
