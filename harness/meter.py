@@ -9,6 +9,7 @@ a power trace (t_s, domain, watts) of every domain when ``sample_hz`` is set.
 
 from __future__ import annotations
 
+import bisect
 import sys
 import threading
 import time
@@ -303,10 +304,9 @@ class Meter:
             self.end(name)
 
     def _peak_power(self, t0: float, t1: float) -> float | None:
-        with self._lock:
-            rows = [
-                self._trace_w[i] for i in range(len(self._trace_t)) if t0 < self._trace_t[i] <= t1
-            ]
+        with self._lock:  # ticks are appended in time order: bisect, not a scan of the trace
+            lo = bisect.bisect_right(self._trace_t, t0)
+            rows = self._trace_w[lo : bisect.bisect_right(self._trace_t, t1, lo)]
         if not rows:
             return None
         return max(sum(r.get(d, 0.0) for d in self._total_domains) for r in rows)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from harness.meter import Measurement
-from harness.sensors.domains import domain_class
+from harness.sensors.domains import class_domains
 
 IDENTITY = [
     "run_id",
@@ -78,11 +78,11 @@ J_PER_KWH = 3.6e6
 
 def measurement_columns(m: Measurement, idle_w: dict[str, float] | None = None) -> dict:
     """The energy columns of a record from one window's measurement."""
-    by_class: dict[str, float] = {}
-    for domain in m.total_domains:
-        cls = domain_class(domain)
-        by_class[cls] = by_class.get(cls, 0.0) + m.energy_j[domain]
-    # board and system are reported whenever read, even when the total is built from components
+    # component columns are filled whenever read, even when the total is a whole-device figure
+    by_class = {
+        cls: sum(m.energy_j[d] for d in domains)
+        for cls, domains in class_domains(m.domain_methods).items()
+    }
     for whole in ("board", "system"):
         if whole in m.energy_j:
             by_class[whole] = m.energy_j[whole]

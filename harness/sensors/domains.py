@@ -25,21 +25,36 @@ def domain_class(domain: str) -> str:
     return "part"
 
 
-def total_domains(methods: dict[str, str]) -> list[str]:
-    """The domains whose sum is the total, given each available domain's method.
+def class_domains(methods: dict[str, str]) -> dict[str, list[str]]:
+    """Per component class (cpu, memory, gpu), the domains that stand for it.
 
-    A measured whole-device figure wins (board, then system). Otherwise, per component class, the
-    measured domains if any, else the estimated ones: a measured CPU package is never summed with a
-    CPU estimate.
+    The measured domains if any, else the estimated ones: a measured CPU package is never summed
+    with a CPU estimate.
     """
-    for whole in ("board", "system"):
-        if methods.get(whole) == MEASURED:
-            return [whole]
-    chosen: list[str] = []
+    out: dict[str, list[str]] = {}
     for cls in ("cpu", "memory", "gpu"):
         members = [d for d in methods if domain_class(d) == cls]
         measured = [d for d in members if methods[d] == MEASURED]
-        chosen += sorted(measured or members)
+        if members:
+            out[cls] = sorted(measured or members)
+    return out
+
+
+def total_domains(methods: dict[str, str]) -> list[str]:
+    """The domains whose sum is the total, given each available domain's method.
+
+    A measured ``board`` (an edge board's input rail) always wins. A measured ``system`` wins
+    unless a GPU is measured too: RAPL psys on desktops and servers may leave out PCIe cards
+    powered straight from the supply, so a GPU machine sums its components instead. Otherwise the
+    components: CPU packages + DRAM (or the RAM estimate) + GPUs.
+    """
+    if methods.get("board") == MEASURED:
+        return ["board"]
+    per_class = class_domains(methods)
+    gpu_measured = any(methods[d] == MEASURED for d in per_class.get("gpu", []))
+    if methods.get("system") == MEASURED and not gpu_measured:
+        return ["system"]
+    chosen = [d for cls in ("cpu", "memory", "gpu") for d in per_class.get(cls, [])]
     if not chosen:
         for whole in ("board", "system"):
             if whole in methods:

@@ -1,0 +1,403 @@
+"""The RAPL source against fake powercap trees: naming, totals, wraps, errors, speed, live rates."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fakesysfs import make_acpi_power_meter, make_rapl, write_counter
+
+import harness.sysfs
+from harness.meter import Meter
+from harness.sensors.base import MEASURED, NO_PERMISSION, OK, UNAVAILABLE
+from harness.sensors.rapl import RaplSource
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sysfs(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "sys"
+    monkeypatch.setenv("HARNESS_SYSFS", str(root))
+    return root
+
+
+def statuses(source: RaplSource) -> dict[str, tuple[str, str]]:
+    return {r.domain: (r.status, r.reason) for r in source.probe()}
+
+
+def add_uj(path: Path, delta_uj: int) -> None:
+    write_counter(path, int(path.read_text()) + delta_uj)
+
+
+# ---------------------------------------------------------------------- names and totals
+def test_two_sockets_domains_energy_and_total_from_psys(sysfs):
+    paths = make_rapl(sysfs, sockets=2, dram=True, psys=True, core=True, uncore=True)
+    rows = RaplSource().probe()
+    assert [r.domain for r in rows] == [
+        "cpu:0",
+        "cpu:0:core",
+        "cpu:0:uncore",
+        "dram:0",
+        "cpu:1",
+        "cpu:1:core",
+        "cpu:1:uncore",
+        "dram:1",
+        "system",
+    ]
+    assert all(r.status == OK and r.kind == "counter" and r.source == "rapl" for r in rows)
+
+    added_uj = {
+        "cpu:0": 10_000_000,
+        "cpu:0:core": 6_000_000,
+        "cpu:0:uncore": 1_500_000,
+        "dram:0": 2_000_000,
+        "cpu:1": 12_500_000,
+        "cpu:1:core": 7_000_000,
+        "cpu:1:uncore": 250_000,
+        "dram:1": 3_000_000,
+        "system": 40_000_000,
+    }
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        with meter.window("w") as w:
+            for domain, uj in added_uj.items():
+                add_uj(paths[domain], uj)
+    m = w.measurement
+    assert m.energy_j == pytest.approx({d: uj / 1e6 for d, uj in added_uj.items()}, abs=1e-9)
+    # psys contains the packages and DRAM: the total is psys alone, not 40 + 22.5 + 5
+    assert m.total_domains == ["system"]
+    assert m.total_j == pytest.approx(40.0)
+    assert m.method == MEASURED and m.sources == ["rapl"]
+
+
+def test_total_without_psys_is_packages_plus_dram_never_subzones(sysfs):
+    paths = make_rapl(sysfs, sockets=2, dram=True, psys=False, core=True)
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        meter.begin("w")
+        add_uj(paths["cpu:0"], 10_000_000)
+        add_uj(paths["cpu:0:core"], 8_000_000)
+        add_uj(paths["cpu:1"], 20_000_000)
+        add_uj(paths["dram:0"], 1_000_000)
+        add_uj(paths["dram:1"], 2_000_000)
+        m = meter.end("w")
+    assert m.total_domains == ["cpu:0", "cpu:1", "dram:0", "dram:1"]
+    assert m.total_j == pytest.approx(33.0)
+    assert m.energy_j["cpu:0:core"] == pytest.approx(8.0)
+
+
+def test_one_socket_names_dram_plainly_and_amd_package_core_only(sysfs):
+    make_rapl(sysfs, sockets=1, dram=True, psys=False)
+    assert set(statuses(RaplSource())) == {"cpu:0", "cpu:0:core", "dram"}
+
+
+def test_amd_tree_with_package_and_core(sysfs):
+    make_rapl(sysfs, sockets=1, dram=False, psys=False, core=True)
+    assert list(statuses(RaplSource())) == ["cpu:0", "cpu:0:core"]
+
+
+def test_mmio_zone_repeating_a_package_is_read_once(sysfs):
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, mmio=True)
+    source = RaplSource()
+    assert list(statuses(source)) == ["cpu:0"]
+    source.open()
+    add_uj(paths["mmio:cpu:0"], 5_000_000)  # the MSR zone is the one read
+    add_uj(paths["cpu:0"], 1_000_000)
+    assert source.read_energy_j() == {"cpu:0": 1.0}
+    source.close()
+
+
+def test_mmio_zone_alone_is_used(sysfs):
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, mmio=True)
+    for p in (sysfs / "class" / "powercap").glob("intel-rapl*"):
+        if not p.name.startswith("intel-rapl-mmio"):
+            p.unlink()  # a machine without the MSR interface
+    source = RaplSource()
+    assert statuses(source) == {"cpu:0": (OK, "")}
+    source.open()
+    add_uj(paths["mmio:cpu:0"], 2_000_000)
+    assert source.read_energy_j() == {"cpu:0": 2.0}
+
+
+def test_container_mounting_only_the_intel_rapl_folder(sysfs, tmp_path):
+    # docker -v /sys/class/powercap/intel-rapl:/host-sys/class/powercap/intel-rapl resolves the
+    # link and mounts the real folder: zones are then only reachable nested
+    make_rapl(tmp_path / "host", sockets=2, dram=True, psys=False, core=False)
+    real = tmp_path / "host" / "devices" / "virtual" / "powercap" / "intel-rapl"
+    shutil.copytree(real, sysfs / "class" / "powercap" / "intel-rapl")
+    source = RaplSource()
+    assert statuses(source) == {d: (OK, "") for d in ("cpu:0", "dram:0", "cpu:1", "dram:1")}
+    source.open()
+    write_counter(sysfs / "class/powercap/intel-rapl/intel-rapl:1/intel-rapl:1:0/energy_uj", 4e6)
+    assert source.read_energy_j()["dram:1"] == pytest.approx(3.0)
+
+
+def test_container_mounting_class_powercap_alone_says_what_to_mount(sysfs, tmp_path):
+    make_rapl(tmp_path / "host", sockets=1)
+    shutil.copytree(
+        tmp_path / "host" / "class" / "powercap", sysfs / "class" / "powercap", symlinks=True
+    )
+    rows = RaplSource().probe()
+    assert [r.status for r in rows] == [UNAVAILABLE]
+    assert "/sys/devices/virtual/powercap" in rows[0].reason
+
+
+def test_socket_number_comes_from_the_zone_name(sysfs):
+    make_rapl(sysfs, sockets=2, dram=False, psys=False, core=False)
+    (sysfs / "class" / "powercap" / "intel-rapl:1" / "name").write_text("package-7\n")
+    assert list(statuses(RaplSource())) == ["cpu:0", "cpu:7"]
+
+
+def test_acpi_power_meter_keeps_the_name_system(sysfs):
+    make_rapl(sysfs, sockets=1, dram=False, psys=True, core=False)
+    make_acpi_power_meter(sysfs)
+    assert list(statuses(RaplSource())) == ["cpu:0", "rapl:psys"]
+
+
+def test_psys_that_stays_at_zero_is_unavailable(sysfs):
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=True, core=False)
+    write_counter(paths["system"], 0)
+    status, reason = statuses(RaplSource())["system"]
+    assert status == UNAVAILABLE and "psys" in reason and str(paths["system"]) in reason
+
+
+# ---------------------------------------------------------------------- wraparound
+def test_poll_interval_is_a_quarter_of_the_shortest_wrap(sysfs):
+    make_rapl(sysfs, sockets=2, dram=True, psys=True, max_power_uw=250_000_000)
+    source = RaplSource()
+    source.probe()
+    source.open()
+    # packages and psys state 250 W; subzones fall back to 500 W, the shortest wrap
+    assert source.poll_interval_s() == pytest.approx(262143.32885 / 500 / 4)
+    source.close()
+    p = sysfs / "class" / "powercap" / "intel-rapl:0" / "intel-rapl:0:0"
+    (p / "constraint_0_max_power_uw").write_text("2000000000\n")  # this core states 2 kW
+    source.probe()
+    source.open()
+    assert source.poll_interval_s() == pytest.approx(262143.32885 / 2000 / 4)
+    source.close()
+
+
+def test_wrap_inside_a_window(sysfs):
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**9)
+    write_counter(paths["cpu:0"], 900_000_000)
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        meter.begin("w")
+        write_counter(paths["cpu:0"], 100_000_000)
+        m = meter.end("w")
+    assert m.energy_j["cpu:0"] == pytest.approx(200.0)
+
+
+def test_two_wraps_in_one_window_are_both_counted(sysfs):
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**9)
+    write_counter(paths["cpu:0"], 900_000_000)
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        meter.begin("w")
+        # what the polling thread sees, a quarter wrap period apart
+        for raw_uj in (400_000_000, 900_000_000, 300_000_000, 700_000_000):
+            write_counter(paths["cpu:0"], raw_uj)
+            meter._tick()
+        write_counter(paths["cpu:0"], 200_000_000)
+        m = meter.end("w")
+    # three wraps; steps of 500, 500, 400, 400 and 500 MµJ
+    assert m.energy_j["cpu:0"] == pytest.approx(2300.0)
+
+
+def test_garbage_max_range_still_reads_but_says_wraps_are_lost(sysfs):
+    make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False)
+    (sysfs / "class" / "powercap" / "intel-rapl:0" / "max_energy_range_uj").write_text("x\n")
+    source = RaplSource()
+    status, reason = statuses(source)["cpu:0"]
+    assert status == OK and "max_energy_range_uj" in reason and "wraparound" in reason
+    source.open()
+    assert source.poll_interval_s() is None and source.counter_domains() == ["cpu:0"]
+
+
+# ---------------------------------------------------------------------- what goes wrong
+def test_no_powercap_folder_is_one_unavailable_row(sysfs):
+    sysfs.mkdir()
+    rows = RaplSource().probe()
+    assert len(rows) == 1 and rows[0].status == UNAVAILABLE
+    assert "powercap" in rows[0].reason and "docs/sensors.md" in rows[0].reason
+
+
+def test_empty_powercap_folder_is_one_unavailable_row(sysfs):
+    (sysfs / "class" / "powercap").mkdir(parents=True)
+    rows = RaplSource().probe()
+    assert [r.status for r in rows] == [UNAVAILABLE] and "intel-rapl" in rows[0].reason
+
+
+@pytest.mark.parametrize(("content", "shown"), [("garbage", "'garbage'"), ("", "an empty file")])
+def test_garbage_or_empty_counter_is_unavailable_naming_the_file(sysfs, content, shown):
+    paths = make_rapl(sysfs, sockets=2, dram=False, psys=False, core=False)
+    paths["cpu:1"].write_text(content)
+    st = statuses(RaplSource())
+    assert st["cpu:0"] == (OK, "")
+    status, reason = st["cpu:1"]
+    assert status == UNAVAILABLE and str(paths["cpu:1"]) in reason and shown in reason
+
+
+def test_vanished_counter_is_unavailable_naming_it(sysfs):
+    paths = make_rapl(sysfs, sockets=2, dram=False, psys=False, core=False)
+    paths["cpu:1"].unlink()
+    status, reason = statuses(RaplSource())["cpu:1"]
+    assert status == UNAVAILABLE and str(paths["cpu:1"]) in reason
+
+
+def test_counter_vanishing_between_probe_and_open_is_left_out(sysfs):
+    paths = make_rapl(sysfs, sockets=2, dram=False, psys=False, core=False)
+    source = RaplSource()
+    assert all(r.status == OK for r in source.probe())
+    paths["cpu:1"].unlink()
+    source.open()
+    assert source.counter_domains() == ["cpu:0"]
+
+
+def test_missing_zone_name_is_unavailable(sysfs):
+    make_rapl(sysfs, sockets=2, dram=False, psys=False, core=False)
+    (sysfs / "class" / "powercap" / "intel-rapl:1" / "name").unlink()
+    st = statuses(RaplSource())
+    assert st["cpu:0"][0] == OK
+    assert st["rapl:intel-rapl:1"][0] == UNAVAILABLE and "name" in st["rapl:intel-rapl:1"][1]
+
+
+def test_permission_denied_says_which_file_and_how_to_fix(sysfs, monkeypatch):
+    # tests run as root, where chmod 000 denies nothing: deny energy_uj the way the kernel does
+    paths = make_rapl(sysfs, sockets=1, dram=True, psys=False, core=False)
+    real_open = os.open
+
+    def deny_energy(path, *args, **kwargs):
+        if str(path).endswith("energy_uj"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(harness.sysfs.os, "open", deny_energy)
+    st = statuses(RaplSource())
+    status, reason = st["cpu:0"]
+    assert status == NO_PERMISSION
+    assert str(paths["cpu:0"]) in reason and "chmod o+r" in reason and "udev" in reason
+    assert st["dram"][0] == NO_PERMISSION
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        assert meter.domains == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_permission_denied_by_file_mode(sysfs):
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False)
+    paths["cpu:0"].chmod(0)
+    assert statuses(RaplSource())["cpu:0"][0] == NO_PERMISSION
+
+
+def test_probe_never_raises(sysfs, monkeypatch):
+    make_rapl(sysfs, sockets=1)
+
+    def broken():
+        raise OSError("I/O error")
+
+    monkeypatch.setattr("harness.sensors.rapl._scan", broken)
+    rows = RaplSource().probe()
+    assert [r.status for r in rows] == [UNAVAILABLE] and "I/O error" in rows[0].reason
+
+
+# ---------------------------------------------------------------------- speed
+def test_a_window_on_a_two_socket_server_costs_well_under_50_us(sysfs):
+    make_rapl(sysfs, sockets=2, dram=True, psys=False, core=False)  # a 2-socket Xeon's tree
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        costs_s = []
+        for _ in range(300):
+            t0 = time.perf_counter()
+            meter.begin("w")
+            meter.end("w")
+            costs_s.append(time.perf_counter() - t0)
+    costs_s.sort()
+    assert costs_s[len(costs_s) // 2] < 50e-6
+
+
+# ---------------------------------------------------------------------- a live counter
+class CounterWriter(threading.Thread):
+    """Advances a fake energy_uj at ``watts`` in real time, every ``period_s``, wrapping."""
+
+    def __init__(self, path: Path, watts: float, max_range_uj: int, period_s: float = 0.005):
+        super().__init__(daemon=True)
+        self.path, self.watts, self.max_range_uj, self.period_s = (
+            path,
+            watts,
+            max_range_uj,
+            period_s,
+        )
+        self.stop = threading.Event()
+        self.total_uj = 0.0
+
+    def run(self) -> None:
+        raw = int(self.path.read_text())
+        last = time.perf_counter()
+        while not self.stop.wait(self.period_s):
+            now = time.perf_counter()
+            step_uj = int(self.watts * 1e6 * (now - last))
+            last += step_uj / (self.watts * 1e6)  # carry the rounding into the next step
+            self.total_uj += step_uj
+            raw = (raw + step_uj) % self.max_range_uj
+            write_counter(self.path, raw)
+
+    def __enter__(self) -> CounterWriter:
+        self.start()
+        time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.join()
+
+
+def test_live_25_w_counter_with_many_wraps_in_a_meter_window(sysfs):
+    # 2 J range and 100 W stated: a wrap every 80 ms at 25 W, polled every 5 ms
+    max_range_uj = 2_000_000
+    paths = make_rapl(
+        sysfs,
+        sockets=1,
+        dram=False,
+        psys=False,
+        core=False,
+        max_range_uj=max_range_uj,
+        max_power_uw=100_000_000,
+    )
+    with CounterWriter(paths["cpu:0"], 25.0, max_range_uj) as writer:
+        with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+            assert meter._sampler_period() == pytest.approx(0.005)
+            with meter.window("sleep") as w:
+                time.sleep(2)
+    m = w.measurement
+    assert writer.total_uj / max_range_uj > 25  # the counter wrapped often
+    assert m.energy_j["cpu:0"] == pytest.approx(25.0 * m.duration_s, rel=0.01)
+
+
+def test_live_25_w_counter_through_harness_measure(sysfs):
+    # 20 J range, 100 W stated: the CLI polls every 50 ms, the counter wraps every 0.8 s
+    max_range_uj = 20_000_000
+    paths = make_rapl(
+        sysfs,
+        sockets=1,
+        dram=False,
+        psys=False,
+        core=False,
+        max_range_uj=max_range_uj,
+        max_power_uw=100_000_000,
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "harness", "measure", "--json", "--sensors", "rapl"]
+    cmd += ["--sample-hz", "0", "--", "sleep", "2"]
+    with CounterWriter(paths["cpu:0"], 25.0, max_range_uj) as writer:
+        proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert writer.total_uj / max_range_uj > 2
+    assert out["exit_status"] == 0 and out["method"] == MEASURED and out["sources"] == ["rapl"]
+    assert out["duration_s"] == pytest.approx(2.0, abs=0.5)
+    assert out["energy_j"]["cpu:0"] == pytest.approx(25.0 * out["duration_s"], rel=0.01)
+    assert out["total_j"] == pytest.approx(out["energy_j"]["cpu:0"])
