@@ -1,0 +1,220 @@
+"""A fake ``pynvml`` module, shaped like nvidia-ml-py's, for testing the NVML source without a GPU.
+
+Install it at the import boundary::
+
+    fake = fakenvml.module([fakenvml.FakeGpu("Tesla V100", energy_mj=0)])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+
+Names, return codes and shapes follow nvidia-ml-py 13 (``pynvml.py``): ``NVMLError(value)``
+turns into its ``NVMLError_<Name>`` subclass, ``nvmlDeviceGetFieldValues`` returns structures with
+``.nvmlReturn`` and ``.value.uiVal``, energy is in mJ and power in mW.
+"""
+
+from __future__ import annotations
+
+import string
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+NVML_SUCCESS = 0
+ERRORS = {
+    "NVML_ERROR_UNINITIALIZED": 1,
+    "NVML_ERROR_INVALID_ARGUMENT": 2,
+    "NVML_ERROR_NOT_SUPPORTED": 3,
+    "NVML_ERROR_NO_PERMISSION": 4,
+    "NVML_ERROR_NOT_FOUND": 6,
+    "NVML_ERROR_DRIVER_NOT_LOADED": 9,
+    "NVML_ERROR_LIBRARY_NOT_FOUND": 12,
+    "NVML_ERROR_GPU_IS_LOST": 15,
+    "NVML_ERROR_UNKNOWN": 999,
+}
+NVML_FI_DEV_POWER_INSTANT = 186
+NVML_DEVICE_MIG_DISABLE = 0
+NVML_DEVICE_MIG_ENABLE = 1
+
+
+class NVMLError(Exception):
+    """Mirrors pynvml.NVMLError: ``NVMLError(code)`` is an instance of the code's subclass."""
+
+    _value_class: dict[int, type] = {}
+
+    def __new__(cls, value: int):
+        if cls is NVMLError:
+            cls = NVMLError._value_class.get(value, cls)
+        obj = Exception.__new__(cls)
+        obj.value = value
+        return obj
+
+    def __init__(self, value: int):
+        super().__init__(value)
+
+    def __str__(self) -> str:
+        names = {v: k for k, v in ERRORS.items()}
+        return names.get(self.value, f"NVML Error with code {self.value}")
+
+
+def _error_classes() -> dict[str, type]:
+    classes = {}
+    for err_name, value in ERRORS.items():
+        name = "NVMLError_" + string.capwords(err_name.replace("NVML_ERROR_", ""), "_").replace(
+            "_", ""
+        )
+
+        def new(cls, *args, _value=value):
+            return NVMLError.__new__(cls, _value)
+
+        def init(self, *args, _value=value):
+            Exception.__init__(self, _value)
+
+        cls = type(name, (NVMLError,), {"__new__": new, "__init__": init})
+        NVMLError._value_class[value] = cls
+        classes[name] = cls
+    return classes
+
+
+ERROR_CLASSES = _error_classes()
+NotSupported = ERROR_CLASSES["NVMLError_NotSupported"]
+NoPermission = ERROR_CLASSES["NVMLError_NoPermission"]
+LibraryNotFound = ERROR_CLASSES["NVMLError_LibraryNotFound"]
+DriverNotLoaded = ERROR_CLASSES["NVMLError_DriverNotLoaded"]
+GpuIsLost = ERROR_CLASSES["NVMLError_GpuIsLost"]
+
+
+@dataclass
+class FakeGpu:
+    """One physical GPU. ``energy_mj``/``power_mw``: a number, a callable, or None (not supported).
+
+    ``instant``: whether the NVML_FI_DEV_POWER_INSTANT field works. ``mig``: None (not supported,
+    pre-Ampere) or the (current, pending) MIG mode. ``errors``: function name -> exception raised.
+    """
+
+    name: str
+    uuid: str
+    energy_mj: int | Callable[[], int] | None = None
+    power_mw: int | Callable[[], int] | None = 100_000
+    instant: bool = True
+    mig: tuple[int, int] | None = None
+    mig_uuids: list[str] = field(default_factory=list)
+    errors: dict[str, Exception] = field(default_factory=dict)
+
+
+class _Value:
+    __slots__ = ("uiVal", "ullVal", "dVal")
+
+    def __init__(self, v: int):
+        self.uiVal = self.ullVal = v
+        self.dVal = float(v)
+
+
+class _FieldValue:
+    """Shaped like pynvml.c_nvmlFieldValue_t."""
+
+    def __init__(self, field_id: int, ret: int, v: int):
+        self.fieldId = field_id
+        self.scopeId = 0
+        self.nvmlReturn = ret
+        self.value = _Value(v)
+
+
+def _get(value):
+    return value() if callable(value) else value
+
+
+def module(gpus: list[FakeGpu], init_error: Exception | None = None) -> types.ModuleType:
+    """A fresh fake pynvml. ``calls`` on it counts nvmlInit/nvmlShutdown and reads."""
+    m = types.ModuleType("pynvml")
+    m.__dict__.update(ERRORS)
+    m.__dict__.update(ERROR_CLASSES)
+    m.NVML_SUCCESS = NVML_SUCCESS
+    m.NVML_FI_DEV_POWER_INSTANT = NVML_FI_DEV_POWER_INSTANT
+    m.NVML_DEVICE_MIG_DISABLE = NVML_DEVICE_MIG_DISABLE
+    m.NVML_DEVICE_MIG_ENABLE = NVML_DEVICE_MIG_ENABLE
+    m.NVMLError = NVMLError
+    m.calls = {"init": 0, "shutdown": 0, "energy": 0, "field": 0, "power": 0}
+    m.gpus = gpus
+    state = {"initialised": False}
+
+    def check(gpu: FakeGpu, fn: str) -> None:
+        if not state["initialised"]:
+            raise NVMLError(ERRORS["NVML_ERROR_UNINITIALIZED"])
+        if fn in gpu.errors:
+            raise gpu.errors[fn]
+
+    def nvmlInit():
+        m.calls["init"] += 1
+        if init_error is not None:
+            raise init_error
+        state["initialised"] = True
+
+    def nvmlShutdown():
+        m.calls["shutdown"] += 1
+        state["initialised"] = False
+
+    def nvmlDeviceGetCount():
+        if not state["initialised"]:
+            raise NVMLError(ERRORS["NVML_ERROR_UNINITIALIZED"])
+        return len(gpus)
+
+    def nvmlDeviceGetHandleByIndex(index):
+        if not 0 <= index < len(gpus):
+            raise NVMLError(ERRORS["NVML_ERROR_INVALID_ARGUMENT"])
+        check(gpus[index], "nvmlDeviceGetHandleByIndex")
+        return gpus[index]
+
+    def nvmlDeviceGetHandleByUUID(uuid):
+        for gpu in gpus:
+            if gpu.uuid == uuid:
+                return gpu
+            if uuid in gpu.mig_uuids:
+                return ("mig", gpu, uuid)
+        raise NVMLError(ERRORS["NVML_ERROR_NOT_FOUND"])
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle):
+        if not isinstance(handle, tuple):
+            raise NVMLError(ERRORS["NVML_ERROR_INVALID_ARGUMENT"])
+        return handle[1]
+
+    def nvmlDeviceGetUUID(gpu):
+        check(gpu, "nvmlDeviceGetUUID")
+        return gpu.uuid
+
+    def nvmlDeviceGetName(gpu):
+        check(gpu, "nvmlDeviceGetName")
+        return gpu.name
+
+    def nvmlDeviceGetMigMode(gpu):
+        check(gpu, "nvmlDeviceGetMigMode")
+        if gpu.mig is None:
+            raise NVMLError(ERRORS["NVML_ERROR_NOT_SUPPORTED"])
+        return list(gpu.mig)
+
+    def nvmlDeviceGetTotalEnergyConsumption(gpu):
+        check(gpu, "nvmlDeviceGetTotalEnergyConsumption")
+        m.calls["energy"] += 1
+        if gpu.energy_mj is None:
+            raise NVMLError(ERRORS["NVML_ERROR_NOT_SUPPORTED"])
+        return int(_get(gpu.energy_mj))
+
+    def nvmlDeviceGetFieldValues(gpu, field_ids):
+        check(gpu, "nvmlDeviceGetFieldValues")
+        m.calls["field"] += 1
+        out = []
+        for fid in field_ids:
+            if fid == NVML_FI_DEV_POWER_INSTANT and gpu.instant and gpu.power_mw is not None:
+                out.append(_FieldValue(fid, NVML_SUCCESS, int(_get(gpu.power_mw))))
+            else:
+                out.append(_FieldValue(fid, ERRORS["NVML_ERROR_NOT_SUPPORTED"], 0))
+        return out
+
+    def nvmlDeviceGetPowerUsage(gpu):
+        check(gpu, "nvmlDeviceGetPowerUsage")
+        m.calls["power"] += 1
+        if gpu.power_mw is None:
+            raise NVMLError(ERRORS["NVML_ERROR_NOT_SUPPORTED"])
+        return int(_get(gpu.power_mw))
+
+    for fn in list(locals().values()):
+        if callable(fn) and getattr(fn, "__name__", "").startswith("nvml"):
+            setattr(m, fn.__name__, fn)
+    return m
