@@ -40,18 +40,40 @@ def _on_sigterm(signum, frame):
 
 @click.command()
 @click.argument("suite", required=False)
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder of run folders (default $HARNESS_RESULTS or results).")
-@click.option("--resume", "resume", type=click.Path(file_okay=False), default=None,
-              metavar="RUN_DIR", help="Run only the cases of RUN_DIR without an ok result.")
-@click.option("--only", default=None, metavar="GLOB",
-              help="Run only the cases whose name matches (e.g. 'tiny-s/*/cpu/infer-*').")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of run folders (default $HARNESS_RESULTS or results).",
+)
+@click.option(
+    "--resume",
+    "resume",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="RUN_DIR",
+    help="Run only the cases of RUN_DIR without an ok result.",
+)
+@click.option(
+    "--only",
+    default=None,
+    metavar="GLOB",
+    help="Run only the cases whose name matches (e.g. 'tiny-s/*/cpu/infer-*').",
+)
 @click.option("--dry-run", is_flag=True, help="List the cases and run nothing.")
-@click.option("--no-wait", is_flag=True,
-              help="Fail at once if another run is measuring on this machine.")
+@click.option(
+    "--no-wait", is_flag=True, help="Fail at once if another run is measuring on this machine."
+)
 @click.option("--no-report", is_flag=True, help="Do not build the report at the end.")
-@click.option("--ray", "ray", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
-              help="Run the cases on a Ray cluster (default address: auto).")
+@click.option(
+    "--ray",
+    "ray",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run the cases on a Ray cluster (default address: auto).",
+)
 def run(suite, out, resume, only, dry_run, no_wait, no_report, ray) -> int:
     """Run a suite; the last line printed is the run folder. Exit 0 all ok, 1 some failed."""
     from harness import runner
@@ -63,7 +85,9 @@ def run(suite, out, resume, only, dry_run, no_wait, no_report, ray) -> int:
         if dry_run:
             return _dry_run(suite, resume, only)
         if resume is not None and suite is not None:
-            click.echo(f"note: --resume takes the suite from {resume}/manifest.json; {suite} unused")
+            click.echo(
+                f"note: --resume takes the suite from {resume}/manifest.json; {suite} unused"
+            )
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             outcome = runner.execute_run(

@@ -1,0 +1,86 @@
+"""When to stop repeating a case (ARCHITECTURE.md, Measurement rules).
+
+Repeat until at least ``min_repeats`` repetitions and ``min_duration_s`` of measured time, and the
+95% confidence half-width (Student t) of the energy is within ``target_rel_ci`` of its median; or
+until ``max_repeats``. The reason is recorded with the case: ``converged`` or ``max_repeats`` (or
+``planned`` when the workload fixes its own count).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from functools import lru_cache
+
+CONVERGED = "converged"
+MAX_REPEATS = "max_repeats"
+PLANNED = "planned"
+
+
+def _t_two_sided_mass(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4, exact)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    s = math.sin(theta)
+    if df % 2 == 1:
+        term, acc = math.cos(theta), 0.0
+        if df > 1:
+            acc = term
+            for k in range(1, (df - 3) // 2 + 1):
+                term *= c2 * (2 * k) / (2 * k + 1)
+                acc += term
+        return 2 / math.pi * (theta + s * acc)
+    term, acc = 1.0, 1.0
+    for k in range(1, (df - 2) // 2 + 1):
+        term *= c2 * (2 * k - 1) / (2 * k)
+        acc += term
+    return s * acc
+
+
+@lru_cache(maxsize=256)
+def t_quantile(df: int, confidence: float = 0.95) -> float:
+    """The two-sided Student t critical value: P(|T| <= t) = ``confidence``."""
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    df = min(df, 1000)  # beyond this t equals the normal quantile to 4 digits
+    lo, hi = 0.0, 1.0
+    while _t_two_sided_mass(hi, df) < confidence:
+        hi *= 2
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if _t_two_sided_mass(mid, df) < confidence:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def ci_half_width(values: Sequence[float], confidence: float = 0.95) -> float:
+    """Half-width of the Student t confidence interval of the mean (inf below two values)."""
+    n = len(values)
+    if n < 2:
+        return math.inf
+    return t_quantile(n - 1, confidence) * statistics.stdev(values) / math.sqrt(n)
+
+
+def stop_reason(
+    energies_j: Sequence[float],
+    durations_s: Sequence[float],
+    *,
+    min_repeats: int,
+    max_repeats: int,
+    min_duration_s: float,
+    target_rel_ci: float,
+) -> str | None:
+    """``converged``, ``max_repeats``, or None to go on repeating."""
+    n = len(energies_j)
+    if n >= min_repeats and sum(durations_s) >= min_duration_s:
+        values = [float(e) for e in energies_j if e is not None and math.isfinite(float(e))]
+        if len(values) == n and n >= 2:
+            half = ci_half_width(values)
+            if half == 0 or half <= target_rel_ci * abs(statistics.median(values)):
+                return CONVERGED
+    if n >= max_repeats:
+        return MAX_REPEATS
+    return None

@@ -1,0 +1,302 @@
+"""One case in its own process: ``python -m harness.worker CASE_DIR --run-dir RUN --run-id ID``.
+
+The runner starts a fresh worker per case, in its own process group, so that a crash, a leak or a
+hang of one case cannot touch the others or the run. The worker reads ``case.json``, measures the
+workload (setup, unmeasured warmup, repetitions until the stopping rule), and writes
+``trace.parquet`` and then ``result.json`` — last, so a result file means the case is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.stopping import PLANNED, ci_half_width, stop_reason
+
+#: the runner sets this so the worker can tell when the runner died before it noticed
+PARENT_ENV = "HARNESS_PARENT_PID"
+#: comma-separated modules imported before the workload is created (they may register workloads)
+PLUGINS_ENV = "HARNESS_PLUGINS"
+#: a repetition is not started when the case would then likely pass this share of its timeout
+TIME_BUDGET_SHARE = 0.85
+TIME_BUDGET = "time_budget"
+
+AGGREGATED = (
+    "duration_s",
+    "energy_j",
+    "energy_dynamic_j",
+    "avg_power_w",
+    "co2e_g",
+    "energy_per_token_j",
+    "energy_per_query_j",
+    "tokens_per_s",
+    "tokens_per_j",
+    "ttft_s",
+    "tpot_s",
+    "accuracy",
+)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line that says what went wrong: the message of a HarnessError, else type and message."""
+    text = str(exc).strip()
+    if not isinstance(exc, HarnessError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:500]
+
+
+def aggregates(records: list[dict]) -> dict:
+    """``n``, and per metric the median and the 95% interval of the mean (``_ci_low/_ci_high``)."""
+    out: dict = {"n": len(records)}
+    for col in AGGREGATED:
+        values = [r.get(col) for r in records]
+        values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        if not values:
+            continue
+        out[col] = statistics.median(values)
+        if len(values) >= 2:
+            mean, half = statistics.fmean(values), ci_half_width(values)
+            out[f"{col}_ci_low"], out[f"{col}_ci_high"] = mean - half, mean + half
+    return out
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to signal this worker when the runner dies, and take the program down with it."""
+    if os.getpgrp() == os.getpid():  # only a group leader may kill its whole group
+
+        def _on_term(signum, frame):
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+
+        signal.signal(signal.SIGTERM, _on_term)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    parent = os.environ.get(PARENT_ENV)
+    if parent and parent.isdigit() and os.getppid() != int(parent):
+        os._exit(1)  # the runner is already gone
+
+
+def _load_plugins() -> None:
+    import importlib
+
+    for name in filter(None, (s.strip() for s in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(name)
+
+
+def apply_hardware(hw: dict, workload_type: str) -> None:
+    """Make this process look like the hardware profile.
+
+    Model workloads use harness.hardware (device check, torch threads). Other programs (command
+    workloads) get the profile's thread count as CPU affinity, without importing torch.
+    """
+    if workload_type != "command":
+        from harness.hardware import apply_profile
+
+        apply_profile(hw)
+        return
+    threads = hw.get("threads")
+    if threads and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[: max(1, int(threads))])
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kb_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        return max(kb, kb_children) / 1024.0
+    except Exception:
+        return None
+
+
+def _device_name(hw: dict, workload_type: str) -> str | None:
+    if hw.get("device", "cpu") != "cpu" and workload_type == "command":
+        return None  # naming a GPU would mean importing torch into a worker that needs none
+    try:
+        from harness.hardware import describe
+
+        return describe(hw).get("device_name")
+    except Exception:
+        return None
+
+
+def run_case(
+    case_dir: Path, run_dir: Path, run_id: str, idle_w: dict | None, case: dict | None = None
+) -> dict:
+    """Measure a case and write its trace and result into ``case_dir``; return the result.
+
+    ``case``: the case as the runner holds it (secrets intact); by default case.json, which is
+    written with secrets masked.
+    """
+    from harness import store
+
+    started = store.utc_now()
+    if case is None:
+        case = store.read_json(case_dir / store.CASE_FILE)
+    m = case.get("measurement") or {}
+    result: dict = {
+        "schema_version": store.SCHEMA_VERSION,
+        "case_id": case.get("case_id"),
+        "case": case.get("case"),
+        "status": store.FAILED,
+        "error": None,
+        "stop_reason": None,
+        "started": started,
+        "finished": None,
+        "worker_pid": os.getpid(),
+        "repetitions": [],
+        "windows": [],
+        "aggregates": {"n": 0},
+        "summary": {},
+        "static": {},
+        "idle_w": idle_w,
+    }
+    meter = None
+    workload = None
+    t_case = time.monotonic()
+    try:
+        from harness import carbon
+        from harness.meter import Meter
+        from harness.records import derive, measurement_columns
+        from harness.workloads import Context, create
+
+        _load_plugins()
+        wtype = (case.get("workload") or {}).get("type", "?")
+        apply_hardware(case.get("hardware") or {}, wtype)
+        carbon_settings = carbon.settings(case.get("carbon") or {})
+        result["carbon"] = carbon_settings
+        meter = Meter(
+            sensors=m.get("sensors", "auto"), sample_hz=m.get("sample_hz"), tdp_w=m.get("tdp_w")
+        )
+        result["meter"] = {
+            "domains": meter.domains,
+            "method": meter.method,
+            "sources": sorted(set(meter.domain_sources.values())),
+            "statuses": [s.to_dict() for s in meter.statuses],
+        }
+        ctx = Context(
+            meter=meter,
+            case=case,
+            artifacts_dir=Path(run_dir) / "artifacts",
+            case_dir=Path(case_dir),
+            idle_w=idle_w,
+        )
+        workload = create(ctx)
+        static = workload.setup() or {}
+        result["static"] = static
+        warmup = int(m.get("warmup") or 0)
+        if warmup:
+            workload.warmup(warmup)
+        base = store.identity_columns(case, run_id)
+        base.update(node=socket.gethostname(), device_name=_device_name(case["hardware"], wtype))
+        base.update(static)
+        planned = workload.planned_repetitions()
+        timeout_s = float(m.get("case_timeout_s") or math.inf)
+        records: list[dict] = []
+        result["repetitions"] = records  # kept when a later repetition fails
+        reason = None
+        while reason is None:
+            i = len(records)
+            rep = workload.run(i)
+            meas = rep.measurement
+            record = {**base, "repetition": i, "status": store.OK, "error": None}
+            record.update(measurement_columns(meas, idle_w))
+            record.update(rep.columns or {})
+            for name, part in (rep.parts or {}).items():
+                record.setdefault(f"{name}_energy_j", part.total_j)
+                record.setdefault(f"{name}_duration_s", part.duration_s)
+            derive(record, carbon_settings)
+            records.append(record)
+            result["windows"].append(
+                {"repetition": i, "start_s": meas.start_s, "end_s": meas.end_s}
+            )
+            if planned:
+                reason = PLANNED if len(records) >= planned else None
+                continue
+            reason = stop_reason(
+                [r["energy_j"] for r in records],
+                [r["duration_s"] for r in records],
+                min_repeats=int(m.get("min_repeats", 3)),
+                max_repeats=int(m.get("max_repeats", 10)),
+                min_duration_s=float(m.get("min_duration_s", 0)),
+                target_rel_ci=float(m.get("target_rel_ci", 0.05)),
+            )
+            elapsed = time.monotonic() - t_case
+            per_rep = elapsed / len(records)
+            if (
+                reason is None
+                and len(records) >= int(m.get("min_repeats", 1))
+                and elapsed + per_rep > TIME_BUDGET_SHARE * timeout_s
+            ):
+                reason = TIME_BUDGET  # stop with what is measured rather than lose it all
+        for record in records:
+            record["stop_reason"] = reason
+        result["summary"] = workload.summary() or {}
+        result["stop_reason"] = reason
+        result["aggregates"] = aggregates(records)
+        result["status"] = store.OK
+    except BaseException as e:  # noqa: BLE001 - every failure becomes the case's recorded reason
+        if isinstance(e, KeyboardInterrupt):
+            result["error"] = "interrupted"
+        else:
+            result["error"] = error_line(e)
+            if isinstance(e, HarnessError):  # a known failure: its line says it all
+                print(f"error: {result['error']}", file=sys.stderr)
+            else:
+                traceback.print_exc(file=sys.stderr)
+    finally:
+        if workload is not None:
+            try:
+                workload.teardown()
+            except Exception as e:
+                print(f"teardown failed: {error_line(e)}", file=sys.stderr)
+    if meter is not None:
+        try:
+            meter.close()
+            if meter.sampler_error:
+                result.setdefault("notes", []).append(f"sampler stopped: {meter.sampler_error}")
+            store.write_trace(Path(case_dir) / store.TRACE_FILE, meter.trace())
+        except Exception as e:
+            print(f"trace not written: {error_line(e)}", file=sys.stderr)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["finished"] = store.utc_now()
+    store.write_json(Path(case_dir) / store.RESULT_FILE, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.worker", description=__doc__)
+    parser.add_argument("case_dir", type=Path)
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--idle-w", default=None, help="idle watts per domain, as JSON")
+    parser.add_argument(
+        "--case-stdin", action="store_true", help="read the case as JSON from standard input"
+    )
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    idle_w = json.loads(args.idle_w) if args.idle_w else None
+    case = json.load(sys.stdin) if args.case_stdin else None
+    result = run_case(args.case_dir, args.run_dir, args.run_id, idle_w, case)
+    return 0 if result["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

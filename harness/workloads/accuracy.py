@@ -1,0 +1,276 @@
+"""Accuracy: one lm-eval pass over a task, on the model already loaded, inside one meter window.
+
+The task is any lm-eval task: one of the YAML tasks in ``suites/tasks`` (local JSONL data, no
+network) or a name in lm-eval's own registry (its data must then be in the Hugging Face cache or
+reachable). The model is the one ``load_model`` returned, wrapped in lm-eval's ``HFLM``, so the
+accuracy belongs to exactly the variant (dtype, quantisation) that the energy figures describe.
+Evaluation is deterministic, so a case is one pass: one repetition.
+
+The window holds what the evaluation costs: building the requests, the model's forward passes
+and scoring. Indexing the task registry and loading the task's data happen in ``setup``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.workloads.base import Repetition, Workload
+from harness.workloads.memory import PeakMemory
+
+#: lm-eval warnings that are expected here (a model passed as an instance; a hint for its command
+#: line about tasks with their own loader, as suites/tasks has), so not shown
+_EXPECTED_WARNINGS = (
+    "is not of type `str`",
+    "already-initialized model",
+    "Custom kwargs can be passed to `--metadata`",
+)
+
+
+def tasks_dir() -> Path:
+    """The folder of the harness's own lm-eval task YAMLs (suites/tasks)."""
+    from harness.models.corpus import tasks_dir as corpus_tasks_dir
+
+    return corpus_tasks_dir()
+
+
+def _optional_int(spec: dict, key: str, minimum: int) -> int | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise HarnessError(
+            f"accuracy workload: {key} must be an integer >= {minimum} or null, not {value!r}"
+        )
+    return value
+
+
+class _DropExpected(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _EXPECTED_WARNINGS)
+
+
+def _skip(*_args, **_kwargs) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def lean_lm_eval() -> Iterator[None]:
+    """lm-eval quiet (warnings only, no expected ones, no progress bars) and without provenance.
+
+    lm-eval passes ``disable=`` to some of its tqdm bars and nothing to others, so the bars are
+    turned off by handing its modules a tqdm that always disables itself, for the block only.
+    After evaluating, ``simple_evaluate`` gathers provenance (a git subprocess, and torch's
+    collect_env, which starts a dozen programs: about 0.5 s here), which would land inside the
+    energy window although it is no part of evaluating; the run's manifest records the
+    environment instead, so both are skipped.
+    """
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import lm_eval.evaluator
+    import lm_eval.models.huggingface
+    from tqdm import tqdm
+
+    def silent_tqdm(*args, **kwargs):
+        kwargs["disable"] = True
+        return tqdm(*args, **kwargs)
+
+    patches = [
+        (m, "tqdm", silent_tqdm)
+        for m in (lm_eval.api.model, lm_eval.api.task, lm_eval.models.huggingface)
+    ]
+    patches += [
+        (lm_eval.evaluator, name, _skip) for name in ("add_env_info", "get_git_commit_hash")
+    ]
+    patches = [(m, name, new) for m, name, new in patches if hasattr(m, name)]
+    saved = [getattr(m, name) for m, name, _ in patches]
+    logger = logging.getLogger("lm_eval")
+    saved_level = logger.level
+    drop = _DropExpected()
+    # lm-eval's loggers are children of "lm_eval": a filter on a logger does not apply to its
+    # children's records, so the filter goes on each handler that could print them
+    handlers = logger.handlers or logging.getLogger().handlers or [logging.lastResort]
+    handlers = [h for h in handlers if h is not None]
+    try:
+        import datasets
+
+        bars_were_on = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+    except (ImportError, AttributeError):  # an older or newer datasets: its bars stay
+        datasets, bars_were_on = None, False
+    for m, name, new in patches:
+        setattr(m, name, new)
+    logger.setLevel(logging.WARNING)
+    for h in handlers:
+        h.addFilter(drop)
+    try:
+        yield
+    finally:
+        for (m, name, _), old in zip(patches, saved, strict=True):
+            setattr(m, name, old)
+        logger.setLevel(saved_level)
+        for h in handlers:
+            h.removeFilter(drop)
+        if datasets is not None and bars_were_on:
+            datasets.enable_progress_bars()
+
+
+@functools.lru_cache(maxsize=4)
+def _task_manager(include_path: str, include_defaults: bool):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path, include_defaults=include_defaults)
+
+
+def task_manager_for(task: str):
+    """An lm-eval TaskManager that knows ``task``, or a HarnessError naming it.
+
+    The harness's own folder is indexed first, on its own (milliseconds); lm-eval's registry
+    (about 15,000 YAML files, several seconds) only when the name is not there. Indexes are kept
+    for the process: they only list files, tasks are built fresh by each ``load``.
+    """
+    include = str(tasks_dir())
+    for include_defaults in (False, True):
+        manager = _task_manager(include, include_defaults)
+        if task in manager.all_tasks:
+            return manager
+    raise HarnessError(f"unknown lm-eval task {task!r} (not in suites/tasks or lm-eval's registry)")
+
+
+def pick_metric(scores: dict) -> tuple[str, float | None, float | None]:
+    """The task's headline metric from lm-eval's ``results[task]``: name, value, stderr.
+
+    lm-eval keys scores ``"<metric>,<filter>"``; ``acc`` is preferred, else the first metric the
+    task lists. The ``,none`` filter suffix (no filter) is dropped from the name.
+    """
+    keys = [k for k in scores if "," in k and "_stderr," not in k]
+    if not keys:
+        raise HarnessError(f"lm-eval returned no metric (keys: {', '.join(scores)})")
+    key = next((k for k in keys if k.split(",", 1)[0] == "acc"), keys[0])
+    metric, _, filter_name = key.partition(",")
+    stderr = scores.get(f"{metric}_stderr,{filter_name}")
+
+    def number(value: Any) -> float | None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):  # lm-eval writes "N/A" where it has no stderr
+            return None
+
+    name = metric if filter_name == "none" else key
+    return name, number(scores[key]), number(stderr)
+
+
+class AccuracyWorkload(Workload):
+    """``{type: accuracy, task, limit, num_fewshot, batch_size}``: one lm-eval pass, one window.
+
+    ``limit``: documents evaluated (None: all); ``num_fewshot``: None keeps the task's own;
+    ``batch_size``: lm-eval's batch size, 1 when unset (lm-eval's own default).
+    """
+
+    type = "accuracy"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        task = self.spec.get("task")
+        if not isinstance(task, str) or not task.strip():
+            raise HarnessError(f"accuracy workload: task must be a task name, not {task!r}")
+        self.task = task.strip()
+        self.limit = _optional_int(self.spec, "limit", 1)
+        self.num_fewshot = _optional_int(self.spec, "num_fewshot", 0)
+        self.batch_size = _optional_int(self.spec, "batch_size", 1) or 1
+        self.loaded = None
+
+    def planned_repetitions(self) -> int | None:
+        return 1
+
+    def setup(self) -> dict:
+        from harness.hardware import apply_profile, describe
+        from harness.models import load_model
+
+        case = self.ctx.case
+        apply_profile(case["hardware"])
+        with lean_lm_eval():
+            # the task first: an unknown name or missing data fails before the model loads
+            self.task_manager = task_manager_for(self.task)
+            try:
+                self.tasks = self.task_manager.load([self.task])
+            except Exception as e:  # data missing offline, a broken YAML: say which task
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise HarnessError(
+                    f"lm-eval task {self.task!r} could not be loaded: {first}"
+                ) from None
+            self.loaded = load_model(
+                case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
+            )
+            from lm_eval.models.huggingface import HFLM
+
+            self.lm = HFLM(
+                pretrained=self.loaded.model,
+                tokenizer=self.loaded.tokenizer,
+                batch_size=self.batch_size,
+            )
+        self._memory = PeakMemory(self.loaded.device)
+        return {
+            **self.loaded.columns(),
+            "device_name": describe(case["hardware"])["device_name"],
+            "task": self.task,
+            "batch_size": self.batch_size,
+        }
+
+    def run(self, repetition: int) -> Repetition:
+        from lm_eval.evaluator import simple_evaluate
+
+        task_objects = list(self.tasks["groups"].values()) or list(self.tasks["tasks"].values())
+        name = f"accuracy-{repetition}"
+        self._memory.reset()
+        with lean_lm_eval():
+            self.ctx.meter.begin(name)
+            try:
+                results = simple_evaluate(
+                    model=self.lm,
+                    tasks=task_objects,
+                    num_fewshot=self.num_fewshot,
+                    limit=self.limit,
+                    task_manager=self.task_manager,
+                    log_samples=False,
+                )
+            finally:
+                m = self.ctx.meter.end(name)
+        if results is None or self.task not in results.get("results", {}):
+            raise HarnessError(
+                f"lm-eval gave no score for {self.task!r} (a tag of several tasks has no "
+                "combined score: name one task or a group)"
+            )
+        metric, accuracy, stderr = pick_metric(results["results"][self.task])
+        n_samples = results.get("n-samples", {})
+        samples = sum(int(v.get("effective", 0)) for v in n_samples.values())
+        columns = {
+            "task": self.task,
+            "batch_size": self.batch_size,
+            "metric": metric,
+            "accuracy": accuracy,
+            "accuracy_stderr": stderr,
+            "samples": samples,
+            "queries": samples,
+            "num_fewshot": self.num_fewshot,
+            **self._memory.read(),
+        }
+        return Repetition(measurement=m, columns=columns)
+
+    def teardown(self) -> None:
+        import gc
+
+        device = self.loaded.device if self.loaded is not None else None
+        self.lm = None
+        self.loaded = None
+        gc.collect()
+        if device is not None and device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()

@@ -1,0 +1,147 @@
+"""Any program, measured as a case: each repetition runs it once inside one meter window.
+
+The program succeeds when it exits 0. If its last line of output is a JSON object, the numeric
+fields named like record columns (``tokens_out``, ``queries``, ``samples``, ``accuracy``...,
+see ``harness.records.WORK_FIELDS``) join the repetition's record, so a script can report the work
+it did and the energy per unit follows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.records import WORK_FIELDS
+from harness.workloads.base import Repetition, Workload
+
+#: at most this much of the program's output is kept in the case folder
+OUTPUT_KEEP_BYTES = 64 * 1024
+
+
+def _status_text(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+class CommandWorkload(Workload):
+    type = "command"
+
+    def setup(self) -> dict:
+        run = list(self.spec["run"])
+        self.cwd = self.spec.get("cwd") or None
+        if self.cwd and not Path(self.cwd).is_dir():
+            raise HarnessError(f"command {self.spec['name']}: cwd {self.cwd} is not a folder")
+        program = run[0]
+        if os.sep in program:
+            base = Path(self.cwd or ".") / program
+            found = base if base.is_file() and os.access(base, os.X_OK) else None
+        else:
+            env_path = {**os.environ, **(self.spec.get("env") or {})}.get("PATH")
+            found = shutil.which(program, path=env_path)
+        if found is None:
+            raise HarnessError(f"command {self.spec['name']}: program not found: {program}")
+        self.argv = run
+        self.env = {**os.environ, **{k: str(v) for k, v in (self.spec.get("env") or {}).items()}}
+        self.exit_status: int | None = None
+        self.notes: list[str] = []
+        return {}
+
+    def _execute(self) -> subprocess.CompletedProcess:
+        try:
+            # same process group as the worker: a case timeout kills the program too
+            done = subprocess.run(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+            )
+        except OSError as e:
+            raise HarnessError(
+                f"command {self.spec['name']}: cannot start {self.argv[0]}: {e}"
+            ) from None
+        self.exit_status = done.returncode
+        self._keep_output(done)
+        if done.returncode != 0:
+            why = _last_line(done.stderr) or _last_line(done.stdout)
+            msg = f"command {_status_text(done.returncode)}"
+            raise HarnessError(f"{msg}: {why[:300]}" if why else msg)
+        return done
+
+    def _keep_output(self, done: subprocess.CompletedProcess) -> None:
+        from harness.store import sanitise_text, write_bytes
+
+        text = (
+            f"$ exit status {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+        )
+        data = sanitise_text(text).encode(errors="replace")[-OUTPUT_KEEP_BYTES:]
+        try:
+            write_bytes(self.ctx.case_dir / "output.log", data)
+        except OSError:
+            pass
+
+    def warmup(self, iterations: int) -> None:
+        for _ in range(iterations):
+            self._execute()
+
+    def run(self, repetition: int) -> Repetition:
+        with self.ctx.meter.window(f"command-{repetition}") as w:
+            done = self._execute()
+        columns = {"exit_status": done.returncode, **self._reported(done.stdout)}
+        return Repetition(measurement=w.measurement, columns=columns)
+
+    def _reported(self, stdout: str) -> dict:
+        """The numeric column fields of a JSON object on the last output line."""
+        line = _last_line(stdout)
+        if not line.startswith("{"):
+            return {}
+        try:
+            data = json.loads(line)
+        except ValueError:
+            self._note(f"last output line looks like JSON but does not parse: {line[:80]!r}")
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        out: dict = {}
+        for key, value in data.items():
+            if key == "metric" and isinstance(value, str):
+                out[key] = value
+            elif key in WORK_FIELDS and _is_number(value):
+                out[key] = value
+            else:
+                self._note(f"ignored field {key!r} of the last output line")
+        return out
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            print(f"note: {text}", file=sys.stderr)
+
+    def summary(self) -> dict:
+        return {"exit_status": self.exit_status, "notes": list(self.notes)}
+
+
+def _is_number(value) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
