@@ -121,6 +121,9 @@ def derive(record: dict, carbon: dict | None = None) -> dict:
     """
     energy = record.get("energy_j")
     tokens = record.get("tokens_out")
+    if tokens is None and record.get("workload") == "train":
+        # training's work is the tokens it processes: per-token figures divide tokens_in
+        tokens = record.get("tokens_in")
     queries = record.get("queries")
     record["energy_per_token_j"] = _ratio(energy, tokens)
     record["energy_per_query_j"] = _ratio(energy, queries)

@@ -1,0 +1,349 @@
+"""Training: AdamW on the builtin corpus (or a text file), measured chunk by chunk.
+
+The ``steps`` are split into a fixed number of chunks (10, fewer when a chunk would be too short
+a window for the sensors: see ``TrainWorkload.warmup``); each repetition trains one chunk inside one
+meter window, so the energy of the whole run is the sum of the repetitions and the loss curve
+lines up with the energy curve. Data, initialisation and batch order are seeded, so two runs of
+the same case do the same work. After the last chunk the model and tokenizer are saved (atomically)
+to ``<artifacts>/models/<model name>/``, where later infer and accuracy cases of the same builtin
+model find it.
+
+A ``bfloat16`` variant trains with bf16 autocast over float32 master weights (pure bf16 weights
+lose AdamW's small updates); float16 and quantised variants are refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.workloads.base import Repetition, Workload
+from harness.workloads.memory import PeakMemory
+
+MAX_CHUNKS = 10
+#: a chunk's window should last at least this long (and 10 sensor update periods), see warmup
+MIN_WINDOW_S = 0.2
+DATA_SEED = 0
+DEFAULTS = {"steps": 300, "batch_size": 16, "seq_len": 64, "lr": 3e-3, "weight_decay": 0.01}
+#: a pretrained model (path:, hf:) is fine-tuned, not trained from scratch: a far smaller step
+FINETUNE_LR = 5e-5
+#: points kept in the summary's loss curve (the per-step losses are averaged into buckets)
+CURVE_POINTS = 200
+
+
+def chunk_sizes(steps: int, chunks: int) -> list[int]:
+    """``steps`` split into ``chunks`` near-equal parts, larger parts first."""
+    base, extra = divmod(steps, chunks)
+    return [base + (1 if i < extra else 0) for i in range(chunks)]
+
+
+def lr_at(step: int, steps: int, lr: float) -> float:
+    """Linear warmup over the first 10% of steps (at most 100), then cosine down to lr/10."""
+    warmup = max(1, min(100, steps // 10))
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def corpus_token_ids(tokenizer, n_tokens: int, seed: int = DATA_SEED) -> list[int]:
+    """At least ``n_tokens`` ids of the builtin corpus, documents separated by end-of-sequence."""
+    from harness.models.corpus import train_text
+
+    ids: list[int] = []
+    eos = tokenizer.eos_token_id
+    doc_seed = seed
+    while len(ids) < n_tokens:
+        # ~25 tokens a document; generate in slices so a short run tokenises little
+        docs = train_text(max(64, (n_tokens - len(ids)) // 20), seed=doc_seed)
+        for row in tokenizer(docs, add_special_tokens=False)["input_ids"]:
+            ids += row
+            ids.append(eos)
+        doc_seed += 1_000_003
+    return ids
+
+
+def text_file_token_ids(tokenizer, path: Path) -> list[int]:
+    """A text file's ids, one document per blank-line-separated paragraph."""
+    if not path.is_file():
+        raise HarnessError(f"train workload: text_file {path} does not exist")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    if not paragraphs:
+        raise HarnessError(f"train workload: text_file {path} is empty")
+    ids: list[int] = []
+    for row in tokenizer(paragraphs, add_special_tokens=False)["input_ids"]:
+        ids += row
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def batches(ids: list[int], steps: int, batch_size: int, seq_len: int, seed: int = DATA_SEED):
+    """A (steps, batch_size, seq_len) LongTensor: the stream cut into blocks, in seeded order.
+
+    The stream is repeated when it is shorter than the run needs (epochs), each pass shuffled.
+    """
+    import torch
+
+    n_blocks = len(ids) // seq_len
+    if n_blocks < 1:
+        raise HarnessError(f"train workload: the text has {len(ids)} tokens, fewer than seq_len")
+    blocks = torch.tensor(ids[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)
+    need = steps * batch_size
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.cat(
+        [torch.randperm(n_blocks, generator=gen) for _ in range(-(-need // n_blocks))]
+    )
+    return blocks[order[:need]].view(steps, batch_size, seq_len)
+
+
+def _positive_int(spec: dict, key: str) -> int:
+    value = spec.get(key, DEFAULTS[key])
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HarnessError(f"train workload: {key} must be a positive integer, not {value!r}")
+    return value
+
+
+def save_atomically(model, tokenizer, folder: Path) -> Path:
+    """save_pretrained into a temporary sibling folder, then swap it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+class Trainer:
+    """The training loop itself, without meter or case: the workload and the tests share it."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        device,
+        *,
+        steps: int,
+        batch_size: int,
+        seq_len: int,
+        lr: float = DEFAULTS["lr"],
+        weight_decay: float = DEFAULTS["weight_decay"],
+        autocast_dtype=None,
+        text_file: Path | None = None,
+        seed: int = DATA_SEED,
+    ):
+        import torch
+
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.steps, self.batch_size, self.seq_len, self.lr = steps, batch_size, seq_len, lr
+        self.autocast_dtype = autocast_dtype
+        if text_file is not None:
+            ids = text_file_token_ids(tokenizer, Path(text_file))
+        else:
+            ids = corpus_token_ids(tokenizer, steps * batch_size * seq_len, seed=seed)
+        self.data = batches(ids, steps, batch_size, seq_len, seed=seed)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95)
+        )
+        self.step = 0
+        self.losses: list[float] = []
+        self.train_s = 0.0
+
+    def _loss(self, x):
+        import torch
+
+        if self.autocast_dtype is None:
+            return self.model(input_ids=x, labels=x).loss
+        with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+            return self.model(input_ids=x, labels=x).loss
+
+    def run_steps(self, n: int) -> list[float]:
+        """Train ``n`` more steps; returns their losses."""
+        self.model.train()
+        t0 = time.perf_counter()
+        losses = []
+        # .item() once per step would synchronise a GPU each step: collect, then read at the end
+        pending = []
+        for _ in range(n):
+            if self.step >= self.steps:
+                raise HarnessError("train workload: asked for more steps than planned")
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, self.steps, self.lr)
+            x = self.data[self.step].to(self.device, non_blocking=True)
+            loss = self._loss(x)
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            pending.append(loss.detach())
+            self.step += 1
+        losses = [float(v) for v in pending]
+        self.train_s += time.perf_counter() - t0
+        self.losses += losses
+        return losses
+
+    def warm(self, iterations: int) -> float | None:
+        """Forward and backward passes that leave the weights and optimizer untouched.
+
+        Returns the fastest pass's seconds (None without passes), a lower bound of a step's time.
+        """
+        self.model.train()
+        fastest = None
+        for i in range(iterations):
+            x = self.data[i % self.steps].to(self.device)
+            t0 = time.perf_counter()
+            self._loss(x).backward()
+            if self.device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize(self.device)
+            elapsed = time.perf_counter() - t0
+            fastest = elapsed if fastest is None else min(fastest, elapsed)
+        self.optimizer.zero_grad(set_to_none=True)
+        return fastest
+
+    def loss_curve(self, points: int = CURVE_POINTS) -> list[tuple[int, float]]:
+        """(step, mean loss of the steps up to it) at most ``points`` times, 1-based steps."""
+        n = len(self.losses)
+        if n == 0:
+            return []
+        width = max(1, math.ceil(n / points))
+        curve = []
+        for start in range(0, n, width):
+            bucket = self.losses[start : start + width]
+            curve.append((start + len(bucket), sum(bucket) / len(bucket)))
+        return curve
+
+
+class TrainWorkload(Workload):
+    type = "train"
+
+    def setup(self) -> dict:
+        import torch
+
+        from harness import hardware
+        from harness.models import load_model
+
+        spec = self.spec
+        self.steps = _positive_int(spec, "steps")
+        self.batch_size = _positive_int(spec, "batch_size")
+        self.seq_len = _positive_int(spec, "seq_len")
+        from harness.models import parse_source
+
+        kind, _ = parse_source(self.ctx.case["model"].get("source", ""))
+        lr = float(spec.get("lr") or (DEFAULTS["lr"] if kind == "builtin" else FINETUNE_LR))
+        variant = dict(self.ctx.case.get("variant") or {})
+        dtype = variant.get("dtype") or "float32"
+        if variant.get("quantization"):
+            raise HarnessError(
+                f"train workload: a quantised variant ({variant['quantization']}) cannot be "
+                "trained; train float32 or bfloat16"
+            )
+        if dtype not in ("float32", "bfloat16"):
+            raise HarnessError(f"train workload: train float32 or bfloat16, not {dtype}")
+        hw = self.ctx.case["hardware"]
+        hardware.apply_profile(hw)
+        # always start from the seeded initialisation (artifacts_dir=None), never from an
+        # earlier run's checkpoint, so that every train case does the same work
+        self.loaded = load_model(
+            self.ctx.case["model"], {**variant, "dtype": "float32"}, hw, artifacts_dir=None
+        )
+        text_file = spec.get("text_file")
+        self.trainer = Trainer(
+            self.loaded.model,
+            self.loaded.tokenizer,
+            self.loaded.device,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            lr=lr,
+            weight_decay=float(spec.get("weight_decay", DEFAULTS["weight_decay"])),
+            autocast_dtype=torch.bfloat16 if dtype == "bfloat16" else None,
+            text_file=Path(text_file) if text_file else None,
+        )
+        self.chunks = chunk_sizes(self.steps, min(MAX_CHUNKS, self.steps))
+        self.memory = PeakMemory(self.loaded.device)
+        self.saved_path: Path | None = None
+        columns = self.loaded.columns()
+        columns.pop("trained", None)  # a train case always starts from the seeded init
+        columns["dtype"] = dtype
+        if dtype == "bfloat16":
+            columns["precision"] = "bf16 autocast, float32 master weights"
+        columns["device_name"] = hardware.describe(hw)["device_name"]
+        columns.update(seq_len=self.seq_len, batch_size=self.batch_size, steps=self.steps, lr=lr)
+        return columns
+
+    def planned_repetitions(self) -> int:
+        return len(self.chunks)
+
+    def warmup(self, iterations: int) -> None:
+        # Time a pass (two at least, the first pays for allocation) and use fewer, longer chunks
+        # when MAX_CHUNKS chunks would make windows too short for the sensors to resolve.
+        if iterations < 1:
+            return
+        step_s = self.trainer.warm(max(2, iterations))
+        min_window_s = max(MIN_WINDOW_S, self.ctx.meter.min_window_s)
+        if step_s:
+            fit = int(self.steps * step_s // min_window_s)
+            n_chunks = max(1, min(len(self.chunks), fit))
+            self.chunks = chunk_sizes(self.steps, n_chunks)
+
+    def run(self, repetition: int) -> Repetition:
+        if repetition >= len(self.chunks):
+            raise HarnessError(f"train workload: only {len(self.chunks)} chunks are planned")
+        n = self.chunks[repetition]
+        first_step = self.trainer.step
+        self.memory.reset()
+        with self.ctx.meter.window(f"train-{repetition}") as w:
+            losses = self.trainer.run_steps(n)
+        memory = self.memory.read()
+        tokens = n * self.batch_size * self.seq_len
+        if self.trainer.step == self.steps:
+            self._save()
+        return Repetition(
+            measurement=w.measurement,
+            columns={
+                "steps": n,
+                "first_step": first_step + 1,
+                "samples": n * self.batch_size,
+                "tokens_in": tokens,
+                "loss": sum(losses) / len(losses),
+                "seq_len": self.seq_len,
+                "batch_size": self.batch_size,
+                **memory,
+            },
+        )
+
+    def _save(self) -> None:
+        from harness.models.builtin import checkpoint_dir
+
+        folder = checkpoint_dir(self.ctx.artifacts_dir, self.loaded.name)
+        self.saved_path = save_atomically(self.loaded.model, self.loaded.tokenizer, folder)
+
+    def summary(self) -> dict[str, Any]:
+        t = self.trainer
+        tokens = t.step * self.batch_size * self.seq_len
+        return {
+            "loss_curve": t.loss_curve(),
+            "steps": t.step,
+            "final_loss": t.losses[-1] if t.losses else None,
+            "tokens": tokens,
+            "train_s": t.train_s,
+            "tokens_per_s": tokens / t.train_s if t.train_s > 0 else None,
+            "saved_path": str(self.saved_path) if self.saved_path else None,
+            "chunks": len(self.chunks),
+        }
+
+    def teardown(self) -> None:
+        self.trainer = None
+        self.loaded = None
