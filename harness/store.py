@@ -383,7 +383,10 @@ def result_rows(result: dict, case: dict | None, run_id: str | None) -> list[dic
     if result.get("status") == OK and result.get("repetitions"):
         return [dict(r) for r in result["repetitions"]]
     case = case or result.get("case_settings") or {"case_id": result.get("case_id")}
-    return [failed_row(case, run_id, result.get("error") or "failed without a reason")]
+    row = failed_row(case, run_id, result.get("error") or "failed without a reason")
+    if result.get("node"):
+        row["node"] = result["node"]  # a Ray run: which node the case failed on
+    return [row]
 
 
 def collect_rows(run_dir: Path) -> list[dict]:

@@ -1,0 +1,40 @@
+"""Reports of a run: statistics, summary and leaderboard tables, carbon, figures, report.md.
+
+``build_report(run_dir)`` is what ``harness run`` calls at its end and ``harness report`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["build_report"]
+
+
+def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
+    """Write ``run_dir/report/`` (summary.csv, leaderboard.csv, cases.csv, report.md, figures/).
+
+    Returns the report folder. A path that is not a run folder raises HarnessError.
+    ``figures=False`` skips the plots (most of the time a report takes).
+    """
+    from harness.report.csvsafe import write_csv
+    from harness.report.leaderboard import leaderboard
+    from harness.report.load import open_run
+    from harness.report.markdown import render
+    from harness.report.plots import draw_all
+    from harness.report.tables import build_tables
+
+    run = open_run(run_dir)
+    tables = build_tables(run)
+    out = run.path / "report"
+    out.mkdir(exist_ok=True)
+    board = leaderboard(tables)
+    write_csv(tables.summary, out / "summary.csv")
+    write_csv(board, out / "leaderboard.csv")
+    write_csv(tables.cases, out / "cases.csv")
+    drawn = draw_all(tables, out / "figures") if figures else {}
+    text = render(tables, board, drawn)
+    tmp = out / f".report.md.tmp{os.getpid()}"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out / "report.md")
+    return out

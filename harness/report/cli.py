@@ -1,0 +1,191 @@
+"""``harness report``, ``leaderboard``, ``recommend`` and ``compare``.
+
+Bad input raises HarnessError (one line, exit 2 from harness.cli.main); a command returns 0, or 1
+where its table says something failed a target (no setup accurate enough, a regression).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+
+from harness.errors import HarnessError
+
+
+def _cell(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def text_table(frame: pd.DataFrame) -> str:
+    """A plain fixed-width table: numbers to 4 significant figures, blanks for missing values."""
+    if frame.empty:
+        return "(none)"
+    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    head = [str(c) for c in frame.columns]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir: Path) -> int:
+    """Write RUN_DIR/report/: summary.csv, leaderboard.csv, cases.csv, report.md, figures/."""
+    from harness.report import build_report
+
+    click.echo(str(build_report(run_dir)))
+    return 0
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="CSV file to write (default: stdout)."
+)
+def leaderboard(run_dirs: tuple[Path, ...], output: Path | None) -> int:
+    """One leaderboard CSV over RUN_DIRS (run folders or folders of runs): the latest result per
+    model × variant × hardware × headline shape, with its run_id."""
+    from harness.report.csvsafe import to_csv_text, write_csv
+    from harness.report.leaderboard import combine
+    from harness.report.leaderboard import leaderboard as board_of
+    from harness.report.load import open_runs
+    from harness.report.tables import build_tables
+
+    runs = open_runs(list(run_dirs))
+    board = combine([board_of(build_tables(r)) for r in runs])
+    if output is None:
+        sys.stdout.write(to_csv_text(board))
+    else:
+        if output.parent and not output.parent.is_dir():
+            raise HarnessError(f"-o {output}: no such folder {output.parent}")
+        write_csv(board, output)
+        click.echo(f"{output} ({len(board)} rows from {len(runs)} runs)")
+    return 0
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--min-accuracy", type=float, required=True, help="Accuracy target (a fraction, e.g. 0.8)."
+)
+@click.option(
+    "--task",
+    default=None,
+    help="Task the target applies to (default: the only task, or the mean over all tasks).",
+)
+@click.option(
+    "--per",
+    type=click.Choice(["query", "token"]),
+    default="query",
+    show_default=True,
+    help="Energy per query or per generated token.",
+)
+def recommend(run_dir: Path, min_accuracy: float, task: str | None, per: str) -> int:
+    """The setup with the least energy that meets --min-accuracy, the Pareto front, and the saving
+    against the most accurate setup. Exit 1 when no setup meets the target."""
+    from harness.report.load import open_run
+    from harness.report.recommend import recommend as pick
+    from harness.report.tables import build_tables
+
+    if not 0 <= min_accuracy <= 1:
+        raise HarnessError(f"--min-accuracy must be a fraction between 0 and 1, got {min_accuracy}")
+    r = pick(build_tables(open_run(run_dir)), min_accuracy, task, per)
+    unit = f"J/{per}"
+    if r.candidates.empty:
+        raise HarnessError(f"{run_dir}: no setup has both an accuracy and an energy per {per}")
+    if r.chosen is None:
+        m = r.most_accurate
+        click.echo(
+            f"no setup reaches {r.what} >= {min_accuracy:g}; the best seen is {m['accuracy']:.4g} "
+            f"({m['setup']}, {m[r.energy_column]:.4g} {unit})"
+        )
+        return 1
+    c, m = r.chosen, r.most_accurate
+    click.echo(
+        f"recommended: {c['setup']} at batch {_cell(c['batch_size'])}: {r.what} {c['accuracy']:.4g}, "
+        f"{c[r.energy_column]:.4g} {unit} ({c['energy_method']})"
+    )
+    if c["setup"] == m["setup"]:
+        click.echo("it is also the most accurate setup: no saving against it")
+    else:
+        click.echo(
+            f"saves {r.saved_j:.4g} {unit} ({r.saved_pct:.1f}%) against the most accurate setup, "
+            f"{m['setup']} ({m['accuracy']:.4g}, {m[r.energy_column]:.4g} {unit})"
+        )
+    if r.mixes_methods:
+        click.echo("note: the setups compared mix measured and estimated energy; see energy_method")
+    click.echo(f"\nPareto front ({r.what} against {unit}, headline batch size):")
+    click.echo(text_table(r.front))
+    return 0
+
+
+@click.command()
+@click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Relative change below which nothing is flagged.",
+)
+@click.option(
+    "--baseline",
+    type=click.Choice(["latest"]),
+    default=None,
+    help="latest: compare with the previous run of the same suite.",
+)
+@click.option("--changes-only", is_flag=True, help="Print only the changes beyond noise.")
+def compare(
+    runs: tuple[Path, ...], threshold: float, baseline: str | None, changes_only: bool
+) -> int:
+    """Metric changes from BASE_RUN to NEW_RUN per case; exit 1 on a regression beyond noise.
+
+    Usage: harness compare BASE_RUN NEW_RUN, or harness compare --baseline latest NEW_RUN.
+    """
+    from harness.report.compare import compare_frames, has_regression
+    from harness.report.load import open_run, previous_run
+
+    if threshold < 0:
+        raise HarnessError(f"--threshold must be >= 0, got {threshold}")
+    if baseline == "latest":
+        if len(runs) != 1:
+            raise HarnessError("with --baseline latest give exactly one run: NEW_RUN")
+        new = open_run(runs[0])
+        env = os.environ.get("HARNESS_RESULTS")
+        folder = new.path.resolve().parent
+        try:
+            base = previous_run(new, folder)
+        except HarnessError:
+            if not env or Path(env).resolve() == folder:
+                raise
+            base = previous_run(new, Path(env))
+    else:
+        if len(runs) != 2:
+            raise HarnessError("give BASE_RUN and NEW_RUN (or --baseline latest NEW_RUN)")
+        base, new = open_run(runs[0]), open_run(runs[1])
+    rows = compare_frames(base.frame, new.frame, threshold)
+    click.echo(f"base: {base.run_id}\nnew:  {new.run_id}\nthreshold: {threshold:g} (relative)")
+    shown = rows[rows["verdict"].isin(["regression", "improvement"])] if changes_only else rows
+    table = shown.assign(
+        change=shown["change_rel"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.1f}%")
+    )
+    table = table[["case", "metric", "base", "new", "change", "beyond_noise", "verdict", "note"]]
+    click.echo(text_table(table))
+    n_reg = int((rows["verdict"] == "regression").sum())
+    n_imp = int((rows["verdict"] == "improvement").sum())
+    click.echo(f"\n{len(rows)} comparisons: {n_reg} regressions, {n_imp} improvements beyond noise")
+    return 1 if has_regression(rows) else 0

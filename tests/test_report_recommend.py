@@ -1,0 +1,89 @@
+"""`harness recommend` and the Pareto front on a made-up run whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fakeruns import accuracy_case, infer_case, write_run
+
+from harness.cli import main
+from harness.report.load import open_run
+from harness.report.recommend import candidates, pareto_mask, recommend
+from harness.report.tables import build_tables
+
+# setup: (accuracy, J per query at batch 8)
+SETUPS = {"a": (0.9, 10.0), "b": (0.8, 4.0), "c": (0.6, 1.0), "d": (0.7, 5.0)}  # d: dominated by b
+
+
+@pytest.fixture
+def run(tmp_path):
+    cases = []
+    for model, (acc, e) in SETUPS.items():
+        cases.append(infer_case(model, "fp32", "cpu", 1, 3 * e, rel_noise=0.01, trace=False))
+        cases.append(infer_case(model, "fp32", "cpu", 8, e, rel_noise=0.01, trace=False))
+        cases.append(accuracy_case(model, "fp32", "cpu", "arith", acc))
+    return write_run(tmp_path, cases)
+
+
+def test_pareto_mask():
+    energy = np.array([1.0, 2.0, 2.0, 3.0, 4.0, np.nan, 1.0])
+    accuracy = np.array([0.5, 0.6, 0.55, 0.6, 0.9, 0.99, 0.5])
+    # (2, .55) is dominated by (2, .6); (3, .6) by (2, .6); the duplicate (1, .5) kept once
+    assert pareto_mask(energy, accuracy).tolist() == [True, True, False, False, True, False, False]
+
+
+def test_recommend_picks_the_cheapest_setup_meeting_the_target(run):
+    r = recommend(build_tables(open_run(run)), 0.75)
+    assert r.chosen["setup"] == "b/fp32/cpu"
+    assert r.most_accurate["setup"] == "a/fp32/cpu"
+    assert r.saved_j == pytest.approx(6.0)
+    assert r.saved_pct == pytest.approx(60.0)
+    assert r.front["setup"].tolist() == ["c/fp32/cpu", "b/fp32/cpu", "a/fp32/cpu"]
+    # the headline shape is the largest batch size
+    assert set(r.candidates["batch_size"]) == {8}
+
+
+def test_recommend_per_token_divides_by_tokens_per_query(run):
+    r = recommend(build_tables(open_run(run)), 0.75, per="token")
+    assert r.chosen["setup"] == "b/fp32/cpu"
+    assert r.chosen["energy_per_token_j"] == pytest.approx(4.0 / 32)
+
+
+def test_cli_recommend_prints_choice_front_and_saving(run, capsys):
+    assert main(["recommend", str(run), "--min-accuracy", "0.75"]) == 0
+    out = capsys.readouterr().out
+    assert "recommended: b/fp32/cpu" in out
+    assert "60.0%" in out and "6 J/query" in out
+    front = out.split("Pareto front")[1]
+    assert "a/fp32/cpu" in front and "c/fp32/cpu" in front and "d/fp32/cpu" not in front
+
+
+def test_cli_recommend_exit_1_when_nothing_is_accurate_enough(run, capsys):
+    assert main(["recommend", str(run), "--min-accuracy", "0.95"]) == 1
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1
+    assert "best seen is 0.9" in out and "a/fp32/cpu" in out
+
+
+def test_cli_recommend_bad_input_is_one_line_exit_2(run, tmp_path, capsys):
+    assert main(["recommend", str(run), "--min-accuracy", "0.5", "--task", "nope"]) == 2
+    assert main(["recommend", str(tmp_path / "missing"), "--min-accuracy", "0.5"]) == 2
+    assert main(["recommend", str(run), "--min-accuracy", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "nope" in err[0] and "Traceback" not in "".join(err)
+
+
+def test_mean_over_tasks_leaves_out_setups_missing_a_task(tmp_path):
+    cases = [
+        infer_case("x", "fp32", "cpu", 8, 1.0, trace=False),
+        accuracy_case("x", "fp32", "cpu", "t1", 0.9),
+        infer_case("y", "fp32", "cpu", 8, 2.0, trace=False),
+        accuracy_case("y", "fp32", "cpu", "t1", 0.6),
+        accuracy_case("y", "fp32", "cpu", "t2", 0.8),
+    ]
+    tables = build_tables(open_run(write_run(tmp_path, cases)))
+    cands, what = candidates(tables, None, "query")
+    assert "mean" in what and cands["setup"].tolist() == ["y/fp32/cpu"]
+    assert cands["accuracy"].iloc[0] == pytest.approx(0.7)
+    by_task, _ = candidates(tables, "t1", "query")
+    assert sorted(by_task["setup"]) == ["x/fp32/cpu", "y/fp32/cpu"]

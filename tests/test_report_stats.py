@@ -1,0 +1,127 @@
+"""Statistics over repetitions, on data whose answers are known by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.report.stats import aggregate, describe, t975
+from harness.report.tables import case_stats, train_table
+
+
+def test_t_quantiles_match_the_table_and_the_normal_limit():
+    # textbook values of t(0.975, df)
+    assert t975([1, 2, 4, 9, 30]) == pytest.approx(
+        [12.7062, 4.3027, 2.7764, 2.2622, 2.0423], abs=1e-4
+    )
+    # past the table: the expansion, monotone and tending to the normal quantile
+    assert t975(60) == pytest.approx(2.000298, abs=1e-5)
+    assert t975(120) == pytest.approx(1.979930, abs=1e-5)
+    assert 1.96 < t975(10_000) < 1.9603
+    assert math.isnan(t975(0))
+
+
+def test_t_quantiles_agree_with_scipy_where_installed():
+    stats = pytest.importorskip("scipy.stats")
+    df = np.arange(1, 400)
+    assert t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-6)
+
+
+def test_describe_known_sample():
+    d = describe([1, 2, 3, 4, 5])
+    # mean 3, s = sqrt(2.5); half-width = t(0.975, 4) * s / sqrt(5)
+    half = 2.776445105 * math.sqrt(2.5) / math.sqrt(5)
+    assert d["median"] == 3 and d["mean"] == 3 and d["n"] == 5
+    assert d["ci_low"] == pytest.approx(3 - half) and d["ci_high"] == pytest.approx(3 + half)
+    assert d["cv"] == pytest.approx(math.sqrt(2.5) / 3)
+    one = describe([7.0])
+    assert one["median"] == 7 and math.isnan(one["ci_low"]) and math.isnan(one["cv"])
+    assert describe([])["n"] == 0
+
+
+def test_median_is_robust_where_the_mean_interval_widens():
+    d = describe([10, 10, 10, 10, 100])
+    assert d["median"] == 10
+    assert d["ci_high"] > 50  # the outlier widens the interval on the mean
+
+
+def test_aggregate_is_describe_per_group():
+    frame = pd.DataFrame(
+        {"k": ["a"] * 5 + ["b"] * 3, "x": [1, 2, 3, 4, 5, 10, 12, 14], "accuracy": np.nan}
+    )
+    out = aggregate(frame, ["k"], ["x"])
+    for key, values in (("a", [1, 2, 3, 4, 5]), ("b", [10, 12, 14])):
+        d = describe(values)
+        row = out.loc[key]
+        assert row["x"] == d["median"] and row["n"] == d["n"]
+        assert row["x_ci_low"] == pytest.approx(d["ci_low"])
+        assert row["x_ci_high"] == pytest.approx(d["ci_high"])
+        assert row["x_cv"] == pytest.approx(d["cv"])
+
+
+def test_single_accuracy_pass_uses_its_standard_error():
+    frame = pd.DataFrame({"k": ["a"], "accuracy": [0.8], "accuracy_stderr": [0.02]})
+    row = aggregate(frame, ["k"], ["accuracy"]).loc["a"]
+    assert row["accuracy_ci_low"] == pytest.approx(0.8 - 1.959964 * 0.02, abs=1e-6)
+    assert row["accuracy_ci_high"] == pytest.approx(0.8 + 1.959964 * 0.02, abs=1e-6)
+
+
+def _rows(case_id, method, energies, **extra):
+    return [
+        {
+            "case_id": case_id,
+            "case": case_id,
+            "energy_method": method,
+            "energy_j": e,
+            "duration_s": 1.0,
+            "status": "ok",
+            **extra,
+        }
+        for e in energies
+    ]
+
+
+def test_measured_and_estimated_are_never_pooled():
+    from harness.report.load import normalise
+
+    frame = normalise(
+        pd.DataFrame(_rows("c1", "measured", [10, 11, 12]) + _rows("c1", "estimated", [100, 200]))
+    )
+    cases = case_stats(frame).set_index("energy_method")
+    assert cases.loc["measured", "energy_j"] == 11 and cases.loc["measured", "n"] == 3
+    assert cases.loc["estimated", "energy_j"] == 150 and cases.loc["estimated", "n"] == 2
+
+
+def test_failed_repetitions_are_left_out():
+    from harness.report.load import normalise
+
+    rows = _rows("c1", "measured", [10, 11, 12])
+    rows[1]["status"] = "failed"
+    rows[1]["energy_j"] = 1e9
+    cases = case_stats(normalise(pd.DataFrame(rows)))
+    assert cases["energy_j"].iloc[0] == 11 and cases["n"].iloc[0] == 2
+
+
+def test_energy_to_train_is_the_sum_of_chunks_with_n_times_the_chunk_interval():
+    from harness.report.load import normalise
+
+    rows = _rows(
+        "t",
+        "measured",
+        [10, 20, 30],
+        workload="train",
+        model="m",
+        variant="v",
+        hardware="h",
+        steps=100,
+    )
+    cases = case_stats(normalise(pd.DataFrame(rows)))
+    cases["co2e_g_total"] = np.nan  # added by add_carbon in a report; not under test here
+    row = train_table(cases).iloc[0]
+    half = 4.302652730 * 10 / math.sqrt(3)
+    assert row["energy_to_train_j"] == 60 and row["train_steps"] == 300 and row["n_train"] == 3
+    assert row["energy_to_train_j_ci_low"] == pytest.approx(3 * (20 - half))
+    assert row["energy_to_train_j_ci_high"] == pytest.approx(3 * (20 + half))
