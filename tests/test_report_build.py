@@ -75,3 +75,21 @@ def test_a_failed_case_is_listed(tmp_path):
     report = build_report(write_run(tmp_path, cases + [broken]), figures=False)
     md = (report / "report.md").read_text()
     assert "## Failed cases" in md and "out of memory" in md and "(1 failed)" in md
+
+
+def test_front_labels_are_drawn_on_a_fresh_figure():
+    """Labels were measured before the first draw, got stale boxes, and were all dropped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.report.plots import _label_points
+
+    fig = plt.figure(figsize=(10, 6))
+    ax = fig.add_axes((0.09, 0.1, 0.68, 0.76))
+    xs, ys = [0.033, 0.042, 0.044, 0.079], [0.47, 0.505, 0.785, 0.875]
+    ax.scatter(xs, ys)
+    labels = ["tiny-xs/fp32", "tiny-xs/int8", "tiny-s/fp32", "tiny-m/int8"]
+    assert _label_points(ax, list(zip(xs, ys, labels, strict=True))) == 4
+    plt.close(fig)

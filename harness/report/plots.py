@@ -132,6 +132,7 @@ def _label_points(ax, points: list[tuple[float, float, str]]) -> int:
     Returns how many labels were drawn.
     """
     fig = ax.figure
+    fig.canvas.draw()  # settle limits and transforms first, or the boxes measured are stale
     renderer = fig.canvas.get_renderer()
     taken = []
     drawn = 0
