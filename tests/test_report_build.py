@@ -77,19 +77,22 @@ def test_a_failed_case_is_listed(tmp_path):
     assert "## Failed cases" in md and "out of memory" in md and "(1 failed)" in md
 
 
-def test_front_labels_are_drawn_on_a_fresh_figure():
-    """Labels were measured before the first draw, got stale boxes, and were all dropped."""
-    import matplotlib
+def test_every_pareto_front_setup_is_labelled(tmp_path, monkeypatch):
+    """Labels were measured before the figure's first draw, got stale boxes, and were dropped."""
+    from harness.report import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    drawn = []
+    real = plots._label_points
 
-    from harness.report.plots import _label_points
+    def counting(ax, points):
+        n = real(ax, points)
+        drawn.append((n, len(points)))
+        return n
 
-    fig = plt.figure(figsize=(10, 6))
-    ax = fig.add_axes((0.09, 0.1, 0.68, 0.76))
-    xs, ys = [0.033, 0.042, 0.044, 0.079], [0.47, 0.505, 0.785, 0.875]
-    ax.scatter(xs, ys)
-    labels = ["tiny-xs/fp32", "tiny-xs/int8", "tiny-s/fp32", "tiny-m/int8"]
-    assert _label_points(ax, list(zip(xs, ys, labels, strict=True))) == 4
-    plt.close(fig)
+    monkeypatch.setattr(plots, "_label_points", counting)
+    run = write_run(tmp_path, standard_cases())
+    build_report(run)
+    assert drawn, "the Pareto figure labelled nothing"
+    n, wanted = drawn[0]
+    assert wanted >= 2
+    assert n == wanted
