@@ -404,7 +404,8 @@ def resolve_suite_path(name_or_path: str | Path) -> Path:
     if path.exists():
         return path
     text = str(name_or_path)
-    if "/" not in text and "\\" not in text:
+    bare = "/" not in text and "\\" not in text
+    if bare:
         stem = text.removesuffix(".yaml").removesuffix(".yml")
         here = Path(__file__).resolve().parent
         for folder in (Path("suites"), here.parent / "suites", here / "data" / "suites"):
@@ -412,7 +413,10 @@ def resolve_suite_path(name_or_path: str | Path) -> Path:
                 candidate = folder / f"{stem}{suffix}"
                 if candidate.is_file():
                     return candidate
-    raise HarnessError(f"{text}: no such suite file (nor suites/{text}.yaml)")
+    if bare:
+        stem = text.removesuffix(".yaml").removesuffix(".yml")
+        raise HarnessError(f"{text}: no such suite file, and no suite named {stem!r} in suites/")
+    raise HarnessError(f"{text}: no such suite file")
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
