@@ -37,14 +37,15 @@ def main() -> None:
             f"synthetic run: {len(cases)} cases, {rows} repetitions, {args.samples} trace samples each, "
             f"written in {time.perf_counter() - t0:.1f} s (not timed)"
         )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         from harness.report import build_report  # imports (pandas, matplotlib) are part of the cost
 
         out = build_report(run)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         figures = sorted(p.name for p in (out / "figures").glob("*.png"))
         print(f"report: {out} ({len(figures)} figures)")
-        print(f"build_report: {elapsed:.2f} s (goal < 5 s)")
+        # CPU time says what the report costs where other work shares the cores
+        print(f"build_report: {elapsed:.2f} s wall, {cpu:.2f} s CPU (goal < 5 s)")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from harness.errors import HarnessError
-from harness.lock import MachineLock
-from harness.runner import execute_case
-from harness.stopping import CONVERGED, MAX_REPEATS, stop_reason, t_quantile
-from tests.runhelpers import (
+from runhelpers import (
     FAST,
     PY,
     TESTS,
@@ -27,6 +22,11 @@ from tests.runhelpers import (
     results_by_name,
     write_suite,
 )
+
+from harness.errors import HarnessError
+from harness.lock import MachineLock
+from harness.runner import execute_case
+from harness.stopping import CONVERGED, MAX_REPEATS, stop_reason, t_quantile
 
 
 # --------------------------------------------------------------------- stopping rule

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runhelpers import PY, command, harness, last_line, results_by_name, write_suite
 
 from harness import store
 from harness.errors import HarnessError
 from harness.records import COLUMNS
-from tests.runhelpers import PY, command, harness, last_line, results_by_name, write_suite
 
 SECRETS = {
     "HF_TOKEN": "sekrit-token-123",

@@ -6,11 +6,11 @@ import copy
 
 import pytest
 import yaml
+from runhelpers import ROOT
 
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.suite import case_id, expand, load_suite, resolve_suite_path, select, validate_data
-from tests.runhelpers import ROOT
 
 BASE = {
     "name": "s",
