@@ -84,8 +84,8 @@ def test_every_pareto_front_setup_is_labelled(tmp_path, monkeypatch):
     drawn = []
     real = plots._label_points
 
-    def counting(ax, points):
-        n = real(ax, points)
+    def counting(ax, points, *args, **kwargs):
+        n = real(ax, points, *args, **kwargs)
         drawn.append((n, len(points)))
         return n
 

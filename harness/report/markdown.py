@@ -75,7 +75,9 @@ def header(tables: Tables) -> str:
     run, m = tables.run, tables.run.manifest
     suite = run.suite
     host = m.get("host") or {}
-    host_text = ", ".join(f"{k}: {v}" for k, v in host.items() if isinstance(v, (str, int, float)))
+    host_text = ", ".join(
+        f"{k}: {fmt(v)}" for k, v in host.items() if isinstance(v, (str, int, float))
+    )
     cases = tables.cases
     methods = tables.methods or ["unknown"]
     sources = sorted({s for v in cases["energy_sources"].dropna() for s in str(v).split("+") if s})

@@ -126,15 +126,16 @@ def _accuracy_what(tables: Tables) -> str:
     return "mean over tasks, fraction correct"
 
 
-def _label_points(ax, points: list[tuple[float, float, str]]) -> int:
-    """Label points left-above, else right-below; skip a label that would overlap another.
-
-    Returns how many labels were drawn.
+def _label_points(
+    ax, points: list[tuple[float, float, str]], taken: list | None = None, color: str = "black"
+) -> int:
+    """Label points left-above, else right-below; skip a label that would overlap another
+    (those in ``taken``, which grows). Returns how many labels were drawn.
     """
     fig = ax.figure
     fig.canvas.draw()  # settle limits and transforms first, or the boxes measured are stale
     renderer = fig.canvas.get_renderer()
-    taken = []
+    taken = [] if taken is None else taken
     drawn = 0
     for x, y, text in points:
         for offset, ha, va in (((-7, 5), "right", "bottom"), ((7, -5), "left", "top")):
@@ -146,6 +147,7 @@ def _label_points(ax, points: list[tuple[float, float, str]]) -> int:
                 ha=ha,
                 va=va,
                 fontsize=8,
+                color=color,
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.85, "lw": 0},
                 zorder=4,
             )
@@ -196,12 +198,19 @@ def pareto(tables: Tables, path: Path) -> Path | None:
     ax.set_xlabel("energy per 1,000 queries (Wh) at each setup's headline batch size")
     ax.set_ylabel(f"accuracy ({_accuracy_what(tables)})")
     ax.grid(alpha=0.3)
-    # label the front, cheapest first; crowded labels are skipped rather than overlapped
-    fl = f.head(MAX_FRONT_LABELS)
+    # label the front, spread along it when it is long; crowded labels are skipped, not overlapped
+    picks = np.unique(np.linspace(0, len(f) - 1, min(len(f), MAX_FRONT_LABELS)).round().astype(int))
+    fl = f.iloc[picks]
+    taken: list = []
     labelled = _label_points(
-        ax, list(zip(fl["wh_per_1000_queries"], fl["accuracy"], fl["label"], strict=True))
+        ax, list(zip(fl["wh_per_1000_queries"], fl["accuracy"], fl["label"], strict=True)), taken
     )
-    handles = [Line2D([], [], color=c, marker="o", ls="", label=h) for h, c in colors.items()]
+    if len(s) <= MAX_FRONT_LABELS:  # a small run: name the dominated setups too, in grey
+        d = s[~front]
+        points = list(zip(d["wh_per_1000_queries"], d["accuracy"], d["label"], strict=True))
+        _label_points(ax, points, taken, color="dimgrey")
+    # colour only: the marker shape is the energy method
+    handles = [Line2D([], [], color=c, marker="s", ls="", label=h) for h, c in colors.items()]
     end = _legend_right(fig, handles, "hardware")
     extra = [
         Line2D([], [], color="black", marker="o", mfc="white", ls="-", label="Pareto front"),

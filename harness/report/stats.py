@@ -10,7 +10,8 @@ The 95% confidence interval is the **Student t-interval on the mean**,
 - it is deterministic and vectorises over thousands of cases (a bootstrap does neither cheaply).
 
 For repetition noise, which is close to symmetric, mean and median nearly coincide; for skewed
-data the interval describes the mean and may not contain the median. With n = 1 there is no
+data the interval describes the mean and may not contain the median. A lower bound below zero
+is clipped to zero for quantities that cannot be negative. With n = 1 there is no
 interval (NaN), except for accuracy, whose evaluator reports a standard error over the samples of
 one pass: then the interval is ``accuracy ± 1.96 · stderr`` (normal approximation).
 
@@ -28,39 +29,24 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-#: t(0.975, df) for df = 1..30 (two-sided 95%)
-_T975 = np.array(
-    [
-        12.706204736, 4.302652730, 3.182446305, 2.776445105, 2.570581836,
-        2.446911851, 2.364624252, 2.306004135, 2.262157163, 2.228138852,
-        2.200985160, 2.178812830, 2.160368656, 2.144786688, 2.131449546,
-        2.119905299, 2.109815578, 2.100922040, 2.093024054, 2.085963447,
-        2.079613845, 2.073873068, 2.068657610, 2.063898562, 2.059538553,
-        2.055529439, 2.051830516, 2.048407142, 2.045229642, 2.042272456,
-    ]
-)  # fmt: skip
-_Z975 = 1.959963984540054
+from harness.stopping import t_quantile
+
 #: two-sided 95% normal quantile, for intervals from a reported standard error
-Z95 = _Z975
+Z95 = 1.959963984540054
 
 
 def t975(df: np.ndarray | Sequence[float] | float) -> np.ndarray:
     """The 0.975 quantile of Student's t for each degrees-of-freedom value (NaN for df < 1).
 
-    Exact table up to df = 30, then the Cornish-Fisher expansion (error < 1e-6 beyond 30).
+    Each distinct df is computed once by the runner's own ``harness.stopping.t_quantile``, so
+    the report and the stopping rule use the same interval.
     """
     df = np.asarray(df, dtype=float)
     out = np.full(df.shape, np.nan)
-    small = (df >= 1) & (df <= 30)
-    out[small] = _T975[df[small].astype(int) - 1]
-    big = df > 30
-    if big.any():
-        z, v = _Z975, df[big]
-        g1 = (z**3 + z) / 4
-        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-        g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-        out[big] = z + g1 / v + g2 / v**2 + g3 / v**3 + g4 / v**4
+    valid = np.isfinite(df) & (df >= 1)
+    if valid.any():
+        uniq, inverse = np.unique(df[valid].astype(int), return_inverse=True)
+        out[valid] = np.array([t_quantile(int(v)) for v in uniq])[inverse]
     return out
 
 
@@ -91,13 +77,15 @@ def aggregate(
     metrics: list[str],
     *,
     with_cv: bool = True,
+    signed: tuple[str, ...] = ("energy_dynamic_j",),
 ) -> pd.DataFrame:
     """Vectorised :func:`describe` of every metric per group of ``keys``.
 
     Returns one row per group, indexed by ``keys``, with for each metric ``m`` the columns ``m``
     (median), ``m_ci_low``, ``m_ci_high`` and ``m_cv``, plus ``n`` (repetitions in the group).
     An ``accuracy`` metric with a single value and an ``accuracy_stderr`` column gets
-    ``accuracy ± 1.96 · stderr`` as its interval.
+    ``accuracy ± 1.96 · stderr`` as its interval. Lower bounds are clipped at 0 except for the
+    ``signed`` metrics (energy less idle can be negative; a time or an energy cannot).
     """
     metrics = [m for m in metrics if m in frame.columns]
     grouped = frame.groupby(keys, sort=False, dropna=False)
@@ -119,6 +107,8 @@ def aggregate(
             one = count[m] == 1
             low = low.where(~one, median[m] - Z95 * se)
             high = high.where(~one, median[m] + Z95 * se)
+        if m not in signed:
+            low = low.clip(lower=0)
         parts[m] = median[m]
         parts[f"{m}_ci_low"] = low
         parts[f"{m}_ci_high"] = high
