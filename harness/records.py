@@ -69,8 +69,33 @@ ACCURACY = ["metric", "accuracy", "accuracy_stderr"]
 #: the column order of measurements.csv; workloads may add more columns after these
 COLUMNS = IDENTITY + TIME + WORK + ENERGY + DERIVED + MEMORY + CARBON + ACCURACY
 
+#: columns holding text (identity, labels); every other column of COLUMNS is numeric
+TEXT_COLUMNS = {
+    "run_id",
+    "suite",
+    "case_id",
+    "case",
+    "model",
+    "model_source",
+    "variant",
+    "dtype",
+    "quantization",
+    "hardware",
+    "device",
+    "device_name",
+    "node",
+    "workload",
+    "task",
+    "status",
+    "error",
+    "stop_reason",
+    "energy_method",
+    "energy_sources",
+    "metric",
+}
+
 #: numeric columns a ``command`` case may report on its last output line
-WORK_FIELDS = set(TIME + WORK + MEMORY + ACCURACY + ["samples", "steps"]) - {"metric"}
+WORK_FIELDS = set(TIME + WORK + MEMORY + ACCURACY + ["steps"]) - TEXT_COLUMNS
 
 J_PER_WH = 3600.0
 J_PER_KWH = 3.6e6

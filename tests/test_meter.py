@@ -266,3 +266,10 @@ def test_board_wins_and_component_columns_still_filled():
     cols = measurement_columns(m)
     assert cols["energy_j"] == pytest.approx(cols["energy_board_j"])
     assert cols["energy_cpu_j"] == pytest.approx(m.energy_j["cpu:0"])
+
+
+def test_column_types_cover_the_schema():
+    from harness.records import COLUMNS, TEXT_COLUMNS, WORK_FIELDS
+
+    assert TEXT_COLUMNS <= set(COLUMNS)
+    assert "metric" not in WORK_FIELDS and {"tokens_out", "queries", "accuracy"} <= WORK_FIELDS

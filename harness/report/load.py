@@ -15,32 +15,8 @@ import pandas as pd
 
 from harness import store
 from harness.errors import HarnessError
-from harness.records import COLUMNS
+from harness.records import COLUMNS, TEXT_COLUMNS
 
-#: identity and label columns: text; every other known column is numeric
-TEXT_COLUMNS = {
-    "run_id",
-    "suite",
-    "case_id",
-    "case",
-    "model",
-    "model_source",
-    "variant",
-    "dtype",
-    "quantization",
-    "hardware",
-    "device",
-    "device_name",
-    "node",
-    "workload",
-    "task",
-    "status",
-    "error",
-    "stop_reason",
-    "energy_method",
-    "energy_sources",
-    "metric",
-}
 NUMERIC_COLUMNS = [c for c in COLUMNS if c not in TEXT_COLUMNS]
 
 DEFAULT_QUERIES_LIFETIME = 1_000_000
