@@ -22,6 +22,7 @@ COMMANDS = {
     "leaderboard": "harness.report.cli:leaderboard",
     "compare": "harness.report.cli:compare",
     "recommend": "harness.report.cli:recommend",
+    "site": "harness.report.cli:site",
 }
 
 

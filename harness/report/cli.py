@@ -189,3 +189,31 @@ def compare(
     n_imp = int((rows["verdict"] == "improvement").sum())
     click.echo(f"\n{len(rows)} comparisons: {n_reg} regressions, {n_imp} improvements beyond noise")
     return 1 if has_regression(rows) else 0
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write index.html (and labels/) into; made if absent.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Relative change the history marks as a regression (as in harness compare).",
+)
+def site(run_dirs: tuple[Path, ...], output: Path, threshold: float) -> int:
+    """The web leaderboard over RUN_DIRS (run folders or folders of runs): one self-contained
+    OUTPUT/index.html that opens from disk, with no server and no network."""
+    from harness.report.site import build_site
+
+    if threshold < 0:
+        raise HarnessError(f"--threshold must be >= 0, got {threshold}")
+    page = build_site(list(run_dirs), output, threshold)
+    click.echo(f"{page} ({page.stat().st_size / 1e6:.1f} MB)")
+    return 0
