@@ -412,14 +412,22 @@
     ["energy_to_train_j", "Energy to train (J)"], ["energy_method", "Energy method"], ["n_setups", "Setups meeting filters"],
   ];
   function setupCompare() {
-    const models = [...new Set(ROWS.map((r) => r.model))].sort();
-    for (const [id, i] of [["compare-a", 0], ["compare-b", 1]]) {
+    for (const id of ["compare-a", "compare-b"]) $(id).addEventListener("change", renderCompare);
+  }
+  function fillCompare() {
+    // the models ranked in the chosen energy method; a choice that is still there is kept
+    const models = [...new Set(ROWS.filter((r) => r.energy_method === state.method).map((r) => r.model))].sort();
+    const key = models.join("\n");
+    [["compare-a", 0], ["compare-b", 1]].forEach(([id, i]) => {
       const s = $(id);
-      for (const m of models) s.append(el("option", { value: m, text: m, selected: models[Math.min(i, models.length - 1)] === m }));
-      s.addEventListener("change", renderCompare);
-    }
+      if (s.dataset.models === key) return;
+      const keep = models.includes(s.value) ? s.value : models[Math.min(i, models.length - 1)];
+      s.replaceChildren(...models.map((m) => el("option", { value: m, text: m, selected: m === keep })));
+      s.dataset.models = key;
+    });
   }
   function renderCompare() {
+    fillCompare();
     const best = new Map(bestPerModel(filteredSetups()).map((r) => [r.model, r]));
     const a = $("compare-a").value, b = $("compare-b").value;
     const ra = best.get(a) || {}, rb = best.get(b) || {};
