@@ -400,6 +400,11 @@ def best_per_model(rows: pd.DataFrame) -> pd.DataFrame:
 # --- page -------------------------------------------------------------------------------------
 
 
+def _short(v: float) -> float:
+    """7 significant digits: what the page shows with room to spare, a third of the bytes."""
+    return float(f"{v:.7g}") if math.isfinite(v) else v
+
+
 def _jsonable(frame: pd.DataFrame) -> dict:
     """Columnar JSON: {columns, data}; NaN and NA as null, numpy scalars as Python ones."""
     columns = list(frame.columns)
@@ -414,7 +419,7 @@ def _jsonable(frame: pd.DataFrame) -> dict:
             elif isinstance(v, (np.integer,)):
                 out.append(int(v))
             elif isinstance(v, (np.floating, float)):
-                out.append(None if math.isnan(v) else float(v))
+                out.append(None if math.isnan(v) else _short(float(v)))
             elif isinstance(v, (np.bool_, bool)):
                 out.append(bool(v))
             else:
