@@ -5,8 +5,9 @@
 A synthetic run (tests/fakeruns.py) with ``--setups`` setups (100 models × 10 variants for 1,000),
 each with one inference and one accuracy case, is written first (not timed). Then ``build_site``
 runs once (timed), and headless Chromium (tests/sitebrowser.py), a fresh one each time, opens
-the page from its file ``--loads`` times: the time from navigation to the page's script having drawn the table is
-printed for each load, with the median, and the time one filter change takes to redraw.
+the page from its file ``--loads`` times. Printed for each load: the time from navigation start
+to the table answering (filters, sorting) and to the Pareto chart beside it being drawn; then the
+medians, and how long one filter change takes to redraw the table and chart.
 Goals: page under 6 MB, interactive in under 2 s.
 """
 
@@ -82,16 +83,20 @@ def main() -> None:
             f"page's script) (goal < {GOAL_MB:g} MB): {'ok' if size_mb < GOAL_MB else 'MISSED'}"
         )
         # a fresh browser for each load: a visitor opening the file, with no cache of it
-        loads = []
+        loads, charts = [], []
         for i in range(args.loads):
             driver = headless_chromium()
             try:
-                ms = open_page(driver, page)
+                times = open_page(driver, page)
                 rows = driver.execute_script(
                     "return document.querySelectorAll('#leaderboard tbody tr').length"
                 )
-                loads.append(ms / 1000)
-                print(f"load {i + 1}: interactive after {ms / 1000:.2f} s ({rows} model rows)")
+                loads.append(times["interactive_s"])
+                charts.append(times["chart_s"])
+                print(
+                    f"load {i + 1}: interactive after {times['interactive_s']:.2f} s "
+                    f"({rows} model rows), Pareto chart drawn after {times['chart_s']:.2f} s"
+                )
                 if i == args.loads - 1:
                     # one filter change: the table is recomputed from all setups and redrawn
                     redraw_ms = driver.execute_script(
@@ -110,7 +115,8 @@ def main() -> None:
         median = statistics.median(loads)
         print(
             f"interactive: median {median:.2f} s over {len(loads)} loads (goal < {GOAL_S:g} s): "
-            f"{'ok' if median < GOAL_S else 'MISSED'}"
+            f"{'ok' if median < GOAL_S else 'MISSED'}; "
+            f"with the chart drawn: median {statistics.median(charts):.2f} s"
         )
 
 

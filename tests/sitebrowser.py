@@ -77,18 +77,23 @@ def close(driver) -> None:
             shutil.rmtree(profile, ignore_errors=True)
 
 
-def open_page(driver, page: Path, timeout_s: float = 60.0) -> float:
-    """Load a page from its file and wait until its script says it is ready; returns the time
-    from navigation start to ready in milliseconds (performance.now() at that moment)."""
+def open_page(driver, page: Path, timeout_s: float = 60.0, chart: bool = True) -> dict:
+    """Load a page from its file and wait until its script says the table is interactive and,
+    with ``chart``, the chart beside it is drawn. Returns both moments in seconds from navigation
+    start: {"interactive_s": ..., "chart_s": ...} (performance.now() at each)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get_log("performance")  # drop what earlier pages logged
     driver.get_log("browser")
     driver.get(Path(page).resolve().as_uri())
-    WebDriverWait(driver, timeout_s).until(
-        lambda d: d.execute_script("return document.documentElement.dataset.ready === 'true'")
-    )
-    return float(driver.execute_script("return window.harnessReadyMs"))
+    flags = "ready" + (" chart" if chart else "")
+    script = "return '%s'.split(' ').every(f => document.documentElement.dataset[f] === 'true')"
+    WebDriverWait(driver, timeout_s).until(lambda d: d.execute_script(script % flags))
+    times = driver.execute_script("return [window.harnessReadyMs, window.harnessChartMs]")
+    return {
+        "interactive_s": float(times[0]) / 1000,
+        "chart_s": float(times[1]) / 1000 if chart else None,
+    }
 
 
 def requested_urls(driver) -> list[str]:

@@ -100,7 +100,7 @@ def test_the_request_check_would_see_a_request(driver, tmp_path):
         "<script>document.documentElement.dataset.ready='true';window.harnessReadyMs=1</script>"
         "</body></html>"
     )
-    open_page(driver, page)
+    open_page(driver, page, chart=False)
     assert foreign_requests(requested_urls(driver), page) == ["http://127.0.0.1:9/x.png"]
 
 
@@ -177,7 +177,7 @@ def test_detail_view_lists_every_setup_and_its_label(driver, pages):
 
 def test_pareto_chart_draws_the_front(driver, pages):
     open_page(driver, pages["single"])
-    by_css(driver, "#tabs button[data-tab='charts']")[0].click()
+    # beside the table: accuracy and energy in one view
     traces = driver.execute_script(
         "return document.getElementById('chart-pareto').data"
         ".map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))"
@@ -189,6 +189,12 @@ def test_pareto_chart_draws_the_front(driver, pages):
     on_front = pareto_mask(x, y)
     assert sorted(traces[-1]["x"]) == pytest.approx(sorted(x[on_front]))
     assert by_css(driver, "#chart-pareto .main-svg"), "plotly drew an SVG"
+    # the filters apply to the chart too
+    type_into(driver, "f-min-accuracy", "0.78")
+    n = driver.execute_script("return document.getElementById('chart-pareto').data[0].x.length")
+    assert n == 1
+    by_css(driver, "#tabs button[data-tab='charts']")[0].click()
+    assert by_css(driver, "#chart-params .main-svg"), "energy per token against parameters"
     # no serving in this run: the chart says so instead of drawing nothing
     assert "no serving case" in driver.find_element("id", "chart-serving").text
 

@@ -200,7 +200,7 @@
     }
     return el("td", attrs, [c.key === "params" ? fmtCount(v) : fmt(v)]);
   }
-  function renderBoard() {
+  function renderBoard(drawChart = true) {
     const table = $("leaderboard");
     header(table, BOARD_COLUMNS, true);
     const col = BOARD_COLUMNS.find((c) => c.key === state.sortKey) || {};
@@ -214,6 +214,7 @@
     const total = new Set(ROWS.filter((r) => r.energy_method === state.method).map((r) => r.model)).size;
     $("board-count").textContent = `${best.length} of ${total} models (${state.method} energy) meet the filters; ` +
       "each row is the model's setup with the least energy per query among those that do.";
+    if (state.tab === "board" && drawChart) renderPareto(filteredSetups());
     if (state.tab === "charts") renderCharts();
     if (state.tab === "compare") renderCompare();
     if (state.tab === "history") renderHistory();
@@ -332,24 +333,30 @@
       div.replaceChildren();
     }
   }
+  const MAX_LEGEND_MODELS = 12;
+  function modelTraces(points, x, y, hovertemplate) {
+    // one trace (and legend entry) per model while a legend can be read; one for all beyond
+    const groups = byModel(points);
+    const parts = groups.size <= MAX_LEGEND_MODELS ? [...groups] : [[`setups of ${groups.size} models`, points]];
+    return parts.map(([name, ps]) => ({
+      type: "scatter", mode: "markers", name, x: ps.map((p) => p[x]), y: ps.map((p) => p[y]),
+      text: ps.map((p) => p.setup), hovertemplate, marker: { size: 9 },
+    }));
+  }
   function emptyNote(div, text) {
     Plotly.purge(div);
     div.classList.add("empty");
     div.replaceChildren(el("p", { class: "note", text }));
   }
-  function renderCharts() {
-    const setups = filteredSetups();
+  function renderPareto(setups) {
     const m = state.method;
     const pts = setups.filter((r) => r.accuracy !== null && r.energy_per_query_j !== null);
     const pareto = $("chart-pareto");
     if (!pts.length) {
       emptyNote(pareto, "No setup meeting the filters has both an accuracy and an energy per query.");
     } else {
-      const traces = [...byModel(pts)].map(([model, ps]) => ({
-        type: "scatter", mode: "markers", name: model, x: ps.map((p) => p.energy_per_query_j),
-        y: ps.map((p) => p.accuracy), text: ps.map((p) => p.setup),
-        hovertemplate: "%{text}<br>%{x:.4g} J/query<br>accuracy %{y:.3f}<extra></extra>", marker: { size: 9 },
-      }));
+      const traces = modelTraces(pts, "energy_per_query_j", "accuracy",
+        "%{text}<br>%{x:.4g} J/query<br>accuracy %{y:.3f}<extra></extra>");
       const front = paretoFront(pts);
       traces.push({
         type: "scatter", mode: "lines+markers", name: "Pareto front", line: { shape: "hv", color: "black" },
@@ -364,17 +371,18 @@
         yaxis: { title: { text: "accuracy (fraction)" } }, margin: { t: 50 },
       }, PLOT_CONFIG);
     }
+  }
+  function renderCharts() {
+    const setups = filteredSetups();
+    const m = state.method;
     const params = $("chart-params");
     const pp = setups.filter((r) => r.params !== null && r.energy_per_token_j !== null);
     if (!pp.length) {
       emptyNote(params, "No setup meeting the filters has both a parameter count and an energy per token.");
     } else {
       prepare(params);
-      Plotly.react(params, [...byModel(pp)].map(([model, ps]) => ({
-        type: "scatter", mode: "markers", name: model, x: ps.map((p) => p.params), y: ps.map((p) => p.energy_per_token_j),
-        text: ps.map((p) => p.setup), hovertemplate: "%{text}<br>%{x:.3s} parameters<br>%{y:.4g} J/token<extra></extra>",
-        marker: { size: 9 },
-      })), {
+      Plotly.react(params, modelTraces(pp, "params", "energy_per_token_j",
+        "%{text}<br>%{x:.3s} parameters<br>%{y:.4g} J/token<extra></extra>"), {
         title: { text: `Energy per token against parameters (${m} energy)` },
         xaxis: { title: { text: "parameters" }, type: "log" },
         yaxis: { title: { text: "energy per token (J)" }, type: "log" }, margin: { t: 50 },
@@ -568,6 +576,7 @@
     state.tab = name;
     for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === name);
     for (const s of document.querySelectorAll("section.tab")) s.hidden = s.id !== "tab-" + name;
+    if (name === "board") renderPareto(filteredSetups());
     if (name === "charts") renderCharts();
     if (name === "compare") renderCompare();
     if (name === "history") renderHistory();
@@ -582,7 +591,12 @@
   setupCompare();
   setupHistory();
   renderMeasured();
-  renderBoard();
+  renderBoard(false); // the table first; its chart right after, once the table answers
   window.harnessReadyMs = performance.now();
   document.documentElement.dataset.ready = "true";
+  setTimeout(() => {
+    renderPareto(filteredSetups());
+    window.harnessChartMs = performance.now();
+    document.documentElement.dataset.chart = "true";
+  }, 0);
 })();
