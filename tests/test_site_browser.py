@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fakeruns import infer_case, standard_cases, write_run
+from fakeruns import command_case, infer_case, standard_cases, write_run
 from sitebrowser import (
     close,
     foreign_requests,
@@ -74,9 +74,14 @@ def column_values(d, key: str) -> list[float | None]:
 
 
 def type_into(d, element_id: str, text: str) -> None:
+    """Replace a box's text by keystrokes, as a person would (each fires an input event)."""
+    from selenium.webdriver.common.keys import Keys
+
     box = d.find_element("id", element_id)
-    box.clear()
-    box.send_keys(text)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.BACKSPACE)
+    if text:
+        box.send_keys(text)
 
 
 def test_opens_from_file_and_makes_no_network_request(driver, pages):
@@ -118,6 +123,32 @@ def test_accuracy_filter_changes_the_rows(driver, pages):
     type_into(driver, "f-min-accuracy", "0.9")
     assert board_models(driver) == []
     assert "0 of 2 models" in driver.find_element("id", "board-count").text
+
+
+def test_latency_and_hardware_filters(driver, pages):
+    open_page(driver, pages["single"])
+    # the headline setups (batch 8) of the fake runs have a TTFT of 0.08 s
+    type_into(driver, "f-max-latency", "0.05")
+    assert board_models(driver) == []
+    type_into(driver, "f-max-latency", "0.1")
+    assert sorted(board_models(driver)) == ["tiny-l", "tiny-s"]
+    # p90 latency: the fake runs record none, so no setup is known to meet a maximum
+    driver.find_element("css selector", "#f-latency-metric option[value='latency_p90_s']").click()
+    assert board_models(driver) == []
+    type_into(driver, "f-max-latency", "")
+    assert len(board_models(driver)) == 2
+    driver.find_element("css selector", "#f-hardware input[value='cpu']").click()
+    assert board_models(driver) == []
+
+
+def test_a_run_without_models_still_opens(driver, tmp_path):
+    run = write_run(tmp_path / "results", [command_case("script", "cpu", [5.0, 6.0])])
+    page = build_site([run], tmp_path / "site")
+    open_page(driver, page)
+    for tab in ("charts", "compare", "history", "measured", "board"):
+        by_css(driver, f"#tabs button[data-tab='{tab}']")[0].click()
+    assert severe_logs(driver) == []
+    assert "no model setup to rank" in driver.find_element("id", "board-count").text
 
 
 def test_energy_methods_are_never_ranked_together(driver, pages):

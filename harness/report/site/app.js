@@ -212,8 +212,10 @@
     });
     table.querySelector("tbody").replaceChildren(...body);
     const total = new Set(ROWS.filter((r) => r.energy_method === state.method).map((r) => r.model)).size;
-    $("board-count").textContent = `${best.length} of ${total} models (${state.method} energy) meet the filters; ` +
-      "each row is the model's setup with the least energy per query among those that do.";
+    $("board-count").textContent = ROWS.length
+      ? `${best.length} of ${total} models (${state.method} energy) meet the filters; ` +
+        "each row is the model's setup with the least energy per query among those that do."
+      : "These runs measured no model setup to rank (no inference case ran).";
     if (state.tab === "board" && drawChart) renderPareto(filteredSetups());
     if (state.tab === "charts") renderCharts();
     if (state.tab === "compare") renderCompare();
