@@ -240,3 +240,22 @@ def test_warning_cells_as_writers_store_them(value, texts):
     assert _warning_texts(value) == texts
     if isinstance(value, list):
         assert _warning_texts(np.array(value, dtype=object)) == texts
+
+
+def test_columns_the_leaderboard_already_carries_are_kept(tmp_path, monkeypatch):
+    """Later leaderboards may carry engine or warnings themselves: theirs win, warnings merge."""
+    import harness.report.site as site
+
+    original = site.leaderboard_of
+
+    def with_columns(tables):
+        board = original(tables)
+        return board.assign(engine="llamacpp", warnings="cpu:0: frozen")
+
+    monkeypatch.setattr(site, "leaderboard_of", with_columns)
+    run = write_run(tmp_path / "results", standard_cases())
+    add_warning(run, "tiny-l", "int8", "dram: lost")
+    rows = site_rows([build_tables(r) for r in open_runs([run])]).set_index("setup")
+    assert set(rows["engine"]) == {"llamacpp"}
+    assert rows.loc["tiny-l/int8/cpu", "warnings"] == ["cpu:0: frozen", "dram: lost"]
+    assert rows.loc["tiny-s/fp32/cpu", "warnings"] == ["cpu:0: frozen"]

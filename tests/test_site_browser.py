@@ -20,7 +20,7 @@ from sitebrowser import (
     requested_urls,
     severe_logs,
 )
-from sitekit import nightly_runs
+from sitekit import add_serving, add_warning, nightly_runs
 
 from harness.report.recommend import pareto_mask
 from harness.report.site import build_site
@@ -52,6 +52,10 @@ def pages(tmp_path_factory):
         root / "single",
         standard_cases()
         + [infer_case("tiny-e", "fp32", "cpu", 8, 0.05, params=2e6, method="estimated")],
+    )
+    add_serving(single, "tiny-s", "fp32", {1: [3.0, 3.1, 2.9], 4: [1.5, 1.6, 1.4], 16: [0.9] * 3})
+    add_warning(
+        single, "tiny-l", "int8", "cpu:0: counter reset inside the window; energy after it only"
     )
     nightly_runs(root / "nightly")
     return {
@@ -145,7 +149,10 @@ def test_a_run_without_models_still_opens(driver, tmp_path):
     run = write_run(tmp_path / "results", [command_case("script", "cpu", [5.0, 6.0])])
     page = build_site([run], tmp_path / "site")
     open_page(driver, page)
-    for tab in ("charts", "compare", "history", "measured", "board"):
+    by_css(driver, "#tabs button[data-tab='charts']")[0].click()
+    # no serving in this run: the chart says so instead of drawing nothing
+    assert "no serving case" in driver.find_element("id", "chart-serving").text
+    for tab in ("compare", "history", "measured", "board"):
         by_css(driver, f"#tabs button[data-tab='{tab}']")[0].click()
     assert severe_logs(driver) == []
     assert "no model setup to rank" in driver.find_element("id", "board-count").text
@@ -202,8 +209,13 @@ def test_detail_view_lists_every_setup_and_its_label(driver, pages):
     assert link.get_attribute("download") == "tiny-l.svg"
     measured = driver.find_element("id", "detail-measured").text
     assert "measured (rapl)" in measured and "rapl cpu:0 (counter): ok" in measured
+    assert "No warnings on these measurements" not in measured
+    assert "int8/cpu: cpu:0: counter reset inside the window; energy after it only" in measured
     driver.find_element("id", "detail-close").click()
     assert not driver.find_element("id", "detail").is_displayed()
+    # the warning is flagged in the table too, and tiny-s carries none
+    flags = by_css(driver, "#leaderboard tbody td[data-key='energy_method'] .warn")
+    assert len(flags) == 1 and "counter reset" in flags[0].get_attribute("title")
 
 
 def test_pareto_chart_draws_the_front(driver, pages):
@@ -226,8 +238,11 @@ def test_pareto_chart_draws_the_front(driver, pages):
     assert n == 1
     by_css(driver, "#tabs button[data-tab='charts']")[0].click()
     assert by_css(driver, "#chart-params .main-svg"), "energy per token against parameters"
-    # no serving in this run: the chart says so instead of drawing nothing
-    assert "no serving case" in driver.find_element("id", "chart-serving").text
+    serving = driver.execute_script(
+        "return document.getElementById('chart-serving').data"
+        ".map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))"
+    )
+    assert serving == [{"name": "tiny-s/fp32/cpu", "x": [1, 4, 16], "y": [3.0, 1.5, 0.9]}]
 
 
 def test_compare_view(driver, pages):

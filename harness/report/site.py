@@ -181,15 +181,25 @@ def _extras(tables: Tables) -> pd.DataFrame:
 def site_rows(all_tables: list[Tables]) -> pd.DataFrame:
     """leaderboard.csv's rows over the runs (oldest first), plus the page's joined columns."""
     board = combine([leaderboard_of(t) for t in all_tables])
-    extras = [_extras(t) for t in all_tables]
-    extras = [e for e in extras if len(e)]
     on = ["run_id", "model", "variant", "hardware", "energy_method"]
+    # a column the leaderboard itself carries is the leaderboard's (warnings: both, merged)
+    own_warnings = board.pop("warnings") if "warnings" in board.columns else None
+    extras = [e for e in (_extras(t) for t in all_tables) if len(e)]
     if extras:
-        board = board.merge(pd.concat(extras, ignore_index=True), on=on, how="left")
-    else:
-        board = board.assign(engine=None, latency_p90_s=math.nan, warnings=None)
+        extra = pd.concat(extras, ignore_index=True)
+        extra = extra[[c for c in extra.columns if c in on or c not in board.columns]]
+        board = board.merge(extra, on=on, how="left")
+    for col, empty in (("engine", None), ("latency_p90_s", math.nan), ("warnings", None)):
+        if col not in board.columns:
+            board[col] = empty
     board["engine"] = board["engine"].fillna(DEFAULT_ENGINE)
-    board["warnings"] = [w if isinstance(w, list) else [] for w in board["warnings"]]
+    joined = [w if isinstance(w, list) else [] for w in board["warnings"]]
+    if own_warnings is not None:
+        joined = [
+            list(dict.fromkeys(_warning_texts(o) + w))
+            for o, w in zip(own_warnings, joined, strict=True)
+        ]
+    board["warnings"] = joined
     board["setup"] = board["model"] + "/" + board["variant"] + "/" + board["hardware"]
     board["size_class"] = board["params"].map(size_class)
     board["workload_class"] = [
