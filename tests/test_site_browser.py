@@ -7,6 +7,8 @@ installed, except in CI (CI=1), where .ci/run installs it and a missing browser 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from fakeruns import command_case, infer_case, standard_cases, write_run
@@ -194,7 +196,7 @@ def test_search_box(driver, pages):
     assert sorted(board_models(driver)) == ["tiny-l", "tiny-s"]
 
 
-def test_detail_view_lists_every_setup_and_its_label(driver, pages):
+def test_detail_view_lists_every_setup_and_its_label(driver, pages, tmp_path):
     open_page(driver, pages["single"])
     assert not driver.find_element("id", "detail").is_displayed()
     by_css(driver, "#leaderboard button.model[data-model='tiny-l']")[0].click()
@@ -207,6 +209,19 @@ def test_detail_view_lists_every_setup_and_its_label(driver, pages):
     assert driver.execute_script("return arguments[0].naturalWidth", img) == 320
     link = driver.find_element("id", "label-download")
     assert link.get_attribute("download") == "tiny-l.svg"
+    # the download is the label file harness site wrote beside the page
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    link.click()
+    got = downloads / "tiny-l.svg"
+    deadline = time.monotonic() + 30
+    while not got.is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    label = pages["single"].parent / "labels" / "tiny-l.svg"
+    assert got.read_text() == label.read_text()
     measured = driver.find_element("id", "detail-measured").text
     assert "measured (rapl)" in measured and "rapl cpu:0 (counter): ok" in measured
     assert "No warnings on these measurements" not in measured
