@@ -195,8 +195,44 @@ def test_trace_rows_and_peak_from_counters():
     assert w.measurement.peak_power_w == pytest.approx(8.0, rel=0.05)
 
 
+class UnwrappingCounter(Source):
+    """A stateful counter like the real sources: it keeps its last read and adds the step since.
+
+    A read that another thread enters before the first has finished corrupts the state, and the
+    guard records it: the meter must serialise reads from windows and its sampler.
+    """
+
+    name = "fakeunwrap"
+    method = MEASURED
+
+    def __init__(self, watts: float):
+        self.watts = watts
+        self.total_j = 0.0
+        self.last_t = time.perf_counter()
+        self.busy = False
+        self.overlaps = 0
+
+    def probe(self):
+        return [DomainStatus(self.name, "cpu:0", COUNTER, OK)]
+
+    def counter_domains(self):
+        return ["cpu:0"]
+
+    def read_energy_j(self):
+        if self.busy:
+            self.overlaps += 1
+        self.busy = True
+        last = self.last_t
+        time.sleep(0)  # let another thread in, if the meter does not keep it out
+        now = time.perf_counter()
+        self.total_j += self.watts * (now - last)
+        self.last_t = now
+        self.busy = False
+        return {"cpu:0": self.total_j}
+
+
 def test_windows_from_many_threads():
-    source = ClockCounter({"cpu:0": 10.0})
+    source = UnwrappingCounter(10.0)
     errors: list[BaseException] = []
     results = []
     with Meter([source], sample_hz=200) as meter:
@@ -216,9 +252,13 @@ def test_windows_from_many_threads():
         for t in threads:
             t.join()
     assert not errors
+    assert source.overlaps == 0
     assert len(results) == 200
-    for m in results:
-        assert m.total_j == pytest.approx(10.0 * m.duration_s, rel=0.05, abs=1e-4)
+    assert all(m.total_j > 0 for m in results)
+    # each window's joules are 10 W × the time between its two edge reads; summed over all
+    # windows, preemption between the meter's clock and the read averages out
+    total_j = sum(m.total_j for m in results)
+    assert total_j == pytest.approx(10.0 * sum(m.duration_s for m in results), rel=0.05)
 
 
 def test_duplicate_domain_across_sources_is_an_error():

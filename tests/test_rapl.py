@@ -185,28 +185,32 @@ def test_poll_interval_is_a_quarter_of_the_shortest_wrap(sysfs):
 
 
 def test_wrap_inside_a_window(sysfs):
-    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**9)
-    write_counter(paths["cpu:0"], 900_000_000)
+    # a 10 J range: the 2 J forward step fits what a 500 W zone draws in the time since the read
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**7)
+    write_counter(paths["cpu:0"], 9_000_000)
     with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
         meter.begin("w")
-        write_counter(paths["cpu:0"], 100_000_000)
+        write_counter(paths["cpu:0"], 1_000_000)
         m = meter.end("w")
-    assert m.energy_j["cpu:0"] == pytest.approx(200.0)
+    assert m.energy_j["cpu:0"] == pytest.approx(2.0)
+    assert not [w for w in m.warnings if "reset" in w]
 
 
 def test_two_wraps_in_one_window_are_both_counted(sysfs):
-    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**9)
-    write_counter(paths["cpu:0"], 900_000_000)
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**7)
+    write_counter(paths["cpu:0"], 9_000_000)
     with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
         meter.begin("w")
         # what the polling thread sees, a quarter wrap period apart
-        for raw_uj in (400_000_000, 900_000_000, 300_000_000, 700_000_000):
+        for raw_uj in (4_000_000, 9_000_000, 3_000_000, 7_000_000):
+            time.sleep(0.01)
             write_counter(paths["cpu:0"], raw_uj)
             meter._tick()
-        write_counter(paths["cpu:0"], 200_000_000)
+        write_counter(paths["cpu:0"], 2_000_000)
         m = meter.end("w")
-    # three wraps; steps of 500, 500, 400, 400 and 500 MµJ
-    assert m.energy_j["cpu:0"] == pytest.approx(2300.0)
+    # three wraps; steps of 5, 5, 4, 4 and 5 J
+    assert m.energy_j["cpu:0"] == pytest.approx(23.0)
+    assert not [w for w in m.warnings if "reset" in w]
 
 
 def test_garbage_max_range_still_reads_but_says_wraps_are_lost(sysfs):
