@@ -274,7 +274,7 @@ class Meter:
         if period is not None:
             first = self._read_counters(now)
             self._last_tick = (now, first)
-            for source, domains in self._counter_sources:
+            for _source, domains in self._counter_sources:
                 for d in domains:
                     if self.update_periods_s[d] > COARSE_TICKS * period and d in first:
                         self._changes[d] = _Changes(first[d])
