@@ -20,7 +20,6 @@ from fakesysfs import (
 )
 
 import harness.sysfs
-from harness.errors import SensorError
 from harness.meter import Meter
 from harness.sensors.base import COUNTER, MEASURED, NO_PERMISSION, OK, POWER, UNAVAILABLE
 from harness.sensors.battery import BatterySource
