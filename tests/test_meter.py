@@ -286,15 +286,46 @@ def test_derive_per_token_and_carbon():
     assert rec["energy_per_token_j"] * rec["tokens_out"] == pytest.approx(rec["energy_j"])
 
 
-def test_system_does_not_hide_a_measured_gpu():
+def test_psys_system_yields_to_the_components_beside_a_measured_gpu():
+    # RAPL psys may leave out a PCIe GPU powered from the supply: the components make the total
     sources = [ClockCounter({"cpu:0": 20.0, "system": 60.0, "gpu:0": 100.0})]
     with Meter(sources, sample_hz=None) as meter, meter.window("w") as w:
         time.sleep(0.05)
     m = w.measurement
     assert m.total_domains == ["cpu:0", "gpu:0"]
+    assert m.total_j == pytest.approx(m.energy_j["cpu:0"] + m.energy_j["gpu:0"])
+    assert m.total_j == pytest.approx(120.0 * m.duration_s, rel=0.01)
     cols = measurement_columns(m)
+    assert cols["energy_j"] == pytest.approx(m.total_j)
     assert cols["energy_system_j"] == pytest.approx(m.energy_j["system"])
     assert cols["energy_gpu_j"] == pytest.approx(m.energy_j["gpu:0"])
+
+
+def test_wall_meter_containing_the_gpus_is_the_total():
+    source = ClockCounter({"cpu:0": 20.0, "system": 160.0, "gpu:0": 100.0})
+    source.contains_gpus = frozenset({"system"})  # an ACPI meter at the machine's input
+    with Meter([source], sample_hz=None) as meter, meter.window("w") as w:
+        time.sleep(0.05)
+    m = w.measurement
+    assert m.total_domains == ["system"]
+    assert m.total_j == pytest.approx(160.0 * m.duration_s, rel=0.01)
+    assert m.method == MEASURED and m.warnings == []
+
+
+def test_warnings_column_and_thermal_columns():
+    source = ClockCounter({"cpu:0": 5.0})
+    with Meter([source], sample_hz=None) as meter, meter.window("w") as w:
+        time.sleep(0.01)
+    m = w.measurement
+    m.warnings = ["cpu:0: counter reset inside the window; energy after it only", "dram: lost"]
+    m.temp_start_c, m.temp_end_c, m.clock_mhz, m.power_limit_w = 50.0, 55.0, 1800.0, 300.0
+    cols = measurement_columns(m)
+    from harness.report.markdown import split_warnings
+
+    assert split_warnings(cols["warnings"]) == m.warnings
+    assert (cols["temp_start_c"], cols["temp_end_c"]) == (50.0, 55.0)
+    assert (cols["clock_mhz"], cols["power_limit_w"]) == (1800.0, 300.0)
+    assert split_warnings("") == [] and split_warnings(float("nan")) == []
 
 
 def test_board_wins_and_component_columns_still_filled():

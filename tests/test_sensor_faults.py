@@ -297,3 +297,48 @@ def test_thermal_state_per_window_and_drift_warning(monkeypatch):
     assert (m.temp_start_c, m.temp_end_c) == (60.0, 72.0)
     assert m.clock_mhz == 1410.0 and m.power_limit_w == 400.0
     assert any(x.startswith("gpu:0: thermal drift of +12.0") for x in m.warnings)
+
+
+# ---------------------------------------------------------------------- self-test
+def test_check_on_a_machine_without_sensors_says_so_per_source(sysfs, monkeypatch, capsys):
+    no_gpu(monkeypatch)
+    assert main(["sensors", "--check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["rapl", "nvml", "hwmon", "jetson", "battery"]
+    assert all("no usable domain" in line for line in lines)
+
+
+def test_check_judges_counter_against_power_and_fails_a_bad_gpu(sysfs, monkeypatch, capsys):
+    # gpu:0's counter agrees with its power; gpu:1's counts twice what its power says
+    good = FakeGpu("A100", UUID_A, energy_mj=GpuEnergy(150.0), power_mw=150_000)
+    bad = FakeGpu("A100", UUID_A.replace("a", "b"), energy_mj=GpuEnergy(300.0), power_mw=150_000)
+    monkeypatch.setitem(sys.modules, "pynvml", fakenvml.module([good, bad]))
+    rc = main(["sensors", "--check", "--json", "--check-s", "5.3"])
+    rows = json.loads(capsys.readouterr().out)
+    results = {r["domain"]: r for r in rows}
+    assert rc == 1
+    assert results["gpu:0"]["verdict"] == "ok"
+    assert results["gpu:0"]["update_period_s"] == pytest.approx(0.1, rel=0.05)
+    assert abs(results["gpu:0"]["counter_vs_power"]) < 0.02
+    assert results["gpu:1"]["verdict"] == "fail"
+    assert results["gpu:1"]["counter_vs_power"] == pytest.approx(1.0, rel=0.05)
+    # the sources without domains: one entry each
+    assert [r["source"] for r in rows if r["domain"] is None] == [
+        "rapl",
+        "hwmon",
+        "jetson",
+        "battery",
+    ]
+
+
+def test_check_of_rapl_reports_resolution_and_mirrors(sysfs, monkeypatch, capsys):
+    no_gpu(monkeypatch)
+    paths = make_rapl(sysfs, sockets=1, dies=2, dram=False, psys=False, core=False)
+    with CounterWriter([paths["cpu:0/die-0"], paths["cpu:0/die-1"]], 25.0, period_s=0.01):
+        rc = main(["sensors", "--check", "--json", "--check-s", "0.5"])
+    results = [r for r in json.loads(capsys.readouterr().out) if r["domain"] == "cpu:0"]
+    assert rc == 0
+    (r,) = results
+    assert r["verdict"] == "warn" and r["mirrors"] and "package-0-die-1" in r["mirrors"][0]
+    assert r["update_period_s"] == pytest.approx(0.01, rel=0.5)
+    assert r["resolution"] > 0

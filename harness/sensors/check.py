@@ -139,6 +139,8 @@ def watch(source: Source, watch_s: float, kinds: dict[str, str]) -> list[CheckRe
         time.sleep(READ_INTERVAL_S)
     watched_s = time.perf_counter() - t0
     mirrors = _mirrors({d: series[d] for d in counters})
+    for note in source.window_notes():  # die zones a source already counts once
+        mirrors.setdefault(note.split(": ", 1)[0], []).append(note.split(": ", 1)[1])
     results = []
     for d, s in series.items():
         counter = d in counters
