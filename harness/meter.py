@@ -477,8 +477,12 @@ class Meter:
         }
         methods = {d: self.domain_methods[d] for d in energy}
         distrusted = self._distrusted(energy, methods, t0, t1, warnings)
-        warnings += self._frozen(energy, duration_s, periods)
-        total_d = total_domains(methods, self._contains_gpus, distrusted)
+        if duration_s >= 1.0:  # shorter windows are no evidence of a frozen counter
+            warnings += self._frozen(energy, duration_s, periods)
+        if len(energy) == len(self.domain_methods) and not distrusted:
+            total_d = self._total_domains  # every domain read and trusted: the usual total
+        else:
+            total_d = total_domains(methods, self._contains_gpus, distrusted)
         classes = {domain_class(d) for d in total_d}
         if "gpu" in classes and "cpu" not in classes:
             warnings.append("cpu: nothing reads the CPU beside the GPU; the total leaves it out")
@@ -514,13 +518,15 @@ class Meter:
         self, energy: dict, methods: dict, t0: float, t1: float, warnings: list[str]
     ) -> set[str]:
         """Whole-device domains that read 0, or froze, while the components drew power."""
+        out: set[str] = set()
+        if "system" not in energy and "board" not in energy:
+            return out
         parts = [
             d
             for d in energy
             if methods[d] == MEASURED and domain_class(d) in ("cpu", "memory", "gpu")
         ]
         parts_j = sum(energy[d] for d in parts)
-        out: set[str] = set()
         duration_s = t1 - t0
         if parts_j <= 0 or duration_s <= 0:
             return out

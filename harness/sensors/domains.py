@@ -8,9 +8,12 @@ disjoint components: CPU packages + DRAM (or the RAM estimate) + GPUs.
 
 from __future__ import annotations
 
+import functools
+
 from harness.sensors.base import ESTIMATED, MEASURED
 
 
+@functools.lru_cache(maxsize=1024)
 def domain_class(domain: str) -> str:
     """``board``, ``system``, ``cpu``, ``memory``, ``gpu`` or ``part`` (never summed)."""
     head, _, rest = domain.partition(":")
