@@ -36,6 +36,8 @@ MIN_UPDATE_PERIODS = 10
 FROZEN_UPDATE_PERIODS = 100
 #: a domain is traced over whole update periods when its period exceeds this many sampler ticks
 COARSE_TICKS = 2
+#: counters updating this rarely or less are coarse: the sampler times their steps
+COARSE_MIN_S = 0.02
 
 
 @dataclass
@@ -289,9 +291,21 @@ class Meter:
         return time.perf_counter() - self._t_start
 
     def _sampler_period(self) -> float | None:
+        """The sampler's tick: ``sample_hz``, faster where a wrap must not be missed, and fast
+        enough to time each step of a coarse counter (a third of its update period), so its
+        trace can be cut into whole update periods rather than alias (NVML at 10 Hz)."""
         periods = [1.0 / self.sample_hz] if self.sample_hz else []
         periods += [p for s, _ in self._counter_sources if (p := s.poll_interval_s())]
-        return min(periods) if periods else None
+        if not periods:
+            return None
+        tick = min(periods)
+        if self.sample_hz and self.keep_trace:
+            for _source, domains in self._counter_sources:
+                for d in domains:
+                    update_s = self.update_periods_s[d]
+                    if COARSE_MIN_S <= update_s <= COARSE_TICKS * tick:
+                        tick = min(tick, update_s / (COARSE_TICKS + 1))
+        return tick
 
     def _read(self, source: Source, domains: list[str], read, t: float) -> dict[str, float]:
         """One source's values; failures and events are booked, lost domains left out."""
@@ -668,6 +682,9 @@ class Meter:
         sources = [s for s, _ in self._counter_sources + self._power_sources]
         for source in dict.fromkeys(sources + self._crosscheck_sources):
             source.close()
+        for thermal in self._thermal_sources:
+            if not isinstance(thermal, Source):  # the CPU's own; sources close themselves above
+                thermal.close()
 
     def __enter__(self) -> Meter:
         return self

@@ -158,11 +158,11 @@ def test_labelling_fails_closed():
 
 
 # ---------------------------------------------------------------------- coarse counters
-def test_nvml_counter_traced_at_30_hz_gives_a_flat_trace_and_the_true_peak(sysfs, monkeypatch):
-    no_gpu(monkeypatch)
+@pytest.mark.parametrize("sample_hz", [30, 10])
+def test_nvml_counter_traced_gives_a_flat_trace_and_the_true_peak(sysfs, monkeypatch, sample_hz):
     fake = fakenvml.module([FakeGpu("A100", UUID_A, energy_mj=GpuEnergy(200.0))])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    with Meter(sensors=[NvmlSource()], sample_hz=30) as meter:
+    with Meter(sensors=[NvmlSource()], sample_hz=sample_hz) as meter:
         time.sleep(0.6)  # the meter sees the counter's steps and measures its period
         with meter.window("w") as w:
             time.sleep(2.5)
