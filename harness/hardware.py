@@ -8,6 +8,7 @@ count and a memory cap that stand for the board's limits. torch is imported only
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -80,17 +81,42 @@ def check_memory(required_mb: float, hw: dict) -> None:
                 )
 
 
-def cpu_model() -> str:
-    """The CPU's model name, from /proc/cpuinfo where there is one."""
+#: /proc/cpuinfo keys that name the CPU, best first: x86 ``model name``; ARM boards ``Model``
+#: or ``Hardware``; older ARM kernels ``Processor``; MIPS ``cpu model``
+_CPUINFO_MODEL_KEYS = ("model name", "Model", "Hardware", "Processor", "cpu model")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        return Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        text = ""
-    for key in ("model name", "Hardware", "Processor", "cpu model"):
+        return ""
+
+
+def cpu_model_name() -> str | None:
+    """This CPU's model name as /proc/cpuinfo gives it, else the platform's; None if unknown.
+
+    The one place the model is parsed: host facts, device names and the TDP lookup of the
+    estimate source all use it.
+    """
+    text = _cpuinfo()
+    for key in _CPUINFO_MODEL_KEYS:
         m = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
-        if m:
+        if m and m.group(1).strip():
             return m.group(1).strip()
-    return platform.processor() or platform.machine() or "unknown cpu"
+    return platform.processor() or None
+
+
+def cpu_model() -> str:
+    """The CPU's model name for display: ``cpu_model_name`` or the machine type."""
+    return cpu_model_name() or platform.machine() or "unknown cpu"
+
+
+def socket_count() -> int:
+    """CPU sockets, from the distinct ``physical id`` values of /proc/cpuinfo (at least 1)."""
+    found = set(re.findall(r"^physical id\s*:\s*(\d+)", _cpuinfo(), re.MULTILINE))
+    return max(len(found), 1)
 
 
 def logical_cores() -> int:
@@ -110,20 +136,6 @@ def memory_mb() -> float | None:
         return None
 
 
-def _nvidia_driver() -> str | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            version = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # no driver, no library: the driver is simply unknown
-        return None
-
-
 def describe(hw: dict) -> dict:
     """device_name, cores, memory_mb (and driver for a GPU) of the device a profile uses."""
     kind, index = parse_device(hw.get("device", "cpu"))
@@ -137,13 +149,15 @@ def describe(hw: dict) -> dict:
         }
     import torch
 
+    from harness.sensors.nvml import driver_version
+
     device = torch_device(hw)
     props = torch.cuda.get_device_properties(device)
     return {
         "device_name": props.name,
         "cores": props.multi_processor_count,
         "memory_mb": props.total_memory / 2**20,
-        "driver": _nvidia_driver(),
+        "driver": driver_version(),
         "cuda": torch.version.cuda,
     }
 

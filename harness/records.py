@@ -39,9 +39,12 @@ IDENTITY = [
     "status",
     "error",
     "stop_reason",
+    "warnings",
 ]
 TIME = ["duration_s", "ttft_s", "tpot_s", "latency_p50_s", "latency_p90_s", "latency_p99_s"]
 WORK = ["tokens_in", "tokens_out", "samples", "queries"]
+#: the machine's state in the window, where it reports it (ARCHITECTURE.md, Measurement rules)
+MACHINE = ["power_limit_w", "temp_start_c", "temp_end_c", "clock_mhz"]
 ENERGY = [
     "energy_j",
     "energy_dynamic_j",
@@ -67,7 +70,7 @@ CARBON = ["intensity_g_per_kwh", "pue", "co2e_g"]
 ACCURACY = ["metric", "accuracy", "accuracy_stderr"]
 
 #: the column order of measurements.csv; workloads may add more columns after these
-COLUMNS = IDENTITY + TIME + WORK + ENERGY + DERIVED + MEMORY + CARBON + ACCURACY
+COLUMNS = IDENTITY + TIME + WORK + MACHINE + ENERGY + DERIVED + MEMORY + CARBON + ACCURACY
 
 #: columns holding text (identity, labels); every other column of COLUMNS is numeric
 TEXT_COLUMNS = {
@@ -89,6 +92,7 @@ TEXT_COLUMNS = {
     "status",
     "error",
     "stop_reason",
+    "warnings",
     "energy_method",
     "energy_sources",
     "metric",
@@ -124,6 +128,11 @@ def measurement_columns(m: Measurement, idle_w: dict[str, float] | None = None) 
         "energy_sources": "+".join(m.sources),
         "avg_power_w": m.avg_power_w,
         "peak_power_w": m.peak_power_w,
+        "warnings": ";".join(m.warnings),
+        "temp_start_c": m.temp_start_c,
+        "temp_end_c": m.temp_end_c,
+        "clock_mhz": m.clock_mhz,
+        "power_limit_w": m.power_limit_w,
     }
 
 

@@ -86,6 +86,10 @@ class Measurement(_Strict):
     target_rel_ci: Annotated[float, Field(gt=0)] = 0.05
     case_timeout_s: Annotated[float, Field(gt=0)] = 600
     tdp_w: Annotated[float, Field(gt=0)] | None = None
+    #: seconds to wait between repetitions, so each starts from a similar temperature
+    cooldown_s: Annotated[float, Field(ge=0)] = 0
+    #: a window whose hottest device warms or cools by more than this gets a warning
+    max_temp_drift_c: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("sensors", mode="before")
     @classmethod

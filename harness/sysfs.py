@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import time
 from pathlib import Path
 
 from harness.errors import SensorError, SensorPermissionError
+
+#: errno values worth retrying at once: a busy I2C bus or SMBus, an interrupted read
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.EINTR, errno.EBUSY})
+#: errno values after which the file will not come back (the device went away)
+GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EBADF})
+#: tries of a read that fails transiently, and the pause between them
+READ_TRIES = 3
+RETRY_PAUSE_S = 0.0005
+
+
+class SensorReadError(SensorError):
+    """A read that failed after its retries; ``gone`` when the device will not come back."""
+
+    def __init__(self, message: str, gone: bool = False):
+        super().__init__(message)
+        self.gone = gone
 
 
 def sysfs_root() -> Path:
@@ -66,14 +84,29 @@ class IntFile:
         self.read()  # fail at construction, not inside the first window
 
     def read(self) -> int:
+        """The file's integer; a transient error (EIO, EAGAIN...) is retried before it raises."""
         try:
             data = os.pread(self._fd, 64, 0)
         except OSError as e:
-            raise SensorError(f"cannot read {self.path}: {e.strerror or e}") from e
+            data = self._retry(e)
         try:
             return int(data)
         except ValueError:
             return parse_int(data.decode(errors="replace").strip(), self.path)
+
+    def _retry(self, first: OSError) -> bytes:
+        e = first
+        for _ in range(READ_TRIES - 1):
+            if e.errno not in TRANSIENT_ERRNOS:
+                break
+            time.sleep(RETRY_PAUSE_S)
+            try:
+                return os.pread(self._fd, 64, 0)
+            except OSError as again:
+                e = again
+        raise SensorReadError(
+            f"cannot read {self.path}: {e.strerror or e}", gone=e.errno in GONE_ERRNOS
+        ) from e
 
     def close(self) -> None:
         if self._fd >= 0:

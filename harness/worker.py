@@ -183,7 +183,10 @@ def run_case(
         carbon_settings = carbon.settings(case.get("carbon") or {})
         result["carbon"] = carbon_settings
         meter = Meter(
-            sensors=m.get("sensors", "auto"), sample_hz=m.get("sample_hz"), tdp_w=m.get("tdp_w")
+            sensors=m.get("sensors", "auto"),
+            sample_hz=m.get("sample_hz"),
+            tdp_w=m.get("tdp_w"),
+            max_temp_drift_c=m.get("max_temp_drift_c"),
         )
         result["meter"] = {
             "domains": meter.domains,
@@ -212,8 +215,12 @@ def run_case(
         records: list[dict] = []
         result["repetitions"] = records  # kept when a later repetition fails
         reason = None
+        cooldown_s = float(m.get("cooldown_s") or 0)
+        result["warnings"] = []
         while reason is None:
             i = len(records)
+            if i and cooldown_s:
+                time.sleep(cooldown_s)  # let the machine cool between repetitions
             rep = workload.run(i)
             meas = rep.measurement
             record = {**base, "repetition": i, "status": store.OK, "error": None}
@@ -225,8 +232,15 @@ def run_case(
             derive(record, carbon_settings)
             records.append(record)
             result["windows"].append(
-                {"repetition": i, "start_s": meas.start_s, "end_s": meas.end_s}
+                {
+                    "repetition": i,
+                    "start_s": meas.start_s,
+                    "end_s": meas.end_s,
+                    "warnings": list(meas.warnings),
+                    "thermal": meas.thermal,
+                }
             )
+            result["warnings"] += [w for w in meas.warnings if w not in result["warnings"]]
             if planned:
                 reason = PLANNED if len(records) >= planned else None
                 continue
@@ -271,7 +285,8 @@ def run_case(
         try:
             meter.close()
             if meter.sampler_error:
-                result.setdefault("notes", []).append(f"sampler stopped: {meter.sampler_error}")
+                note = f"sampler: {meter.sampler_error}"
+                result.setdefault("notes", []).append(note)
             store.write_trace(Path(case_dir) / store.TRACE_FILE, meter.trace())
         except Exception as e:
             print(f"trace not written: {error_line(e)}", file=sys.stderr)

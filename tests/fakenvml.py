@@ -32,6 +32,8 @@ ERRORS = {
 NVML_FI_DEV_POWER_INSTANT = 186
 NVML_DEVICE_MIG_DISABLE = 0
 NVML_DEVICE_MIG_ENABLE = 1
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_SM = 1
 
 
 class NVMLError(Exception):
@@ -97,6 +99,9 @@ class FakeGpu:
     mig: tuple[int, int] | None = None
     mig_uuids: list[str] = field(default_factory=list)
     errors: dict[str, Exception] = field(default_factory=dict)
+    temp_c: int | Callable[[], int] | None = None
+    sm_clock_mhz: int | None = None
+    power_limit_mw: int | None = None
 
 
 class _Value:
@@ -130,6 +135,8 @@ def module(gpus: list[FakeGpu], init_error: Exception | None = None) -> types.Mo
     m.NVML_FI_DEV_POWER_INSTANT = NVML_FI_DEV_POWER_INSTANT
     m.NVML_DEVICE_MIG_DISABLE = NVML_DEVICE_MIG_DISABLE
     m.NVML_DEVICE_MIG_ENABLE = NVML_DEVICE_MIG_ENABLE
+    m.NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
+    m.NVML_CLOCK_SM = NVML_CLOCK_SM
     m.NVMLError = NVMLError
     m.calls = {"init": 0, "shutdown": 0, "energy": 0, "field": 0, "power": 0}
     m.gpus = gpus
@@ -213,6 +220,24 @@ def module(gpus: list[FakeGpu], init_error: Exception | None = None) -> types.Mo
         if gpu.power_mw is None:
             raise NVMLError(ERRORS["NVML_ERROR_NOT_SUPPORTED"])
         return int(_get(gpu.power_mw))
+
+    def optional(gpu: FakeGpu, fn: str, value):
+        check(gpu, fn)
+        if value is None:
+            raise NVMLError(ERRORS["NVML_ERROR_NOT_SUPPORTED"])
+        return int(_get(value))
+
+    def nvmlDeviceGetTemperature(gpu, sensor):
+        return optional(gpu, "nvmlDeviceGetTemperature", gpu.temp_c)
+
+    def nvmlDeviceGetClockInfo(gpu, clock):
+        return optional(gpu, "nvmlDeviceGetClockInfo", gpu.sm_clock_mhz)
+
+    def nvmlDeviceGetEnforcedPowerLimit(gpu):
+        return optional(gpu, "nvmlDeviceGetEnforcedPowerLimit", gpu.power_limit_mw)
+
+    def nvmlSystemGetDriverVersion():
+        return "550.54.15"
 
     for fn in list(locals().values()):
         if callable(fn) and getattr(fn, "__name__", "").startswith("nvml"):

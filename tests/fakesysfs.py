@@ -7,6 +7,8 @@ devices/, JetPack 5 INA3221 folders are reachable both from the i2c driver and f
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 #: a real max_energy_range_uj (2^38 µJ scaled by the energy unit of many Intel packages)
@@ -69,12 +71,20 @@ def make_rapl(
     max_range_uj: int = REAL_MAX_RANGE_UJ,
     max_power_uw: int | None = None,
     energy_uj: int = 1_000_000,
+    dies: int = 1,
 ) -> dict[str, Path]:
     """A powercap tree like the kernel's; returns the ``energy_uj`` path of each domain.
 
     Subzones are numbered as on real machines (core, uncore, dram in that order when present);
     psys is the zone after the packages; ``mmio`` adds ``intel-rapl-mmio:0`` repeating package-0.
+    ``dies`` > 1: each package is that many zones ``package-S-die-D`` (numbered one after the
+    other, as the kernel numbers them), each with its subzones; paths are keyed ``cpu:S/die-D``
+    (and ``dram:S/die-D``...), the first die's also plainly.
     """
+    if dies > 1:
+        return _make_rapl_dies(
+            root, sockets, dies, dram, core, max_range_uj, max_power_uw, energy_uj
+        )
     devices = root / "devices" / "virtual" / "powercap"
     _write(devices / "intel-rapl" / "enabled", 1)
     _link(root / "class" / "powercap" / "intel-rapl", devices / "intel-rapl")
@@ -98,6 +108,131 @@ def make_rapl(
         zone = devices / "intel-rapl-mmio" / "intel-rapl-mmio:0"
         paths["mmio:cpu:0"] = _zone(root, zone, "package-0", energy_uj, max_range_uj, None)
     return paths
+
+
+def _make_rapl_dies(root, sockets, dies, dram, core, max_range_uj, max_power_uw, energy_uj):
+    devices = root / "devices" / "virtual" / "powercap"
+    _write(devices / "intel-rapl" / "enabled", 1)
+    _link(root / "class" / "powercap" / "intel-rapl", devices / "intel-rapl")
+    paths: dict[str, Path] = {}
+    index = 0
+    for s in range(sockets):
+        for d in range(dies):
+            pkg = devices / "intel-rapl" / f"intel-rapl:{index}"
+            key = f"cpu:{s}/die-{d}"
+            paths[key] = _zone(
+                root, pkg, f"package-{s}-die-{d}", energy_uj, max_range_uj, max_power_uw
+            )
+            wanted = {"core": core, "dram": dram}
+            for m, name in enumerate(n for n, on in wanted.items() if on):
+                domain = f"dram:{s}" if name == "dram" and sockets > 1 else name
+                domain = f"cpu:{s}:core" if name == "core" else domain
+                paths[f"{domain}/die-{d}"] = _zone(
+                    root, pkg / f"intel-rapl:{index}:{m}", name, energy_uj, max_range_uj, None
+                )
+            index += 1
+    for key in list(paths):
+        if key.endswith("/die-0"):
+            paths[key.removesuffix("/die-0")] = paths[key]
+    return paths
+
+
+def make_rapl_amd(
+    root: Path, sockets: int = 1, dies: int = 1, energy_uj: int = 1_000_000
+) -> dict[str, Path]:
+    """An AMD Zen powercap tree: packages (per die when ``dies`` > 1) and core subzones only.
+
+    AMD's RAPL has no power limits, so no ``constraint_*`` files; no DRAM, no psys; the energy
+    unit makes the range 2^32 × 15.3 µJ.
+    """
+    return make_rapl(
+        root,
+        sockets=sockets,
+        dram=False,
+        psys=False,
+        core=True,
+        max_range_uj=AMD_MAX_RANGE_UJ,
+        max_power_uw=None,
+        energy_uj=energy_uj,
+        dies=dies,
+    )
+
+
+#: AMD Zen's max_energy_range_uj: a 32-bit counter in units of 15.3 µJ
+AMD_MAX_RANGE_UJ = 65712999613
+
+
+class CounterWriter(threading.Thread):
+    """Advances fake energy_uj files at ``watts`` in real time, every ``period_s``, wrapping.
+
+    Every path in ``paths`` gets the same value (one counter seen through several zones).
+    ``reset_after_s``: once, that long after the start, the counter drops to 0 and counts on
+    from there, as after a suspend and resume. ``total_uj`` is the energy truly drawn.
+    """
+
+    def __init__(
+        self,
+        paths: Path | list[Path],
+        watts: float,
+        max_range_uj: int = REAL_MAX_RANGE_UJ,
+        period_s: float = 0.005,
+        reset_after_s: float | None = None,
+    ):
+        super().__init__(daemon=True)
+        self.paths = [paths] if isinstance(paths, Path) else list(paths)
+        self.watts, self.max_range_uj, self.period_s = watts, max_range_uj, period_s
+        self.reset_after_s = reset_after_s
+        self.stop = threading.Event()
+        self.total_uj = 0.0
+        self.started_t = 0.0
+        self.reset_t: float | None = None
+
+    def run(self) -> None:
+        raw = int(self.paths[0].read_text())
+        last = self.started_t = time.perf_counter()
+        while not self.stop.wait(self.period_s):
+            now = time.perf_counter()
+            step_uj = int(self.watts * 1e6 * (now - last))
+            last += step_uj / (self.watts * 1e6)  # carry the rounding into the next step
+            self.total_uj += step_uj
+            raw = (raw + step_uj) % self.max_range_uj
+            if (
+                self.reset_after_s is not None
+                and self.reset_t is None
+                and now - self.started_t >= self.reset_after_s
+            ):
+                raw, self.reset_t = 0, now
+            for path in self.paths:
+                write_counter(path, raw)
+
+    def __enter__(self) -> CounterWriter:
+        self.start()
+        time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.join()
+
+
+# ---------------------------------------------------------------------- thermal
+def make_coretemp(root: Path, packages: dict[int, float] | None = None) -> dict[int, Path]:
+    """Intel coretemp: ``Package id N`` temperatures (m°C); returns each package's input path."""
+    packages = packages if packages is not None else {0: 45.0}
+    dev = _new_hwmon(root, root / "devices" / "platform" / "coretemp.0", "coretemp")
+    paths = {}
+    for n, (pkg, celsius) in enumerate(packages.items(), start=1):
+        _write(dev / f"temp{n}_label", f"Package id {pkg}")
+        paths[pkg] = _write(dev / f"temp{n}_input", int(celsius * 1000))
+    _write(dev / f"temp{len(packages) + 1}_label", "Core 0")
+    _write(dev / f"temp{len(packages) + 1}_input", 40000)
+    return paths
+
+
+def make_cpufreq(root: Path, khz: list[int]) -> list[Path]:
+    """cpufreq policies with ``scaling_cur_freq`` (kHz); returns their paths."""
+    base = root / "devices" / "system" / "cpu" / "cpufreq"
+    return [_write(base / f"policy{n}" / "scaling_cur_freq", f) for n, f in enumerate(khz)]
 
 
 # ---------------------------------------------------------------------- hwmon

@@ -195,8 +195,44 @@ def test_trace_rows_and_peak_from_counters():
     assert w.measurement.peak_power_w == pytest.approx(8.0, rel=0.05)
 
 
+class UnwrappingCounter(Source):
+    """A stateful counter like the real sources: it keeps its last read and adds the step since.
+
+    A read that another thread enters before the first has finished corrupts the state, and the
+    guard records it: the meter must serialise reads from windows and its sampler.
+    """
+
+    name = "fakeunwrap"
+    method = MEASURED
+
+    def __init__(self, watts: float):
+        self.watts = watts
+        self.total_j = 0.0
+        self.last_t = time.perf_counter()
+        self.busy = False
+        self.overlaps = 0
+
+    def probe(self):
+        return [DomainStatus(self.name, "cpu:0", COUNTER, OK)]
+
+    def counter_domains(self):
+        return ["cpu:0"]
+
+    def read_energy_j(self):
+        if self.busy:
+            self.overlaps += 1
+        self.busy = True
+        last = self.last_t
+        time.sleep(0)  # let another thread in, if the meter does not keep it out
+        now = time.perf_counter()
+        self.total_j += self.watts * (now - last)
+        self.last_t = now
+        self.busy = False
+        return {"cpu:0": self.total_j}
+
+
 def test_windows_from_many_threads():
-    source = ClockCounter({"cpu:0": 10.0})
+    source = UnwrappingCounter(10.0)
     errors: list[BaseException] = []
     results = []
     with Meter([source], sample_hz=200) as meter:
@@ -216,9 +252,13 @@ def test_windows_from_many_threads():
         for t in threads:
             t.join()
     assert not errors
+    assert source.overlaps == 0
     assert len(results) == 200
-    for m in results:
-        assert m.total_j == pytest.approx(10.0 * m.duration_s, rel=0.05, abs=1e-4)
+    assert all(m.total_j > 0 for m in results)
+    # each window's joules are 10 W × the time between its two edge reads; summed over all
+    # windows, preemption between the meter's clock and the read averages out
+    total_j = sum(m.total_j for m in results)
+    assert total_j == pytest.approx(10.0 * sum(m.duration_s for m in results), rel=0.05)
 
 
 def test_duplicate_domain_across_sources_is_an_error():
@@ -246,15 +286,46 @@ def test_derive_per_token_and_carbon():
     assert rec["energy_per_token_j"] * rec["tokens_out"] == pytest.approx(rec["energy_j"])
 
 
-def test_system_does_not_hide_a_measured_gpu():
+def test_psys_system_yields_to_the_components_beside_a_measured_gpu():
+    # RAPL psys may leave out a PCIe GPU powered from the supply: the components make the total
     sources = [ClockCounter({"cpu:0": 20.0, "system": 60.0, "gpu:0": 100.0})]
     with Meter(sources, sample_hz=None) as meter, meter.window("w") as w:
         time.sleep(0.05)
     m = w.measurement
     assert m.total_domains == ["cpu:0", "gpu:0"]
+    assert m.total_j == pytest.approx(m.energy_j["cpu:0"] + m.energy_j["gpu:0"])
+    assert m.total_j == pytest.approx(120.0 * m.duration_s, rel=0.01)
     cols = measurement_columns(m)
+    assert cols["energy_j"] == pytest.approx(m.total_j)
     assert cols["energy_system_j"] == pytest.approx(m.energy_j["system"])
     assert cols["energy_gpu_j"] == pytest.approx(m.energy_j["gpu:0"])
+
+
+def test_wall_meter_containing_the_gpus_is_the_total():
+    source = ClockCounter({"cpu:0": 20.0, "system": 160.0, "gpu:0": 100.0})
+    source.contains_gpus = frozenset({"system"})  # an ACPI meter at the machine's input
+    with Meter([source], sample_hz=None) as meter, meter.window("w") as w:
+        time.sleep(0.05)
+    m = w.measurement
+    assert m.total_domains == ["system"]
+    assert m.total_j == pytest.approx(160.0 * m.duration_s, rel=0.01)
+    assert m.method == MEASURED and m.warnings == []
+
+
+def test_warnings_column_and_thermal_columns():
+    source = ClockCounter({"cpu:0": 5.0})
+    with Meter([source], sample_hz=None) as meter, meter.window("w") as w:
+        time.sleep(0.01)
+    m = w.measurement
+    m.warnings = ["cpu:0: counter reset inside the window; energy after it only", "dram: lost"]
+    m.temp_start_c, m.temp_end_c, m.clock_mhz, m.power_limit_w = 50.0, 55.0, 1800.0, 300.0
+    cols = measurement_columns(m)
+    from harness.report.markdown import split_warnings
+
+    assert split_warnings(cols["warnings"]) == m.warnings
+    assert (cols["temp_start_c"], cols["temp_end_c"]) == (50.0, 55.0)
+    assert (cols["clock_mhz"], cols["power_limit_w"]) == (1800.0, 300.0)
+    assert split_warnings("") == [] and split_warnings(float("nan")) == []
 
 
 def test_board_wins_and_component_columns_still_filled():

@@ -7,12 +7,18 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from fakesysfs import make_acpi_power_meter, make_rapl, write_counter
+from fakesysfs import (
+    AMD_MAX_RANGE_UJ,
+    CounterWriter,
+    make_acpi_power_meter,
+    make_rapl,
+    make_rapl_amd,
+    write_counter,
+)
 
 import harness.sysfs
 from harness.meter import Meter
@@ -92,14 +98,63 @@ def test_total_without_psys_is_packages_plus_dram_never_subzones(sysfs):
     assert m.energy_j["cpu:0:core"] == pytest.approx(8.0)
 
 
-def test_one_socket_names_dram_plainly_and_amd_package_core_only(sysfs):
+def test_one_socket_names_dram_plainly(sysfs):
     make_rapl(sysfs, sockets=1, dram=True, psys=False)
     assert set(statuses(RaplSource())) == {"cpu:0", "cpu:0:core", "dram"}
 
 
-def test_amd_tree_with_package_and_core(sysfs):
-    make_rapl(sysfs, sockets=1, dram=False, psys=False, core=True)
-    assert list(statuses(RaplSource())) == ["cpu:0", "cpu:0:core"]
+def test_amd_tree_package_and_core_without_power_limits(sysfs):
+    paths = make_rapl_amd(sysfs, sockets=2)
+    assert not list((sysfs / "class" / "powercap" / "intel-rapl:0").glob("constraint_*"))
+    source = RaplSource()
+    assert list(statuses(source)) == ["cpu:0", "cpu:0:core", "cpu:1", "cpu:1:core"]
+    source.open()
+    # no stated limit: wraps are polled for at the fallback power, over AMD's 32-bit range
+    assert source.poll_interval_s() == pytest.approx(AMD_MAX_RANGE_UJ / 500e6 / 4)
+    add_uj(paths["cpu:1"], 3_000_000)
+    assert source.read_energy_j()["cpu:1"] == pytest.approx(3.0)
+    source.close()
+
+
+def test_amd_per_ccd_die_zones_mirroring_one_counter_are_one_socket_counted_once(sysfs):
+    # AMD kernels that show each CCD as a die zone: every die reads the package's one counter
+    paths = make_rapl_amd(sysfs, sockets=1, dies=2)
+    rows = RaplSource().probe()
+    assert [r.domain for r in rows] == ["cpu:0", "cpu:0:core"]  # one socket, not two
+    assert "package-0-die-0" in rows[0].reason and "package-0-die-1" in rows[0].reason
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        meter.begin("w")
+        for key in ("cpu:0/die-0", "cpu:0/die-1"):
+            add_uj(paths[key], 7_000_000)
+        m = meter.end("w")
+    assert m.energy_j["cpu:0"] == pytest.approx(7.0)
+    assert m.total_j == pytest.approx(7.0)
+    assert any("mirrors package-0-die-0" in w and w.startswith("cpu:0:") for w in m.warnings)
+
+
+def test_separate_dies_of_one_package_are_summed(sysfs):
+    # Cascade Lake-AP: two dies with counters of their own, under one socket number
+    paths = make_rapl(sysfs, sockets=1, dies=2, dram=False, psys=False, core=False)
+    write_counter(paths["cpu:0/die-1"], 5_000_000_000)  # its own counter, elsewhere in its range
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        meter.begin("w")
+        add_uj(paths["cpu:0/die-0"], 4_000_000)
+        add_uj(paths["cpu:0/die-1"], 6_000_000)
+        m = meter.end("w")
+    assert meter.domains == ["cpu:0"]
+    assert m.energy_j["cpu:0"] == pytest.approx(10.0)
+    assert not [w for w in m.warnings if "mirror" in w]
+
+
+def test_a_mirror_that_parts_is_counted_from_then_on_with_a_warning(sysfs):
+    paths = make_rapl(sysfs, sockets=1, dies=2, dram=False, psys=False, core=False)
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        meter.begin("w")
+        add_uj(paths["cpu:0/die-0"], 4_000_000)
+        add_uj(paths["cpu:0/die-1"], 30_000_000)  # far apart: two dies after all
+        m = meter.end("w")
+    assert m.energy_j["cpu:0"] == pytest.approx(34.0)
+    assert any("stopped mirroring" in w for w in m.warnings)
 
 
 def test_mmio_zone_repeating_a_package_is_read_once(sysfs):
@@ -185,28 +240,73 @@ def test_poll_interval_is_a_quarter_of_the_shortest_wrap(sysfs):
 
 
 def test_wrap_inside_a_window(sysfs):
-    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**9)
-    write_counter(paths["cpu:0"], 900_000_000)
+    # a 10 J range: the 2 J forward step fits what a 500 W zone draws in the time since the read
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**7)
+    write_counter(paths["cpu:0"], 9_000_000)
     with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
         meter.begin("w")
-        write_counter(paths["cpu:0"], 100_000_000)
+        write_counter(paths["cpu:0"], 1_000_000)
         m = meter.end("w")
-    assert m.energy_j["cpu:0"] == pytest.approx(200.0)
+    assert m.energy_j["cpu:0"] == pytest.approx(2.0)
+    assert not [w for w in m.warnings if "reset" in w]
 
 
 def test_two_wraps_in_one_window_are_both_counted(sysfs):
-    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**9)
-    write_counter(paths["cpu:0"], 900_000_000)
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False, max_range_uj=10**7)
+    write_counter(paths["cpu:0"], 9_000_000)
     with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
         meter.begin("w")
         # what the polling thread sees, a quarter wrap period apart
-        for raw_uj in (400_000_000, 900_000_000, 300_000_000, 700_000_000):
+        for raw_uj in (4_000_000, 9_000_000, 3_000_000, 7_000_000):
+            time.sleep(0.01)
             write_counter(paths["cpu:0"], raw_uj)
             meter._tick()
-        write_counter(paths["cpu:0"], 200_000_000)
+        write_counter(paths["cpu:0"], 2_000_000)
         m = meter.end("w")
-    # three wraps; steps of 500, 500, 400, 400 and 500 MµJ
-    assert m.energy_j["cpu:0"] == pytest.approx(2300.0)
+    # three wraps; steps of 5, 5, 4, 4 and 5 J
+    assert m.energy_j["cpu:0"] == pytest.approx(23.0)
+    assert not [w for w in m.warnings if "reset" in w]
+
+
+def test_counter_reset_is_not_taken_for_a_wrap(sysfs):
+    # after suspend and resume the counter restarts near 0: going forward to it would take
+    # 60 kJ in a moment, far more than 500 W can draw, so it is a reset, not a wrap
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False)
+    write_counter(paths["cpu:0"], 200_000_000_000)
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        meter.begin("w")
+        time.sleep(0.1)
+        write_counter(paths["cpu:0"], 3_000_000)  # 3 J since the reset
+        m = meter.end("w")
+    assert m.energy_j["cpu:0"] == pytest.approx(3.0)
+    assert "cpu:0: counter reset inside the window; energy after it only" in m.warnings
+
+
+@pytest.mark.parametrize("max_range", ["0", "500000"])
+def test_max_range_of_zero_or_below_the_counter_is_not_trusted(sysfs, max_range):
+    paths = make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False)
+    (sysfs / "class/powercap/intel-rapl:0/max_energy_range_uj").write_text(f"{max_range}\n")
+    source = RaplSource()
+    status, reason = statuses(source)["cpu:0"]
+    assert status == OK and "not trusted" in reason and "reset" in reason
+    with Meter(sensors=[source], sample_hz=None) as meter:
+        meter.begin("w")
+        write_counter(paths["cpu:0"], 250_000)  # a step back: with no range it is a reset
+        m = meter.end("w")
+    assert m.energy_j["cpu:0"] == pytest.approx(0.25)
+    assert any(w.startswith("cpu:0: counter reset") for w in m.warnings)
+
+
+def test_counter_that_freezes_while_its_package_draws_is_flagged(sysfs):
+    paths = make_rapl(sysfs, sockets=1, dram=True, psys=False, core=False)
+    with CounterWriter(paths["cpu:0"], 20.0):
+        with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+            with meter.window("w") as w:
+                time.sleep(1.1)
+    m = w.measurement
+    assert m.energy_j["dram"] == 0.0
+    assert any(x.startswith("dram: counter did not move") for x in m.warnings)
+    assert not any(x.startswith("cpu:0: counter did not move") for x in m.warnings)
 
 
 def test_garbage_max_range_still_reads_but_says_wraps_are_lost(sysfs):
@@ -320,41 +420,6 @@ def test_a_window_on_a_two_socket_server_costs_well_under_50_us(sysfs):
 
 
 # ---------------------------------------------------------------------- a live counter
-class CounterWriter(threading.Thread):
-    """Advances a fake energy_uj at ``watts`` in real time, every ``period_s``, wrapping."""
-
-    def __init__(self, path: Path, watts: float, max_range_uj: int, period_s: float = 0.005):
-        super().__init__(daemon=True)
-        self.path, self.watts, self.max_range_uj, self.period_s = (
-            path,
-            watts,
-            max_range_uj,
-            period_s,
-        )
-        self.stop = threading.Event()
-        self.total_uj = 0.0
-
-    def run(self) -> None:
-        raw = int(self.path.read_text())
-        last = time.perf_counter()
-        while not self.stop.wait(self.period_s):
-            now = time.perf_counter()
-            step_uj = int(self.watts * 1e6 * (now - last))
-            last += step_uj / (self.watts * 1e6)  # carry the rounding into the next step
-            self.total_uj += step_uj
-            raw = (raw + step_uj) % self.max_range_uj
-            write_counter(self.path, raw)
-
-    def __enter__(self) -> CounterWriter:
-        self.start()
-        time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.join()
-
-
 def test_live_25_w_counter_with_many_wraps_in_a_meter_window(sysfs):
     # 2 J range and 100 W stated: a wrap every 80 ms at 25 W, polled every 5 ms
     max_range_uj = 2_000_000

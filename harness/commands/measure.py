@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import click
 
@@ -13,10 +14,26 @@ from harness.errors import HarnessError
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Watch each usable domain for a few seconds: update period, resolution, verdict.",
+)
+@click.option(
+    "--check-s",
+    type=float,
+    default=None,
+    help="Seconds to watch each source with --check (default 5, the least for NVML's check).",
+)
 @click.option("--tdp-w", type=float, default=None, help="CPU TDP in watts for the estimate source.")
-def sensors(as_json: bool, tdp_w: float | None) -> int:
-    """List every energy source and domain with its kind, status and why."""
+def sensors(as_json: bool, check: bool, check_s: float | None, tdp_w: float | None) -> int:
+    """List every energy source and domain with its kind, status and why.
+
+    With --check, test each usable domain instead; exit status 1 when one fails its check.
+    """
+    if check:
+        return _check(as_json, check_s)
     from harness.sensors import probe_all
 
     rows = probe_all(tdp_w=tdp_w)
@@ -36,6 +53,22 @@ def sensors(as_json: bool, tdp_w: float | None) -> int:
         )
     Console().print(table)
     return 0
+
+
+def _check(as_json: bool, check_s: float | None) -> int:
+    from harness.sensors.check import DEFAULT_WATCH_S, check_all
+
+    watch_s = DEFAULT_WATCH_S if check_s is None else check_s
+    if not watch_s > 0:
+        raise HarnessError(f"--check-s must be positive, not {watch_s:g}")
+    results = check_all(watch_s=watch_s)
+    failed = any(r.verdict == "fail" for r in results)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return 1 if failed else 0
+    for r in results:
+        click.echo(r.line())
+    return 1 if failed else 0
 
 
 def _fmt_j(j: float) -> str:
@@ -72,8 +105,11 @@ def measure(
     if sample_hz < 0:
         raise HarnessError(f"--sample-hz must be >= 0, not {sample_hz:g}")
     meter = Meter(sensors=sensor_names, sample_hz=sample_hz or None, tdp_w=tdp_w)
+    m = None
+    failure = None
     try:
         meter.begin("command")
+        t_cmd = time.perf_counter()
         try:
             proc = subprocess.Popen(list(command))
         except FileNotFoundError:
@@ -88,10 +124,21 @@ def measure(
             status = proc.wait()
         finally:
             signal.signal(signal.SIGINT, previous)
-        m = meter.end("command")
+        cmd_s = time.perf_counter() - t_cmd
+        try:
+            m = meter.end("command")
+        except Exception as e:  # noqa: BLE001 - CMD ran: its status and time are never lost
+            failure = f"meter: the window could not be closed ({type(e).__name__}: {e})"
     finally:
-        meter.close()
+        try:
+            meter.close()
+        except Exception as e:  # noqa: BLE001
+            failure = failure or f"meter: closing failed ({e})"
     exit_status = status if status >= 0 else 128 - status
+    if m is None:
+        m = _empty_measurement(cmd_s, failure or "meter: no measurement")
+    elif failure:
+        m.warnings.append(failure)
     if as_json:
         out = {
             "duration_s": m.duration_s,
@@ -100,17 +147,29 @@ def measure(
             "method": m.method,
             "sources": m.sources,
             "exit_status": exit_status,
+            "warnings": m.warnings,
             "total_domains": m.total_domains,
             "domain_methods": m.domain_methods,
             "avg_power_w": m.avg_power_w,
             "peak_power_w": m.peak_power_w,
             "crosscheck_j": m.crosscheck_j,
+            "temp_start_c": m.temp_start_c,
+            "temp_end_c": m.temp_end_c,
+            "clock_mhz": m.clock_mhz,
+            "power_limit_w": m.power_limit_w,
             "command": list(command),
         }
         click.echo(json.dumps(out, indent=2))
         return exit_status
     _print_measurement(m, command, exit_status)
     return exit_status
+
+
+def _empty_measurement(duration_s: float, warning: str):
+    """What is printed when the meter failed outright: CMD's time, no energy, and why."""
+    from harness.meter import Measurement
+
+    return Measurement("command", duration_s, {}, 0.0, "estimated", [], warnings=[warning])
 
 
 def _print_measurement(m, command: tuple, exit_status: int) -> None:
@@ -142,6 +201,8 @@ def _print_measurement(m, command: tuple, exit_status: int) -> None:
         f"total: {_fmt_j(m.total_j)} {m.method.upper()}{avg} "
         f"(from {' + '.join(m.total_domains) or 'nothing'}; sources: {', '.join(m.sources)})"
     )
+    for text in m.warnings:
+        console.print(f"[yellow]warning: {text}[/]", highlight=False)
     if m.method == "estimated":
         console.print(
             "[yellow]estimated: no sensor measures this machine's "

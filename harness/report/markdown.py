@@ -7,6 +7,7 @@ beside report.md hold every column. Long tables stop after ``MAX_ROWS`` rows and
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -284,6 +285,33 @@ def failed_section(tables: Tables) -> str:
     return "## Failed cases\n\n" + table(rows, [("case", "case"), ("error", "error")], len(f))
 
 
+def split_warnings(joined) -> list[str]:
+    """The warnings of one measurements row: joined by ";" (a text's own "; " has a space)."""
+    if not isinstance(joined, str) or not joined.strip():
+        return []
+    return [w.strip() for w in re.split(r";(?! )", joined) if w.strip()]
+
+
+def warnings_section(tables: Tables) -> str:
+    """Per case, every distinct warning its windows carried: no figure is silently clean."""
+    frame = tables.run.frame
+    if frame.empty or "warnings" not in frame.columns:
+        return ""
+    per_case: dict[str, list[str]] = {}
+    for r in _records(frame):
+        texts = split_warnings(r.get("warnings"))
+        if texts:
+            found = per_case.setdefault(str(r.get("case") or r.get("case_id")), [])
+            found += [t for t in texts if t not in found]
+    if not per_case:
+        return ""
+    parts = ["## Warnings\n", "What the sensors' checks noticed in each case's windows.\n"]
+    for case, texts in sorted(per_case.items()):
+        parts.append(f"- **{escape(case)}**")
+        parts += [f"  - {escape(t)}" for t in texts]
+    return "\n".join(parts) + "\n"
+
+
 FIGURE_TEXT = {
     "pareto.png": "Accuracy against energy per 1,000 queries; the black line is the Pareto front.",
     "energy_per_token_vs_params.png": "Energy per token against parameter count (log-log).",
@@ -311,6 +339,7 @@ def render(tables: Tables, board: pd.DataFrame, figures: dict[str, Path]) -> str
         lifetime_section(tables),
         commands_section(tables),
         failed_section(tables),
+        warnings_section(tables),
         figures_section(figures),
     ]
     return "\n".join(s for s in sections if s)

@@ -8,6 +8,7 @@ from harness.errors import HarnessError
 from harness.sensors.base import (
     CODECARBON,
     COUNTER,
+    CROSSCHECK,
     ESTIMATE,
     ESTIMATED,
     MEASURED,
@@ -24,16 +25,19 @@ REGISTRY: dict[str, str] = {
     "rapl": "harness.sensors.rapl:RaplSource",
     "nvml": "harness.sensors.nvml:NvmlSource",
     "hwmon": "harness.sensors.hwmon:HwmonSource",
+    "jetson": "harness.sensors.jetson:JetsonSource",
+    "battery": "harness.sensors.battery:BatterySource",
     "estimate": "harness.sensors.estimate:EstimateSource",
     "codecarbon": "harness.sensors.codecarbon_source:CodecarbonSource",
 }
 
 #: sources that measure; ``auto`` uses every one that has a usable domain.
-MEASURING = ("rapl", "nvml", "hwmon")
+MEASURING = ("rapl", "nvml", "hwmon", "jetson", "battery")
 
 __all__ = [
     "CODECARBON",
     "COUNTER",
+    "CROSSCHECK",
     "ESTIMATE",
     "ESTIMATED",
     "MEASURED",
@@ -81,8 +85,10 @@ def resolve(sensors: str | list[str] = "auto", **options) -> list[Source]:
     """The sources a meter reads.
 
     ``auto``: every measuring source with an ``ok`` domain, and the estimate source for the
-    component classes nothing measures (no CPU reading and no whole-device reading: a CPU estimate;
-    no DRAM reading: a RAM estimate). codecarbon is opt-in (it takes about a second to start).
+    component classes nothing measures where they may be needed: no CPU reading and either no
+    whole-device reading or a GPU beside it (a whole-device meter that fails leaves the total
+    to the components, and RAPL psys may leave a GPU out): a CPU estimate; the same for DRAM: a
+    RAM estimate. codecarbon is opt-in (it takes about a second to start).
     """
     if isinstance(sensors, str) and sensors != "auto":
         sensors = [s.strip() for s in sensors.split(",") if s.strip()]
@@ -99,10 +105,12 @@ def resolve(sensors: str | list[str] = "auto", **options) -> list[Source]:
                 classes |= {domain_class(row.domain) for row in usable}
             else:
                 source.close()
+        whole = bool(classes & {"board", "system"})
+        needs_parts = not whole or "gpu" in classes
         estimate_classes = []
-        if not classes & {"cpu", "board", "system"}:
+        if "cpu" not in classes and needs_parts:
             estimate_classes.append("cpu")
-        if not classes & {"memory", "board", "system"}:
+        if "memory" not in classes and needs_parts:
             estimate_classes.append("memory")
         if estimate_classes:
             chosen.append(create("estimate", classes=estimate_classes, **options))

@@ -8,9 +8,12 @@ disjoint components: CPU packages + DRAM (or the RAM estimate) + GPUs.
 
 from __future__ import annotations
 
+import functools
+
 from harness.sensors.base import ESTIMATED, MEASURED
 
 
+@functools.lru_cache(maxsize=1024)
 def domain_class(domain: str) -> str:
     """``board``, ``system``, ``cpu``, ``memory``, ``gpu`` or ``part`` (never summed)."""
     head, _, rest = domain.partition(":")
@@ -40,24 +43,31 @@ def class_domains(methods: dict[str, str]) -> dict[str, list[str]]:
     return out
 
 
-def total_domains(methods: dict[str, str]) -> list[str]:
+def total_domains(
+    methods: dict[str, str],
+    contains_gpus: frozenset[str] | set[str] = frozenset(),
+    distrusted: frozenset[str] | set[str] = frozenset(),
+) -> list[str]:
     """The domains whose sum is the total, given each available domain's method.
 
-    A measured ``board`` (an edge board's input rail) always wins. A measured ``system`` wins
-    unless a GPU is measured too: RAPL psys on desktops and servers may leave out PCIe cards
-    powered straight from the supply, so a GPU machine sums its components instead. Otherwise the
-    components: CPU packages + DRAM (or the RAM estimate) + GPUs.
+    A measured, trusted ``board`` (an edge board's input rail) always wins. A measured, trusted
+    ``system`` wins when it contains the GPUs (``contains_gpus``: an ACPI meter at the machine's
+    input) or no GPU is measured: RAPL psys may leave out PCIe cards powered straight from the
+    supply, so beside a GPU it yields to the components. Otherwise the components: CPU packages
+    + DRAM (or the RAM estimate) + GPUs, each class measured where anything measures it.
+    ``distrusted``: whole-device domains caught reading 0 or frozen while the parts drew power.
     """
-    if methods.get("board") == MEASURED:
+    if methods.get("board") == MEASURED and "board" not in distrusted:
         return ["board"]
     per_class = class_domains(methods)
     gpu_measured = any(methods[d] == MEASURED for d in per_class.get("gpu", []))
-    if methods.get("system") == MEASURED and not gpu_measured:
+    system_ok = methods.get("system") == MEASURED and "system" not in distrusted
+    if system_ok and ("system" in contains_gpus or not gpu_measured):
         return ["system"]
     chosen = [d for cls in ("cpu", "memory", "gpu") for d in per_class.get(cls, [])]
     if not chosen:
         for whole in ("board", "system"):
-            if whole in methods:
+            if whole in methods and whole not in distrusted:
                 return [whole]
     return chosen
 

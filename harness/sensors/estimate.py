@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.util
-import platform
 import re
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from harness.errors import HarnessError
+from harness.hardware import cpu_model_name, socket_count
 from harness.sensors.base import ESTIMATE, ESTIMATED, OK, DomainStatus, Source
 
 IDLE_FLOOR = 0.1  # codecarbon: "Minimum power consumption is 10% of TDP"
@@ -170,29 +170,6 @@ def resolve_tdp(tdp_w: float | None = None) -> tuple[float, str]:
         tdp,
         f"{why}; default {DEFAULT_W_PER_THREAD:g} W/thread × {threads} threads (codecarbon's)",
     )
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_model_name() -> str | None:
-    """This CPU's model name as /proc/cpuinfo gives it (``model name``; ARM: ``Model``)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        text = ""
-    for key in ("model name", "Model", "Hardware", "cpu model"):
-        m = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
-        if m and m.group(1).strip():
-            return m.group(1).strip()
-    return platform.processor() or None
-
-
-@functools.lru_cache(maxsize=1)
-def socket_count() -> int:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return 1
-    return max(len(set(re.findall(r"^physical id\s*:\s*(\d+)", text, re.MULTILINE))), 1)
 
 
 def _cpu_table_path() -> Path | None:

@@ -19,12 +19,13 @@ fake module in ``sys.modules``) never pays for it at import.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import SensorError
 from harness.sensors.base import (
     COUNTER,
+    MEASURED,
     NO_PERMISSION,
     OK,
     POWER,
@@ -33,6 +34,7 @@ from harness.sensors.base import (
     DomainStatus,
     Source,
 )
+from harness.sensors.cuda_visible import visible as visible_gpus
 
 NO_DRIVER = "no NVIDIA driver (libnvidia-ml not found)"
 MIG_REASON = (
@@ -42,6 +44,7 @@ MIG_REASON = (
 COUNTER_PERIOD_S = 0.1  # NVML total energy advances in ~100 ms steps on many boards
 INSTANT_PERIOD_S = 0.02  # instant power refreshes at ~50 Hz
 AVERAGE_PERIOD_S = 1.0  # nvmlDeviceGetPowerUsage is a 1-s average on many boards
+GPU_MAX_POWER_W = 5000.0  # no GPU draws more: what a counter's count after a reset must fit
 
 # NVML return codes (nvml.h); used when the pynvml in hand does not define a name.
 _ERR_NOT_SUPPORTED = 3
@@ -87,6 +90,7 @@ class NvmlSource(Source):
     """Energy of each visible NVIDIA GPU (counter on Volta+, sampled power before)."""
 
     name = "nvml"
+    method = MEASURED
     update_period_s = COUNTER_PERIOD_S
 
     def __init__(self) -> None:
@@ -133,7 +137,7 @@ class NvmlSource(Source):
         if count == 0:
             return [self._row("gpu", UNAVAILABLE, "NVML found no NVIDIA GPU")]
         physical = [self._physical(i) for i in range(count)]
-        visible, problem = _visible(os.environ.get("CUDA_VISIBLE_DEVICES"), physical, pynvml)
+        visible, problem = visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), physical, pynvml)
         if not visible:
             return [self._row("gpu", UNAVAILABLE, problem or "no GPU is visible")]
         note = f"; {problem}" if problem else ""
@@ -179,7 +183,7 @@ class NvmlSource(Source):
         if _mig_enabled(nv, phys.handle):
             return _Gpu(domain, phys, COUNTER, UNAVAILABLE, f"{phys.label()}: {MIG_REASON}")
         try:
-            first_mj = nv.nvmlDeviceGetTotalEnergyConsumption(phys.handle)
+            nv.nvmlDeviceGetTotalEnergyConsumption(phys.handle)
         except Exception as e:
             if _code(e, nv, "NVML_ERROR_NOT_SUPPORTED", _ERR_NOT_SUPPORTED) is None:
                 status, reason = self._classify(e)
@@ -194,7 +198,6 @@ class NvmlSource(Source):
             f"advances in ~{COUNTER_PERIOD_S * 1000:.0f} ms steps on many GPUs",
             read="energy",
         )
-        gpu.unwrapper = CounterUnwrapper(None, int(first_mj))
         return gpu
 
     def _power_domain(self, domain: str, phys: _Physical) -> _Gpu:
@@ -257,25 +260,62 @@ class NvmlSource(Source):
             raise nv.NVMLError(value.nvmlReturn)
         return value.value.uiVal / 1000.0  # mW
 
+    def open(self) -> None:
+        """Start counting from now; after ``close`` NVML is initialised and probed again."""
+        if self._nvml is None:
+            self._gpus, self.devices = None, {}
+            self.probe()
+        now = time.perf_counter()
+        for g in self._gpus or []:
+            if g.status != OK or g.read != "energy":
+                continue
+            assert g.physical is not None
+            try:
+                first_mj = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.physical.handle))
+            except Exception as e:
+                g.status, g.reason = self._classify(e)
+                continue
+            # no stated range: a step back is a reset; the bound is in mJ per second
+            g.unwrapper = CounterUnwrapper(
+                None,
+                first_mj,
+                domain=g.domain,
+                max_power=GPU_MAX_POWER_W * 1000,
+                now_s=now,
+                events=self.events,
+            )
+
     def counter_domains(self) -> list[str]:
         return [g.domain for g in self._gpus or [] if g.status == OK and g.read == "energy"]
 
     def power_domains(self) -> list[str]:
         return [g.domain for g in self._gpus or [] if g.status == OK and g.read != "energy"]
 
+    def domain_update_period_s(self, domain: str) -> float:
+        periods = {"energy": COUNTER_PERIOD_S, "instant": INSTANT_PERIOD_S}
+        for g in self._gpus or []:
+            if g.domain == domain:
+                return periods.get(g.read, AVERAGE_PERIOD_S)
+        return self.update_period_s
+
+    def _failed(self, g: _Gpu, what: str, e: Exception) -> None:
+        assert g.physical is not None
+        lost = _code(e, self._nvml, "NVML_ERROR_GPU_IS_LOST", _ERR_GPU_IS_LOST) is not None
+        self.fail(g.domain, f"{g.physical.label()}: NVML {what} read failed: {_describe(e)}", lost)
+
     def read_energy_j(self) -> dict[str, float]:
         out: dict[str, float] = {}
+        now = time.perf_counter()
         for g in self._gpus or []:
-            if g.status != OK or g.read != "energy":
+            if g.status != OK or g.read != "energy" or g.unwrapper is None:
                 continue
-            assert g.physical is not None and g.unwrapper is not None
+            assert g.physical is not None
             try:
                 raw_mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.physical.handle)
             except Exception as e:
-                raise SensorError(
-                    f"{g.domain} ({g.physical.label()}): NVML energy read failed: {_describe(e)}"
-                ) from e
-            out[g.domain] = g.unwrapper.update(int(raw_mj)) / 1000.0
+                self._failed(g, "energy", e)
+                continue
+            out[g.domain] = g.unwrapper.update(int(raw_mj), now) / 1000.0
         return out
 
     def read_power_w(self) -> dict[str, float]:
@@ -285,15 +325,61 @@ class NvmlSource(Source):
                 continue
             assert g.physical is not None
             try:
-                if g.read == "instant":
-                    out[g.domain] = self._instant_w(g.physical.handle)
-                else:
-                    out[g.domain] = self._nvml.nvmlDeviceGetPowerUsage(g.physical.handle) / 1000.0
+                out[g.domain] = self._power_w(g)
             except Exception as e:
-                raise SensorError(
-                    f"{g.domain} ({g.physical.label()}): NVML power read failed: {_describe(e)}"
-                ) from e
+                self._failed(g, "power", e)
         return out
+
+    def _power_w(self, g: _Gpu) -> float:
+        assert g.physical is not None
+        if g.read == "instant":
+            return self._instant_w(g.physical.handle)
+        return self._nvml.nvmlDeviceGetPowerUsage(g.physical.handle) / 1000.0
+
+    def check_power_w(self) -> dict[str, float]:
+        """Power of the counter domains, from NVML's power readings (``harness sensors
+        --check`` integrates it against the counter): instant power where the driver has it."""
+        out: dict[str, float] = {}
+        for g in self._gpus or []:
+            if g.status != OK or g.read != "energy":
+                continue
+            assert g.physical is not None
+            try:
+                out[g.domain] = self._instant_w(g.physical.handle)
+            except Exception:
+                try:
+                    out[g.domain] = self._nvml.nvmlDeviceGetPowerUsage(g.physical.handle) / 1e3
+                except Exception:
+                    continue
+        return out
+
+    def thermal(self) -> dict[str, dict[str, float]]:
+        """Temperature (°C), SM clock (MHz) and enforced power limit (W) of each usable GPU."""
+        nv = self._nvml
+        out: dict[str, dict[str, float]] = {}
+        if nv is None:
+            return out
+        for g in self._gpus or []:
+            if g.status != OK or g.physical is None:
+                continue
+            h, state = g.physical.handle, {}
+            for key, read in (
+                ("temp_c", lambda h=h: nv.nvmlDeviceGetTemperature(h, _gpu_sensor(nv))),
+                ("clock_mhz", lambda h=h: nv.nvmlDeviceGetClockInfo(h, _sm_clock(nv))),
+                ("power_limit_w", lambda h=h: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
+            ):
+                try:
+                    state[key] = float(read())
+                except Exception:  # not every GPU reports every one
+                    continue
+            if state:
+                out[g.domain] = state
+        return out
+
+    def drop(self, domain: str) -> None:
+        for g in self._gpus or []:
+            if g.domain == domain and g.status == OK:
+                g.status, g.reason = UNAVAILABLE, "dropped after failed reads"
 
     def close(self) -> None:
         nv, self._nvml = self._nvml, None
@@ -302,8 +388,31 @@ class NvmlSource(Source):
                 nv.nvmlShutdown()
             except Exception:
                 pass  # nothing useful to do about a failing shutdown
-        if self._gpus:
-            self._gpus = [g for g in self._gpus if g.status != OK]  # handles are dead now
+        for g in self._gpus or []:
+            g.unwrapper = None  # handles are dead now; open() starts over
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver's version, or None without a driver (for a run's manifest)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return _text(version)
+    except Exception:  # no driver, no library: the driver is simply unknown
+        return None
+
+
+def _gpu_sensor(nv: Any) -> int:
+    return getattr(nv, "NVML_TEMPERATURE_GPU", 0)
+
+
+def _sm_clock(nv: Any) -> int:
+    return getattr(nv, "NVML_CLOCK_SM", 1)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -330,75 +439,3 @@ def _mig_enabled(nv: Any, handle: Any) -> bool:
     except Exception:  # NotSupported before Ampere: no MIG
         return False
     return current == getattr(nv, "NVML_DEVICE_MIG_ENABLE", 1)
-
-
-def _visible(
-    env: str | None, physical: list[_Physical], nv: Any
-) -> tuple[list[tuple[str, _Physical]], str]:
-    """The GPUs CUDA shows this process, in CUDA's order, and a note on any entry it ignored.
-
-    Follows CUDA's rules for ``CUDA_VISIBLE_DEVICES``: a comma-separated list of indices,
-    ``GPU-<uuid>`` (a unique prefix is enough) or MIG ids (``MIG-<uuid>``, legacy
-    ``MIG-GPU-<uuid>/<gi>/<ci>``); the first entry that names no GPU (or one already named) hides
-    itself and every entry after it. Indices are taken as NVML (PCI bus) order, which is CUDA's
-    order with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``; CUDA's default (fastest first) can differ on a
-    machine with mixed GPU models, which the note then says.
-    """
-    if env is None:
-        visible = [(str(p.index), p) for p in physical]
-        return visible, _order_note(physical, visible)
-    entries = [e.strip() for e in env.split(",")]
-    if entries == [""]:
-        return [], "CUDA_VISIBLE_DEVICES is empty: it hides every GPU"
-    visible: list[tuple[str, _Physical]] = []
-    seen: set[int] = set()
-    for entry in entries:
-        phys = _match(entry, physical, nv)
-        if phys is None or phys.index in seen:
-            why = "names a GPU twice" if phys is not None else "names no GPU"
-            known = ", ".join(f"{p.index} ({p.uuid or '?'})" for p in physical)
-            problem = (
-                f"CUDA_VISIBLE_DEVICES={env!r}: entry {entry!r} {why} (NVML sees {known}); "
-                "CUDA ignores it and every entry after it"
-            )
-            return visible, problem
-        seen.add(phys.index)
-        visible.append((entry, phys))
-    return visible, _order_note(physical, visible)
-
-
-def _match(entry: str, physical: list[_Physical], nv: Any) -> _Physical | None:
-    if entry.isdigit():
-        i = int(entry)
-        return physical[i] if i < len(physical) else None
-    key = entry
-    if key.startswith("MIG-GPU-"):  # legacy MIG-GPU-<uuid>/<gi>/<ci>: the parent is in the id
-        key = key[len("MIG-") :].split("/")[0]
-    elif key.startswith("MIG-"):  # MIG-<uuid>: ask NVML for the parent GPU
-        return _mig_parent(entry, physical, nv)
-    if not key.startswith("GPU-"):
-        return None
-    found = [p for p in physical if p.uuid and p.uuid.startswith(key)]
-    return found[0] if len(found) == 1 else None
-
-
-def _mig_parent(entry: str, physical: list[_Physical], nv: Any) -> _Physical | None:
-    try:
-        mig = nv.nvmlDeviceGetHandleByUUID(entry)
-        parent_uuid = _text(
-            nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig))
-        )
-    except Exception:
-        return None
-    found = [p for p in physical if p.uuid == parent_uuid]
-    return found[0] if found else None
-
-
-def _order_note(physical: list[_Physical], visible: list[tuple[str, _Physical]]) -> str:
-    names = {p.name for p in physical if p.name}
-    if len(visible) > 1 and len(names) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
-        return (
-            "gpu:N assumes CUDA_DEVICE_ORDER=PCI_BUS_ID (mixed GPU models: CUDA's default order, "
-            "fastest first, may differ)"
-        )
-    return ""
