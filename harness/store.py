@@ -98,6 +98,16 @@ def sanitise_frame(df):
     return df
 
 
+def last_line(text: str) -> str:
+    """The last non-blank line of a program's output, stripped ("" when there is none).
+
+    A failing program's last line is usually its error; a command case's last line may be its
+    JSON report. The one helper for both.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 # ------------------------------------------------------------------------------ atomic writes
 def write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""

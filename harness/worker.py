@@ -14,14 +14,13 @@ import math
 import os
 import signal
 import socket
-import statistics
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.stopping import PLANNED, ci_half_width, stop_reason
+from harness.stopping import PLANNED, stop_reason
 
 #: the runner sets this so the worker can tell when the runner died before it noticed
 PARENT_ENV = "HARNESS_PARENT_PID"
@@ -57,17 +56,23 @@ def error_line(exc: BaseException) -> str:
 
 
 def aggregates(records: list[dict]) -> dict:
-    """``n``, and per metric the median and the 95% interval of the mean (``_ci_low/_ci_high``)."""
+    """``n``, and per metric the median and the 95% interval of the mean (``_ci_low/_ci_high``).
+
+    The interval is the report's own (``harness.report.stats.describe``): one implementation,
+    so result.json and summary.csv never disagree on what a repetition set says.
+    """
+    from harness.report.stats import describe
+
     out: dict = {"n": len(records)}
     for col in AGGREGATED:
         values = [r.get(col) for r in records]
         values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         if not values:
             continue
-        out[col] = statistics.median(values)
+        stats = describe(values)
+        out[col] = stats["median"]
         if len(values) >= 2:
-            mean, half = statistics.fmean(values), ci_half_width(values)
-            out[f"{col}_ci_low"], out[f"{col}_ci_high"] = mean - half, mean + half
+            out[f"{col}_ci_low"], out[f"{col}_ci_high"] = stats["ci_low"], stats["ci_high"]
     return out
 
 
@@ -137,7 +142,7 @@ def _device_name(hw: dict, workload_type: str) -> str | None:
         return None
 
 
-def run_case(
+def measure_case(
     case_dir: Path, run_dir: Path, run_id: str, idle_w: dict | None, case: dict | None = None
 ) -> dict:
     """Measure a case and write its trace and result into ``case_dir``; return the result.
@@ -294,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     idle_w = json.loads(args.idle_w) if args.idle_w else None
     case = json.load(sys.stdin) if args.case_stdin else None
-    result = run_case(args.case_dir, args.run_dir, args.run_id, idle_w, case)
+    result = measure_case(args.case_dir, args.run_dir, args.run_id, idle_w, case)
     return 0 if result["status"] == "ok" else 1
 
 
