@@ -37,6 +37,7 @@ MODEL_PRELOAD = (
     "harness.meter",
     "harness.models",
     "harness.records",
+    "harness.engines.transformers",
     "harness.workloads.infer",
     "harness.workloads.accuracy",
     "harness.workloads.train",

@@ -232,7 +232,7 @@ class TrainWorkload(Workload):
         import torch
 
         from harness import hardware
-        from harness.models import load_model
+        from harness.engines import create_engine, engine_name
 
         spec = self.spec
         self.steps = _positive_int(spec, "steps")
@@ -255,14 +255,17 @@ class TrainWorkload(Workload):
         hardware.apply_profile(hw)
         # always start from the seeded initialisation (artifacts_dir=None), never from an
         # earlier run's checkpoint, so that every train case does the same work
-        self.loaded = load_model(
+        self.engine = create_engine(engine_name(variant))
+        static = self.engine.load(
             self.ctx.case["model"], {**variant, "dtype": "float32"}, hw, artifacts_dir=None
         )
+        self.model_name = static["model"]
+        net, tokenizer = self.engine.trainable()
         text_file = spec.get("text_file")
         self.trainer = Trainer(
-            self.loaded.model,
-            self.loaded.tokenizer,
-            self.loaded.device,
+            net,
+            tokenizer,
+            self.engine.device,
             steps=self.steps,
             batch_size=self.batch_size,
             seq_len=self.seq_len,
@@ -272,9 +275,9 @@ class TrainWorkload(Workload):
             text_file=Path(text_file) if text_file else None,
         )
         self.chunks = chunk_sizes(self.steps, min(MAX_CHUNKS, self.steps))
-        self.memory = PeakMemory(self.loaded.device)
+        self.memory = PeakMemory(self.engine.device)
         self.saved_path: Path | None = None
-        columns = self.loaded.columns()
+        columns = dict(static)
         columns.pop("trained", None)  # a train case always starts from the seeded init
         columns["dtype"] = dtype
         if dtype == "bfloat16":
@@ -327,8 +330,9 @@ class TrainWorkload(Workload):
     def _save(self) -> None:
         from harness.models.builtin import checkpoint_dir
 
-        folder = checkpoint_dir(self.ctx.artifacts_dir, self.loaded.name)
-        self.saved_path = save_atomically(self.loaded.model, self.loaded.tokenizer, folder)
+        folder = checkpoint_dir(self.ctx.artifacts_dir, self.model_name)
+        net, tokenizer = self.engine.trainable()
+        self.saved_path = save_atomically(net, tokenizer, folder)
 
     def summary(self) -> dict[str, Any]:
         t = self.trainer
@@ -344,6 +348,12 @@ class TrainWorkload(Workload):
             "chunks": len(self.chunks),
         }
 
+    @property
+    def loaded(self):
+        """What the engine loaded (for the transformers engine: model, tokenizer, device)."""
+        return self.engine.loaded if getattr(self, "engine", None) is not None else None
+
     def teardown(self) -> None:
         self.trainer = None
-        self.loaded = None
+        if getattr(self, "engine", None) is not None:
+            self.engine.close()
