@@ -146,3 +146,28 @@ def test_lower_layers_know_nothing_of_launchers_or_the_runner(layer):
         if name == layer or name.startswith(layer + "."):
             above = {d for d in deps if d.startswith(("harness.launchers", "harness.runner"))}
             assert not above, f"{name} imports {sorted(above)}"
+
+
+#: writes that are not files the project produces: a worker's inherited descriptors in the fork
+#: server, and the kernel's /proc/self/clear_refs knob (harness.workloads.memory)
+NOT_PROJECT_FILES = {"harness/launchers/forkserver.py", "harness/workloads/memory.py"}
+
+
+def test_every_file_is_written_through_the_one_atomic_helper():
+    """store.write_bytes (and replace_folder for a checkpoint folder) is the only writer."""
+    import re
+
+    writer = re.compile(
+        r"os\.replace\(|os\.rename\(|\.rename\((?!columns)|\.replace\(path\)|\.write_text\("
+        r"|\.write_bytes\(|open\([^)]*['\"][wa]b?['\"]|\.to_csv\([^)]*path|savefig\((?!buf)"
+    )
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in NOT_PROJECT_FILES or rel == "harness/store.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if writer.search(code) and "store." not in code and "write_bytes(self" not in code:
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert not offenders, "files written beside store.write_bytes:\n" + "\n".join(offenders)

@@ -176,14 +176,9 @@ def replace_artifacts(artifacts_dir: Path, files: dict[str, bytes]) -> None:
         if list(group) == ["."]:  # a plain file at the top
             store.write_bytes(target, group["."])
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging = store.staging_folder(target)
         write_tree(staging, group)
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
+        store.replace_folder(staging, target)
 
 
 def model_artifacts(artifacts_dir: Path, case: dict) -> dict[str, bytes]:

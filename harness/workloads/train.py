@@ -15,7 +15,6 @@ lose AdamW's small updates); float16 and quantised variants are refused.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -111,18 +110,17 @@ def _positive_int(spec: dict, key: str) -> int:
 
 
 def save_atomically(model, tokenizer, folder: Path) -> Path:
-    """save_pretrained into a temporary sibling folder, then swap it into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    """save_pretrained into a staging folder beside ``folder``, then swap it into place whole."""
+    from harness import store
+
+    staging = store.staging_folder(folder)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return store.replace_folder(staging, folder)
 
 
 class Trainer:
