@@ -6,7 +6,7 @@ successors, some facts) is stated in the training text only in other words, or n
 its questions are what the tasks ask. Accuracy above chance then means the model generalised
 (addition, counting, or a fact read in another sentence form), and it grows with size and training.
 
-``python -m harness.models.corpus --write-tasks suites/tasks`` writes the task JSONL files.
+``python -m harness.models.corpus --write-tasks harness/data/tasks`` writes the task files.
 """
 
 from __future__ import annotations
@@ -323,12 +323,8 @@ def write_tasks(folder: Path) -> list[Path]:
 
 
 def tasks_dir() -> Path:
-    """The shipped task folder: ``suites/tasks`` in a source checkout, else the package copy."""
-    package_copy = Path(__file__).resolve().parent.parent / "data" / "tasks"
-    checkout = Path(__file__).resolve().parents[2] / "suites" / "tasks"
-    if (checkout / "arith_mc.yaml").is_file():
-        return checkout
-    return package_copy
+    """The one copy of the task files: ``harness/data/tasks`` (``suites/tasks`` links to it)."""
+    return Path(__file__).resolve().parent.parent / "data" / "tasks"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,7 +34,7 @@ _EXPECTED_WARNINGS = (
 
 
 def tasks_dir() -> Path:
-    """The folder of the harness's own lm-eval task YAMLs (suites/tasks)."""
+    """The folder of the harness's own lm-eval task YAMLs (harness/data/tasks)."""
     from harness.models.corpus import tasks_dir as corpus_tasks_dir
 
     return corpus_tasks_dir()
