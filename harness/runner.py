@@ -220,6 +220,7 @@ def orchestrate_run(
     ray: str | None = None,
     live: bool | None = None,
     echo: Callable[[str], None] | None = None,
+    launcher_options: dict | None = None,
 ) -> RunOutcome:
     """Run (or resume) a suite; see ``run_suite``. Returns the statuses of the selected cases."""
     suite_obj, run_dir, suite_file, manifest = _resolve(suite, out, resume)
@@ -228,7 +229,11 @@ def orchestrate_run(
         raise HarnessError(f"--only {only}: no case matches")
     # no Ray, a bad resources entry or an address where nothing answers is one line and exit 2,
     # before any run folder
-    launcher = get_launcher("process") if ray is None else get_launcher("ray", address=ray)
+    options = dict(launcher_options or {})
+    if ray is None:
+        launcher = get_launcher("process", **options)
+    else:
+        launcher = get_launcher("ray", address=ray, **options)
     launcher.preflight(cases)
     echo = echo or (lambda line: print(line, flush=True))
     if run_dir is None:

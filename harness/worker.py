@@ -30,6 +30,25 @@ PLUGINS_ENV = "HARNESS_PLUGINS"
 TIME_BUDGET_SHARE = 0.85
 TIME_BUDGET = "time_budget"
 
+#: what a model case imports: a spawned worker pays for it (seconds), a forked one finds it done
+MODEL_IMPORTS = (
+    "torch",
+    "transformers",
+    "transformers.models.llama.modeling_llama",
+    "lm_eval.evaluator",
+    "lm_eval.models.huggingface",
+    "lm_eval.tasks",
+    "harness.meter",
+    "harness.models",
+    "harness.records",
+    "harness.engines.transformers",
+    "harness.workloads.infer",
+    "harness.workloads.accuracy",
+    "harness.workloads.train",
+)
+#: what every worker imports
+BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.report.stats")
+
 AGGREGATED = (
     "duration_s",
     "energy_j",
@@ -94,6 +113,30 @@ def _die_with_parent() -> None:
     parent = os.environ.get(PARENT_ENV)
     if parent and parent.isdigit() and os.getppid() != int(parent):
         os._exit(1)  # the runner is already gone
+
+
+def seconds_since_process_start() -> float | None:
+    """How long this process has existed (Linux: /proc), so a worker can say what starting cost."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime_s - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def import_modules(names: tuple[str, ...]) -> float:
+    """Import ``names`` (those not yet imported); the seconds it took."""
+    import importlib
+
+    t0 = time.monotonic()
+    for name in names:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass  # the workload that needs it says so, for its case
+    return time.monotonic() - t0
 
 
 def _load_plugins() -> None:
@@ -176,6 +219,8 @@ def measure_case(
     meter = None
     workload = None
     t_case = time.monotonic()
+    #: where a case's time goes: starting the process, imports, setup, warmup, measuring
+    timing = result["timing"] = {"startup_s": seconds_since_process_start()}
     try:
         from harness import carbon
         from harness.meter import Meter
@@ -184,6 +229,8 @@ def measure_case(
 
         _load_plugins()
         wtype = (case.get("workload") or {}).get("type", "?")
+        if wtype != "command":
+            timing["imports_s"] = import_modules(MODEL_IMPORTS)
         apply_hardware(case.get("hardware") or {}, wtype)
         carbon_settings = carbon.settings(case.get("carbon") or {})
         result["carbon"] = carbon_settings
@@ -203,12 +250,16 @@ def measure_case(
             case_dir=Path(case_dir),
             idle_w=idle_w,
         )
+        t_setup = time.monotonic()
         workload = create(ctx)
         static = workload.setup() or {}
         result["static"] = static
         warmup = int(m.get("warmup") or 0)
+        t_warmup = time.monotonic()
         if warmup:
             workload.warmup(warmup)
+        t_measure = time.monotonic()
+        timing.update(setup_s=t_warmup - t_setup, warmup_s=t_measure - t_warmup)
         base = store.identity_columns(case, run_id)
         base.update(node=socket.gethostname(), device_name=_device_name(case["hardware"], wtype))
         base.update(static)
@@ -253,6 +304,7 @@ def measure_case(
                 reason = TIME_BUDGET  # stop with what is measured rather than lose it all
         for record in records:
             record["stop_reason"] = reason
+        timing["measure_s"] = time.monotonic() - t_measure
         result["summary"] = workload.summary() or {}
         result["stop_reason"] = reason
         result["aggregates"] = aggregates(records)
@@ -272,6 +324,7 @@ def measure_case(
                 workload.teardown()
             except Exception as e:
                 print(f"teardown failed: {error_line(e)}", file=sys.stderr)
+    timing["case_s"] = time.monotonic() - t_case
     if meter is not None:
         try:
             meter.close()

@@ -26,24 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-#: imported once by the server of a run that has model cases (what each worker would import)
-MODEL_PRELOAD = (
-    "torch",
-    "transformers",
-    "transformers.models.llama.modeling_llama",
-    "lm_eval.evaluator",
-    "lm_eval.models.huggingface",
-    "lm_eval.tasks",
-    "harness.meter",
-    "harness.models",
-    "harness.records",
-    "harness.engines.transformers",
-    "harness.workloads.infer",
-    "harness.workloads.accuracy",
-    "harness.workloads.train",
-)
+from harness.worker import BASE_IMPORTS, MODEL_IMPORTS
+
+#: imported once by the server of a run with model cases (what each such worker imports)
+MODEL_PRELOAD = MODEL_IMPORTS
 #: what every worker imports (the server of a run of command cases only loads just these)
-BASE_PRELOAD = ("harness.worker", "harness.store", "harness.carbon", "harness.report.stats")
+BASE_PRELOAD = BASE_IMPORTS
 _MAX_MESSAGE = 1 << 24
 
 
