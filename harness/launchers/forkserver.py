@@ -104,6 +104,11 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
             importlib.import_module(name)
         except Exception as e:  # the worker will meet the same error and report it for its case
             print(f"fork server: {name} not preloaded: {e}", file=sys.stderr)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        # a CUDA context does not survive a fork: say so, and the runner starts workers afresh
+        sock.sendall(json.dumps({"refused": "CUDA was initialised by the imports"}).encode())
+        return
     sock.sendall(json.dumps({"ready": os.getpid()}).encode())
     while True:
         request, fds = _receive(sock)
@@ -153,6 +158,9 @@ class ForkServer:
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ if env is None else env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        # torch.cuda.is_available() during an import then asks NVML, not the CUDA driver, so
+        # the server stays free of CUDA state that its forked workers would inherit broken
+        env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
         t0 = time.monotonic()
         self._proc = subprocess.Popen(
             [
@@ -169,7 +177,13 @@ class ForkServer:
         )
         theirs.close()
         self.pid = self._proc.pid
-        self._reply(None, cmd="fork server start")
+        try:
+            hello = self._reply(None, cmd="fork server start")
+            if "ready" not in hello:
+                raise OSError(f"the fork server refused: {hello.get('refused')}")
+        except BaseException:
+            self.close()
+            raise
         #: seconds the server took to start and import its preload
         self.startup_s = time.monotonic() - t0
 

@@ -200,7 +200,12 @@ class Launcher:
         idle = read_idle(job.run_dir)
         idle_s = float(job.measurement.get("idle_s") or 0)
         deps, failed = dependencies(cases), {}
-        server = ForkServer(preload_for(cases)) if self.fork_server else None
+        server = None
+        if self.fork_server:
+            try:
+                server = ForkServer(preload_for(cases))
+            except OSError as e:  # every worker then starts afresh, as without a server
+                job.say(f"fork server not used ({e}); each case starts a new interpreter")
         try:
             for case in cases:
                 train = deps.get(case["case_id"])
