@@ -200,6 +200,7 @@ class Launcher:
         idle = read_idle(job.run_dir)
         idle_s = float(job.measurement.get("idle_s") or 0)
         deps, failed = dependencies(cases), {}
+        # started (and done importing) before any idle baseline, so none measures its imports
         server = None
         if self.fork_server:
             try:
@@ -210,6 +211,7 @@ class Launcher:
             for case in cases:
                 train = deps.get(case["case_id"])
                 if train in failed:
+                    job.started(case)
                     yield case, write_failed(job.run_dir, case, not_run(*failed[train]))
                     continue
                 hw = case["hardware"]["name"]
