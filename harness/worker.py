@@ -46,6 +46,8 @@ MODEL_IMPORTS = (
     "harness.workloads.accuracy",
     "harness.workloads.train",
 )
+#: the workloads that run a model in-process, and so import MODEL_IMPORTS
+MODEL_WORKLOADS = ("train", "infer", "accuracy")
 #: what every worker imports
 BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.report.stats")
 
@@ -229,7 +231,7 @@ def measure_case(
 
         _load_plugins()
         wtype = (case.get("workload") or {}).get("type", "?")
-        if wtype != "command":
+        if wtype in MODEL_WORKLOADS:
             timing["imports_s"] = import_modules(MODEL_IMPORTS)
         apply_hardware(case.get("hardware") or {}, wtype)
         carbon_settings = carbon.settings(case.get("carbon") or {})

@@ -185,6 +185,17 @@ def test_check_nodes_wants_one_harness_node_each():
         check_nodes([good, two])
 
 
+def test_what_a_case_sends_back_fits_the_smallest_object_store():
+    from harness.launchers.cluster import CASE_FILES_LIMIT_BYTES, transfer_limit_bytes
+
+    mib = 2**20
+    small = {"Alive": True, "Resources": {"harness_node": 1.0, "object_store_memory": 256 * mib}}
+    big = {"Alive": True, "Resources": {"harness_node": 1.0, "object_store_memory": 8192 * mib}}
+    dead = {"Alive": False, "Resources": {"object_store_memory": 16 * mib}}
+    assert transfer_limit_bytes([small, big, dead]) == 128 * mib  # half the smallest live one
+    assert transfer_limit_bytes([big]) == CASE_FILES_LIMIT_BYTES == 512 * mib
+
+
 def test_infer_cases_wait_for_their_models_train_case():
     from harness.launchers import dependencies
 

@@ -34,7 +34,7 @@ from harness.launchers import (
     write_failed,
 )
 from harness.launchers.forkserver import BASE_PRELOAD, MODEL_PRELOAD, ForkServer
-from harness.worker import PARENT_ENV
+from harness.worker import MODEL_WORKLOADS, PARENT_ENV
 
 #: the tail of a worker's output kept in cases/<id>/worker.log
 WORKER_LOG_KEEP_BYTES = 256 * 1024
@@ -180,7 +180,7 @@ def _save_log(cdir: Path, log) -> str:
 
 def preload_for(cases: list[dict]) -> tuple[str, ...]:
     """What the fork server imports: the model stack only when some case runs a model."""
-    if any((c.get("workload") or {}).get("type") != "command" for c in cases):
+    if any((c.get("workload") or {}).get("type") in MODEL_WORKLOADS for c in cases):
         return BASE_PRELOAD + MODEL_PRELOAD
     return BASE_PRELOAD
 
