@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -98,9 +99,23 @@ def sanitise_frame(df):
     return df
 
 
+def last_line(text: str) -> str:
+    """The last non-blank line of a program's output, stripped ("" when there is none).
+
+    A failing program's last line is usually its error; a command case's last line may be its
+    JSON report. The one helper for both.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 # ------------------------------------------------------------------------------ atomic writes
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+
+    The one way the project writes a file (results, reports, figures, task files, tokenizer):
+    a reader, or a run killed half-way, sees the old file or the new one, never a part.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -116,14 +131,56 @@ def write_bytes(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)  # make the rename itself durable
+
+
+def write_text(path: Path, text: str) -> None:
+    """``write_bytes`` of UTF-8 text."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def staging_folder(target: Path) -> Path:
+    """A fresh hidden folder beside ``target`` to build its new contents in (``replace_folder``)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+
+
+def replace_folder(staging: Path, target: Path) -> Path:
+    """Swap a fully written ``staging`` folder into place as ``target``, atomically.
+
+    The folder analogue of ``write_bytes`` (a checkpoint is a folder of files written by
+    ``save_pretrained``): every file is fsynced, then the old folder is renamed aside, the new one
+    renamed in and the old one removed, so ``target`` is always a whole checkpoint, old or new.
+    """
+    staging, target = Path(staging), Path(target)
+    for path in staging.rglob("*"):
+        if path.is_file():
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(staging)
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(staging, target)
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def _json_default(value: Any) -> Any:

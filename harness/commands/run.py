@@ -90,7 +90,7 @@ def run(suite, out, resume, only, dry_run, no_wait, no_report, ray) -> int:
             )
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            outcome = runner.execute_run(
+            outcome = runner.orchestrate_run(
                 None if resume else suite,
                 out,
                 resume=resume,

@@ -10,7 +10,6 @@ keeps embedded commas, quotes, tabs and carriage returns inside their cell; numb
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +47,8 @@ def to_csv_text(frame: pd.DataFrame) -> str:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write atomically (temporary file, then rename), neutralised."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(to_csv_text(frame))
-    os.replace(tmp, path)
-    return path
+    """Write neutralised, atomically (``store.write_bytes``)."""
+    from harness import store
+
+    store.write_text(Path(path), to_csv_text(frame))
+    return Path(path)

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.stopping import t_quantile
+from harness.stopping import ci_half_width, t_quantile
 
 #: two-sided 95% normal quantile, for intervals from a reported standard error
 Z95 = 1.959963984540054
@@ -60,7 +60,7 @@ def describe(values: Iterable[float]) -> dict[str, float]:
         return {"median": nan, "mean": nan, "ci_low": nan, "ci_high": nan, "n": 0, "cv": nan}
     mean = float(x.mean())
     sd = float(x.std(ddof=1)) if n > 1 else math.nan
-    half = float(t975(n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
+    half = ci_half_width(x.tolist()) if n > 1 else math.nan  # the stopping rule's own
     return {
         "median": float(np.median(x)),
         "mean": mean,
