@@ -22,7 +22,8 @@ from pathlib import Path
 
 from harness import store
 from harness.errors import HarnessError
-from harness.lock import MachineLock
+from harness.lock import HELD_ENV, MachineLock, lock_path
+from harness.resume import resumed_suite
 from harness.suite import Suite, expand, load_suite, select
 
 #: the tail of a worker's output kept in cases/<id>/worker.log
@@ -99,6 +100,7 @@ def failed_result(case: dict, error: str, **extra) -> dict:
 def _worker_env(case: dict) -> dict[str, str]:
     env = dict(os.environ)
     env["HARNESS_PARENT_PID"] = str(os.getpid())
+    env[HELD_ENV] = str(lock_path())  # `harness measure` in a command case: its run holds it
     # the worker must import this very harness, wherever it is run from
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -126,6 +128,7 @@ def execute_case(
     and re-raises. This function is all a remote (Ray) task needs to run a case.
     """
     run_dir = Path(run_dir)
+    store.remember_secrets(case)  # the worker's output may echo the case's secrets
     cdir = store.case_dir(run_dir, case["case_id"])
     cdir.mkdir(parents=True, exist_ok=True)
     for stale in (store.RESULT_FILE, store.TRACE_FILE, "output.log"):
@@ -176,7 +179,7 @@ def execute_case(
             _kill_group(proc)
             proc.wait()
             _save_log(cdir, log)
-            store.write_json(
+            store.write_failure(  # never over an ok result the worker finished
                 cdir / store.RESULT_FILE,
                 failed_result(case, INTERRUPTED, wall_s=time.monotonic() - started),
             )
@@ -348,7 +351,7 @@ def _resolve(suite, out, resume) -> tuple[Suite, Path | None, str | None, dict |
     if resume is not None:
         run_dir = Path(resume)
         manifest = store.read_manifest(run_dir)
-        return _resumed_suite(run_dir, manifest), run_dir, manifest.get("suite_file"), manifest
+        return resumed_suite(run_dir, manifest), run_dir, manifest.get("suite_file"), manifest
     if isinstance(suite, Suite):
         return suite, None, None, None
     if suite is None:
@@ -359,27 +362,6 @@ def _resolve(suite, out, resume) -> tuple[Suite, Path | None, str | None, dict |
     return load_suite(path), None, str(path.resolve()), None
 
 
-def _resumed_suite(run_dir: Path, manifest: dict) -> Suite:
-    """The suite of a run folder: its manifest's copy, or the suite file when that is unchanged.
-
-    The manifest holds the suite with secrets masked; if the original file still says the same
-    (once masked), it is used so that commands get their real arguments and environment back.
-    """
-    from harness.suite import validate_data
-
-    recorded = manifest.get("suite")
-    suite = validate_data(recorded, source=f"{run_dir}/manifest.json suite")
-    path = manifest.get("suite_file")
-    if path and Path(path).is_file():
-        try:
-            original = load_suite(path)
-        except HarnessError:
-            return suite
-        if store.sanitise(original.model_dump(mode="json")) == recorded:
-            return original
-    return suite
-
-
 def execute_run(
     suite: Suite | str | Path | None,
     out: str | Path | None = None,
@@ -387,6 +369,7 @@ def execute_run(
     resume: str | Path | None = None,
     only: str | None = None,
     no_wait: bool = False,
+    lock_timeout_s: float | None = None,
     report: bool = True,
     ray: str | None = None,
     live: bool | None = None,
@@ -410,7 +393,7 @@ def execute_run(
         run_dir = run_dir / run_id
     else:
         run_id = manifest.get("run_id") or run_dir.name
-    lock = MachineLock(run_id, wait=not no_wait, on_wait=echo)
+    lock = MachineLock(run_id, wait=not no_wait, timeout_s=lock_timeout_s, on_wait=echo)
     lock.acquire()
     progress = None
     try:
@@ -423,12 +406,13 @@ def execute_run(
         manifest["status"] = "running"
         try:
             store.write_json(run_dir / store.MANIFEST, manifest)
+            store.reserve_space(run_dir)
         except OSError as e:
-            raise HarnessError(f"{run_dir}: cannot write the run folder: {e.strerror}") from None
+            raise store.write_error(e) from None
         workdir = Path(manifest.get("workdir") or Path.cwd())
         if not workdir.is_dir():
             workdir = Path.cwd()
-        pending = [c for c in cases if not store.is_done(run_dir, c["case_id"])]
+        pending = store.pending_cases(run_dir, cases)
         progress = Progress(len(cases), len(cases) - len(pending), live=live, echo=echo)
         progress.message(f"run {run_id}: {len(pending)} of {len(cases)} cases to run")
         outcome = RunOutcome(run_dir)
@@ -440,7 +424,12 @@ def execute_run(
         except KeyboardInterrupt:
             _finish(run_dir, manifest, session, INTERRUPTED)
             raise RunInterrupted(run_dir) from None
+        except OSError as e:  # a full disk, a folder gone: one line, the run resumable
+            store.release_space(run_dir)
+            store.try_write_json(run_dir / store.MANIFEST, _stopped(manifest, session))
+            raise store.write_error(e, resume=run_dir) from None
         _finish(run_dir, manifest, session, "finished")
+        store.release_space(run_dir)
     finally:
         if progress is not None:
             progress.close()
@@ -496,6 +485,11 @@ def _read_idle(run_dir: Path) -> dict:
         return {}
 
 
+def _stopped(manifest: dict, session: dict, status: str = INTERRUPTED) -> dict:
+    session["finished"] = store.utc_now()
+    return {**manifest, "finished": session["finished"], "status": status}
+
+
 def _finish(run_dir: Path, manifest: dict, session: dict, status: str) -> None:
     store.rebuild_measurements(run_dir)
     session["finished"] = store.utc_now()
@@ -526,7 +520,8 @@ def run_suite(
     """Run a suite (a ``Suite``, a file, or a bare name from suites/) and return the run folder.
 
     Options: ``resume`` (a run folder to finish), ``only`` (a glob over case names), ``no_wait``
-    (fail at once when another run holds the machine), ``report`` (build the report, default
+    (fail at once when another run holds the machine), ``lock_timeout_s`` (wait at most that
+    long for it), ``report`` (build the report, default
     True), ``live`` (progress bar on/off), ``echo`` (where progress lines go).
     """
     return execute_run(suite, out, **options).run_dir

@@ -488,10 +488,9 @@ def case_id(case: dict) -> str:
     The suite's name, description, measurement protocol and carbon settings are left out, so the
     same setup keeps its id across suites and runs and can be compared.
     """
-    from harness.store import sanitise
-
-    # hashed as written to disk (secrets masked), so a resumed run finds the same ids
-    settings = sanitise({k: case.get(k) for k in ("hardware", "model", "variant", "workload")})
+    # hashed from the suite as written, never from masked text: masking depends on the
+    # environment (which variables hold secrets now), an id must not
+    settings = {k: case.get(k) for k in ("hardware", "model", "variant", "workload")}
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
