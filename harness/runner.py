@@ -24,7 +24,7 @@ from harness import store
 from harness.errors import HarnessError
 from harness.lock import HELD_ENV, MachineLock, lock_path
 from harness.resume import resumed_suite
-from harness.suite import Suite, expand, load_suite, select
+from harness.suite import Suite, expand, load_suite, missing_extra, select
 
 #: the tail of a worker's output kept in cases/<id>/worker.log
 WORKER_LOG_KEEP_BYTES = 256 * 1024
@@ -380,6 +380,8 @@ def execute_run(
     cases = select(expand(suite_obj), only)
     if not cases:
         raise HarnessError(f"--only {only}: no case matches")
+    if ray is None and (missing := missing_extra(cases)):
+        raise HarnessError(missing)  # before any case runs, not once per case
     if ray is not None:
         # Ray hook (harness/distributed.py): no Ray, a bad resources entry or an address where
         # nothing answers is one line and exit 2, before any run folder
