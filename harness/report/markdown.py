@@ -116,7 +116,8 @@ def header(tables: Tables) -> str:
     lines += [
         f"- **Carbon**: {carbon}",
         "- **Statistics**: medians over repetitions; ranges in brackets are 95% t-intervals on the "
-        "mean (accuracy with one pass: ± 1.96 standard errors). Headline inference shape: the "
+        "mean (accuracy: Wilson's score interval over the task's samples). Headline inference "
+        "shape: the "
         "largest batch size measured for each setup.",
         "",
     ]
