@@ -159,8 +159,8 @@ def compare(
     from harness.report.compare import compare_frames, has_regression
     from harness.report.load import open_run, previous_run
 
-    if threshold < 0:
-        raise HarnessError(f"--threshold must be >= 0, got {threshold}")
+    if not (math.isfinite(threshold) and threshold >= 0):  # NaN compares false to everything
+        raise HarnessError(f"--threshold must be a finite number >= 0, got {threshold}")
     if baseline == "latest":
         if len(runs) != 1:
             raise HarnessError("with --baseline latest give exactly one run: NEW_RUN")
@@ -187,5 +187,11 @@ def compare(
     click.echo(text_table(table))
     n_reg = int((rows["verdict"] == "regression").sum())
     n_imp = int((rows["verdict"] == "improvement").sum())
-    click.echo(f"\n{len(rows)} comparisons: {n_reg} regressions, {n_imp} improvements beyond noise")
+    n_unlike = int((rows["verdict"] == "not comparable").sum())
+    n_missing = int((rows["verdict"] == "missing").sum())
+    click.echo(
+        f"\n{len(rows)} comparisons: {n_reg} regressions, {n_imp} improvements beyond noise "
+        f"(Welch's t-test on repetitions, p < 0.05), {n_unlike} not comparable, "
+        f"{n_missing} cases missing from the new run"
+    )
     return 1 if has_regression(rows) else 0
