@@ -94,29 +94,71 @@ def leaderboard(run_dirs: tuple[Path, ...], output: Path | None) -> int:
     show_default=True,
     help="Energy per query or per generated token.",
 )
-def recommend(run_dir: Path, min_accuracy: float, task: str | None, per: str) -> int:
+@click.option(
+    "--accuracy-by",
+    "by",
+    type=click.Choice(["lower", "point"]),
+    default="lower",
+    show_default=True,
+    help="Judge accuracy by the lower bound of its 95% interval, or by the point estimate.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["measured", "estimated"]),
+    default=None,
+    help="Recommend among setups of this energy method (default: measured where any is).",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Compare every setup at this batch size (default: the largest one all measured).",
+)
+def recommend(
+    run_dir: Path,
+    min_accuracy: float,
+    task: str | None,
+    per: str,
+    by: str,
+    method: str | None,
+    batch_size: int | None,
+) -> int:
     """The setup with the least energy that meets --min-accuracy, the Pareto front, and the saving
     against the most accurate setup. Exit 1 when no setup meets the target."""
     from harness.report.load import open_run
     from harness.report.recommend import recommend as pick
     from harness.report.tables import build_tables
 
-    if not 0 <= min_accuracy <= 1:
+    if not 0 <= min_accuracy <= 1:  # also refuses NaN
         raise HarnessError(f"--min-accuracy must be a fraction between 0 and 1, got {min_accuracy}")
-    r = pick(build_tables(open_run(run_dir)), min_accuracy, task, per)
+    r = pick(
+        build_tables(open_run(run_dir)),
+        min_accuracy,
+        task,
+        per,
+        by=by,
+        method=method,
+        batch_size=batch_size,
+    )
     unit = f"J/{per}"
     if r.candidates.empty:
-        raise HarnessError(f"{run_dir}: no setup has both an accuracy and an energy per {per}")
+        raise HarnessError(
+            f"{run_dir}: no setup has both an accuracy and an energy per {per}"
+            + (f" at batch size {batch_size}" if batch_size else "")
+        )
+    judged = "95% lower bound of " if by == "lower" else ""
     if r.chosen is None:
         m = r.most_accurate
         click.echo(
-            f"no setup reaches {r.what} >= {min_accuracy:g}; the best seen is {m['accuracy']:.4g} "
-            f"({m['setup']}, {m[r.energy_column]:.4g} {unit})"
+            f"no setup reaches {judged}{r.what} >= {min_accuracy:g}; the best seen is "
+            f"{m['accuracy']:.4g} (lower bound {m['accuracy_ci_low']:.4g}; {m['setup']}, "
+            f"{m[r.energy_column]:.4g} {unit})"
         )
         return 1
     c, m = r.chosen, r.most_accurate
     click.echo(
-        f"recommended: {c['setup']} at batch {_cell(c['batch_size'])}: {r.what} {c['accuracy']:.4g}, "
+        f"recommended: {c['setup']} at batch {_cell(c['batch_size'])}: {r.what} {c['accuracy']:.4g} "
+        f"(95% interval {c['accuracy_ci_low']:.4g}–{c['accuracy_ci_high']:.4g}), "
         f"{c[r.energy_column]:.4g} {unit} ({c['energy_method']})"
     )
     if c["setup"] == m["setup"]:
@@ -126,9 +168,25 @@ def recommend(run_dir: Path, min_accuracy: float, task: str | None, per: str) ->
             f"saves {r.saved_j:.4g} {unit} ({r.saved_pct:.1f}%) against the most accurate setup, "
             f"{m['setup']} ({m['accuracy']:.4g}, {m[r.energy_column]:.4g} {unit})"
         )
-    if r.mixes_methods:
-        click.echo("note: the setups compared mix measured and estimated energy; see energy_method")
-    click.echo(f"\nPareto front ({r.what} against {unit}, headline batch size):")
+    click.echo(
+        f"judged by the {'lower bound of the 95% interval' if by == 'lower' else 'point estimate'}"
+        " of accuracy (--accuracy-by)"
+    )
+    if r.batch_size is not None:
+        click.echo(f"every setup compared at batch size {r.batch_size} (--batch-size)")
+    else:
+        sizes = ", ".join(str(b) for b in r.mixed_batch_sizes)
+        click.echo(
+            f"note: the setups share no batch size; each is at its largest ({sizes}): "
+            "compare at one with --batch-size"
+        )
+    if len(r.left_out):
+        click.echo(
+            f"note: {len(r.left_out)} setups with {r.left_out['energy_method'].iloc[0]} energy "
+            f"left out (never compared with {r.method} energy; see --method): "
+            + ", ".join(r.left_out["setup"])
+        )
+    click.echo(f"\nPareto front ({r.what} against {unit}, {r.method} energy):")
     click.echo(text_table(r.front))
     return 0
 
