@@ -57,16 +57,20 @@ def report(run_dir: Path) -> int:
     "-o", "--output", type=click.Path(path_type=Path), help="CSV file to write (default: stdout)."
 )
 def leaderboard(run_dirs: tuple[Path, ...], output: Path | None) -> int:
-    """One leaderboard CSV over RUN_DIRS (run folders or folders of runs): the latest result per
-    model × variant × hardware × headline shape, with its run_id."""
+    """One leaderboard CSV over RUN_DIRS (run folders, folders of runs, or leaderboard CSVs of
+    this schema version): the latest result per model × variant × hardware × device × host ×
+    headline shape, with its run_id."""
     from harness.report.csvsafe import to_csv_text, write_csv
-    from harness.report.leaderboard import combine
+    from harness.report.leaderboard import combine, read_board
     from harness.report.leaderboard import leaderboard as board_of
     from harness.report.load import open_runs
     from harness.report.tables import build_tables
 
-    runs = open_runs(list(run_dirs))
-    board = combine([board_of(build_tables(r)) for r in runs])
+    csvs = [p for p in run_dirs if p.suffix.lower() == ".csv"]
+    boards = [read_board(p) for p in csvs]  # a board of another schema: refused, one line
+    folders = [p for p in run_dirs if p not in csvs]
+    runs = open_runs(folders) if folders else []
+    board = combine(boards + [board_of(build_tables(r)) for r in runs])
     if output is None:
         sys.stdout.write(to_csv_text(board))
     else:

@@ -25,6 +25,13 @@ def neutralise_cell(value: object) -> object:
     return value
 
 
+def restore_cell(value: object) -> object:
+    """The text a neutralised cell stood for (reading back a CSV this project wrote)."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
+        return value[1:]
+    return value
+
+
 def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy whose text cells cannot start a formula; numeric columns are left as they are."""
     out = frame.copy()
