@@ -415,9 +415,9 @@ def case_dir(run_dir: Path, case_id: str) -> Path:
 def result_problem(result: Any, case_id: str | None = None) -> str | None:
     """Why a parsed result.json is not a usable result, or None when it is one.
 
-    A result is a JSON object with a status (ok or failed); an ok one also has its case id and a
-    non-empty list of repetitions, each an object: what a done case has, so a truncated,
-    hand-edited or foreign file never counts as done.
+    A result is a JSON object with a status (ok or failed), of this case (its ``case_id``, where
+    it names one); an ok one also has a non-empty list of repetitions, each an object: what a done
+    case has, so a truncated, hand-edited or foreign file never counts as done.
     """
     if not isinstance(result, dict):
         return f"not a JSON object but {type(result).__name__}"
@@ -432,8 +432,6 @@ def result_problem(result: Any, case_id: str | None = None) -> str | None:
             return "status ok without repetitions"
         if not all(isinstance(r, dict) for r in reps):
             return "a repetition is not a JSON object"
-        if result.get("case_id") is None:
-            return "status ok without a case_id"
     return None
 
 
