@@ -190,3 +190,14 @@ def test_disk_full_twice_in_a_longer_run_then_resume(tmp_path):
     _disk_full_then_resume(
         tmp_path, names, {"fillA": 0, "fillB": 1}, idle_s=0.2, min_repeats=2, max_repeats=2
     )
+
+
+def test_a_failed_write_in_any_command_is_one_line(tmp_path):
+    from fakeruns import standard_cases, write_run
+
+    run = write_run(tmp_path, standard_cases())
+    (run / "report").write_text("a file where the report folder goes")
+    proc = harness(["report", str(run)], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "report" in proc.stderr
