@@ -120,7 +120,7 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def _changed(b: pd.Series, n: pd.Series, column: str) -> str | None:
+def _changed(b: dict, n: dict, column: str) -> str | None:
     old, new = _text(b.get(column)), _text(n.get(column))
     if old == new:
         return None
@@ -145,8 +145,9 @@ def compare_frames(base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.0
     b, n = base_all.loc[shared], new_all.loc[shared]
     base_reps, new_reps = _repetitions(base, b), _repetitions(new, n)
     rows: list[dict] = []
+    b_rows, n_rows = b.to_dict("index"), n.to_dict("index")  # plain dicts: fast per case
     for case in shared:
-        bc, nc = b.loc[case], n.loc[case]
+        bc, nc = b_rows[case], n_rows[case]
         method_change = _changed(bc, nc, "energy_method") or _changed(bc, nc, "energy_sources")
         device_change = _changed(bc, nc, "device") or _changed(bc, nc, "device_name")
         br, nr = base_reps.get(case), new_reps.get(case)
