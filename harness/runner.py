@@ -425,6 +425,7 @@ def execute_run(
                 _run_here(pending, run_dir, run_id, suite_obj, workdir, progress, outcome)
         except KeyboardInterrupt:
             _finish(run_dir, manifest, session, INTERRUPTED)
+            store.release_space(run_dir)
             raise RunInterrupted(run_dir) from None
         except OSError as e:  # a full disk, a folder gone: one line, the run resumable
             store.release_space(run_dir)

@@ -296,6 +296,7 @@ def test_ctrl_c_saves_what_is_done(tmp_path):
     assert _wait_for(lambda: not _alive(program), 5), "the program outlived the interrupted run"
     assert len(pd.read_csv(run_dir / "measurements.csv")) == 2
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
+    assert not (run_dir / ".reserve").exists()  # the disk reserve is given back
 
 
 def _alive(pid: int) -> bool:
