@@ -28,6 +28,7 @@ MODEL_WORKLOADS = ("train", "infer", "accuracy")
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?\Z")
 _DEVICE = re.compile(r"(cpu|cuda:\d+)\Z")
 _NAME = re.compile(r"[A-Za-z0-9][\w.+-]*\Z", re.ASCII)
+_TASK = re.compile(r"[A-Za-z0-9][\w.:+-]*\Z", re.ASCII)
 #: a problem line shows at most this much of a value, and a suite at most this many lines
 EXCERPT_CHARS = 60
 LINE_CHARS = 240
@@ -255,6 +256,11 @@ class AccuracyWorkload(_Strict):
     @field_validator("tasks")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
+        for task in value:
+            if not _TASK.match(task):
+                raise ValueError(
+                    f"{excerpt(task)} is not a task name (no spaces, slashes or line breaks)"
+                )
         if len(set(value)) != len(value):
             raise ValueError("a task is listed twice")
         return value

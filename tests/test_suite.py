@@ -323,6 +323,9 @@ def test_a_name_must_not_end_in_a_newline(tmp_path, capsys):
     data = changed("name", "quick\n")
     with pytest.raises(SuiteError, match="name"):
         validate_data(data)
+    data = changed("workloads.2.tasks", ["arith_mc\n"])
+    with pytest.raises(SuiteError, match="workloads.2.tasks: 'arith_mc\\\\n' is not a task name"):
+        validate_data(data)
 
 
 def test_a_long_bad_value_is_shown_as_an_excerpt():
