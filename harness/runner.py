@@ -21,7 +21,8 @@ from harness import store
 from harness.errors import HarnessError
 from harness.launchers import INTERRUPTED, Job, get_launcher
 from harness.lock import MachineLock
-from harness.suite import Suite, expand, load_suite, select
+from harness.resume import resumed_suite
+from harness.suite import Suite, expand, load_suite, missing_extra, select
 
 __all__ = [
     "INTERRUPTED",
@@ -177,7 +178,7 @@ def _resolve(suite, out, resume) -> tuple[Suite, Path | None, str | None, dict |
     if resume is not None:
         run_dir = Path(resume)
         manifest = store.read_manifest(run_dir)
-        return _resumed_suite(run_dir, manifest), run_dir, manifest.get("suite_file"), manifest
+        return resumed_suite(run_dir, manifest), run_dir, manifest.get("suite_file"), manifest
     if isinstance(suite, Suite):
         return suite, None, None, None
     if suite is None:
@@ -188,27 +189,6 @@ def _resolve(suite, out, resume) -> tuple[Suite, Path | None, str | None, dict |
     return load_suite(path), None, str(path.resolve()), None
 
 
-def _resumed_suite(run_dir: Path, manifest: dict) -> Suite:
-    """The suite of a run folder: its manifest's copy, or the suite file when that is unchanged.
-
-    The manifest holds the suite with secrets masked; if the original file still says the same
-    (once masked), it is used so that commands get their real arguments and environment back.
-    """
-    from harness.suite import validate_data
-
-    recorded = manifest.get("suite")
-    suite = validate_data(recorded, source=f"{run_dir}/manifest.json suite")
-    path = manifest.get("suite_file")
-    if path and Path(path).is_file():
-        try:
-            original = load_suite(path)
-        except HarnessError:
-            return suite
-        if store.sanitise(original.model_dump(mode="json")) == recorded:
-            return original
-    return suite
-
-
 def orchestrate_run(
     suite: Suite | str | Path | None,
     out: str | Path | None = None,
@@ -216,6 +196,7 @@ def orchestrate_run(
     resume: str | Path | None = None,
     only: str | None = None,
     no_wait: bool = False,
+    lock_timeout_s: float | None = None,
     report: bool = True,
     ray: str | None = None,
     live: bool | None = None,
@@ -227,6 +208,8 @@ def orchestrate_run(
     cases = select(expand(suite_obj), only)
     if not cases:
         raise HarnessError(f"--only {only}: no case matches")
+    if ray is None and (missing := missing_extra(cases)):
+        raise HarnessError(missing)  # before any case runs, not once per case
     # no Ray, a bad resources entry or an address where nothing answers is one line and exit 2,
     # before any run folder
     options = dict(launcher_options or {})
@@ -242,7 +225,7 @@ def orchestrate_run(
         run_dir = run_dir / run_id
     else:
         run_id = manifest.get("run_id") or run_dir.name
-    lock = MachineLock(run_id, wait=not no_wait, on_wait=echo)
+    lock = MachineLock(run_id, wait=not no_wait, timeout_s=lock_timeout_s, on_wait=echo)
     lock.acquire()
     progress = None
     try:
@@ -255,12 +238,13 @@ def orchestrate_run(
         manifest["status"] = "running"
         try:
             store.write_json(run_dir / store.MANIFEST, manifest)
+            store.reserve_space(run_dir)
         except OSError as e:
-            raise HarnessError(f"{run_dir}: cannot write the run folder: {e.strerror}") from None
+            raise store.write_error(e) from None
         workdir = Path(manifest.get("workdir") or Path.cwd())
         if not workdir.is_dir():
             workdir = Path.cwd()
-        pending = [c for c in cases if not store.is_done(run_dir, c["case_id"])]
+        pending = store.pending_cases(run_dir, cases)
         progress = Progress(len(cases), len(cases) - len(pending), live=live, echo=echo)
         progress.message(f"run {run_id}: {len(pending)} of {len(cases)} cases to run")
         outcome = RunOutcome(run_dir)
@@ -281,10 +265,17 @@ def orchestrate_run(
         except KeyboardInterrupt:
             results.close()  # the launcher stops what it started before the run is marked
             _finish(run_dir, manifest, session, INTERRUPTED)
+            store.release_space(run_dir)
             raise RunInterrupted(run_dir) from None
+        except OSError as e:  # a full disk, a folder gone: one line, the run resumable
+            results.close()
+            store.release_space(run_dir)
+            store.try_write_json(run_dir / store.MANIFEST, _stopped(manifest, session))
+            raise store.write_error(e, resume=run_dir) from None
         finally:
             results.close()
         _finish(run_dir, manifest, session, "finished")
+        store.release_space(run_dir)
     finally:
         if progress is not None:
             progress.close()
@@ -295,6 +286,11 @@ def orchestrate_run(
     if report:
         _report(run_dir, echo)
     return outcome
+
+
+def _stopped(manifest: dict, session: dict, status: str = INTERRUPTED) -> dict:
+    session["finished"] = store.utc_now()
+    return {**manifest, "finished": session["finished"], "status": status}
 
 
 def _finish(run_dir: Path, manifest: dict, session: dict, status: str) -> None:
@@ -327,7 +323,7 @@ def run_suite(
     """Run a suite (a ``Suite``, a file, or a bare name from suites/) and return the run folder.
 
     Options: ``resume`` (a run folder to finish), ``only`` (a glob over case names), ``no_wait``
-    (fail at once when another run holds the machine), ``report`` (build the report, default
-    True), ``live`` (progress bar on/off), ``echo`` (where progress lines go).
+    (fail at once when another run holds the machine), ``lock_timeout_s`` (wait at most that
+    long for it), ``report`` (build the report, default True), ``live`` (progress bar on/off), ``echo`` (where progress lines go).
     """
     return orchestrate_run(suite, out, **options).run_dir

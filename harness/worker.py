@@ -200,6 +200,7 @@ def measure_case(
     started = store.utc_now()
     if case is None:
         case = store.read_json(case_dir / store.CASE_FILE)
+    store.remember_secrets(case)  # what the program prints of its secrets is masked too
     m = case.get("measurement") or {}
     result: dict = {
         "schema_version": store.SCHEMA_VERSION,

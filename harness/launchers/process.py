@@ -34,6 +34,7 @@ from harness.launchers import (
     write_failed,
 )
 from harness.launchers.forkserver import BASE_PRELOAD, MODEL_PRELOAD, ForkServer
+from harness.lock import HELD_ENV, lock_path
 from harness.worker import MODEL_WORKLOADS, PARENT_ENV
 
 #: the tail of a worker's output kept in cases/<id>/worker.log
@@ -62,6 +63,7 @@ def worker_env(case: dict, parent_pid: int | None = None) -> dict[str, str]:
     """The worker's environment: this harness on its path, the profile's thread count."""
     env = dict(os.environ)
     env[PARENT_ENV] = str(parent_pid or os.getpid())
+    env[HELD_ENV] = str(lock_path())  # `harness measure` in a command case: its run holds it
     # the worker must import this very harness, wherever it is run from
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -115,6 +117,7 @@ def execute_case(
     and re-raises. ``server``: fork the worker from it instead of starting a new interpreter.
     """
     run_dir = Path(run_dir)
+    store.remember_secrets(case)  # the worker's output may echo the case's secrets
     cdir = store.case_dir(run_dir, case["case_id"])
     cdir.mkdir(parents=True, exist_ok=True)
     for stale in (store.RESULT_FILE, store.TRACE_FILE, "output.log"):
@@ -142,7 +145,7 @@ def execute_case(
             _kill_group(proc)
             proc.wait()
             _save_log(cdir, log)
-            store.write_json(
+            store.write_failure(  # never over an ok result the worker finished
                 cdir / store.RESULT_FILE,
                 failed_result(case, INTERRUPTED, wall_s=time.monotonic() - started),
             )

@@ -27,7 +27,7 @@ from matplotlib.ticker import (  # noqa: E402
     NullLocator,
 )
 
-from harness.report.recommend import pareto_mask, setup_label  # noqa: E402
+from harness.report.recommend import pareto_by_method, setup_label  # noqa: E402
 from harness.report.tables import Tables  # noqa: E402
 
 DPI = 100
@@ -172,7 +172,7 @@ def pareto(tables: Tables, path: Path) -> Path | None:
         return None
     s["label"] = setup_label(s)
     x, y = s["wh_per_1000_queries"].to_numpy(float), s["accuracy"].to_numpy(float)
-    front = pareto_mask(x, y)
+    front = pareto_by_method(x, y, s["energy_method"])  # one front per energy method
     colors = _colors(s["hardware"])
     fig = plt.figure(figsize=(10, 6))
     ax = fig.add_axes((0.09, 0.1, 0.68, 0.76))
@@ -192,8 +192,19 @@ def pareto(tables: Tables, path: Path) -> Path | None:
             linewidth=1.1,
             zorder=3,
         )
+    for method, f in s[front].groupby("energy_method", sort=False):
+        f = f.sort_values("wh_per_1000_queries")
+        style = "-" if method == "measured" else "--"
+        ax.step(
+            f["wh_per_1000_queries"],
+            f["accuracy"],
+            where="post",
+            color="black",
+            lw=1.2,
+            ls=style,
+            zorder=2,
+        )
     f = s[front].sort_values("wh_per_1000_queries")
-    ax.step(f["wh_per_1000_queries"], f["accuracy"], where="post", color="black", lw=1.2, zorder=2)
     if _wide(x):
         ax.set_xscale("log")
         _log_axis(ax.xaxis, x)
@@ -319,8 +330,8 @@ def _batch_setups(tables: Tables, infer: pd.DataFrame) -> tuple[list[str], int]:
     eligible = [lab for lab in counts.index if counts[lab] > 1] or list(counts.index)
     s = tables.setups.reset_index()
     s["label"] = setup_label(s) + np.where(s["energy_method"] == "estimated", " (est.)", "")
-    s["front"] = pareto_mask(
-        s["wh_per_1000_queries"].to_numpy(float), s["accuracy"].to_numpy(float)
+    s["front"] = pareto_by_method(
+        s["wh_per_1000_queries"].to_numpy(float), s["accuracy"].to_numpy(float), s["energy_method"]
     )
     s = s.sort_values(
         ["front", "accuracy", "wh_per_1000_queries"],
