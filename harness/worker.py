@@ -181,7 +181,8 @@ def run_case(
         wtype = (case.get("workload") or {}).get("type", "?")
         apply_hardware(case.get("hardware") or {}, wtype)
         carbon_settings = carbon.settings(case.get("carbon") or {})
-        result["carbon"] = carbon_settings
+        # an hourly series is the manifest's to keep; each result names the intensity it used
+        result["carbon"] = {k: v for k, v in carbon_settings.items() if k != "intensity_series"}
         meter = Meter(
             sensors=m.get("sensors", "auto"),
             sample_hz=m.get("sample_hz"),

@@ -412,6 +412,8 @@ class Tables:
     commands: pd.DataFrame
     failed: pd.DataFrame
     methods: list[str] = field(default_factory=list)
+    #: embodied emissions and what they rest on (harness.carbon.boundary.Accounting)
+    accounting: object = None
 
 
 SUMMARY_HEAD = [
@@ -494,6 +496,9 @@ def command_table(cases: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_tables(run: Run) -> Tables:
+    from harness.carbon.boundary import account
+
+    accounting = account(run.manifest, run.frame, run.carbon_block)  # embodied_g, co2e_total_g
     grid = grid_of(run)
     cases = add_carbon(case_stats(run.frame), grid)
     setups, order, tasks = setup_table(cases, grid, run.queries_lifetime)
@@ -509,4 +514,5 @@ def build_tables(run: Run) -> Tables:
         commands=command_table(cases),
         failed=failed_cases(run.frame),
         methods=methods,
+        accounting=accounting,
     )
