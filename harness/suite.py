@@ -89,6 +89,15 @@ class Carbon(_Strict):
         return self
 
 
+class Estimate(_Strict):
+    """The estimate source's options (where nothing measures): its model and attribution."""
+
+    #: auto: the best public model for this CPU; codecarbon: codecarbon's TDP × load model
+    model: Literal["auto", "codecarbon"] = "auto"
+    #: machine: the whole machine's estimated power; process: the case's own processes' share
+    attribution: Literal["machine", "process"] = "machine"
+
+
 class Measurement(_Strict):
     sensors: Literal["auto"] | list[str] = "auto"
     sample_hz: Annotated[float, Field(gt=0)] | None = 10
@@ -104,6 +113,7 @@ class Measurement(_Strict):
     cooldown_s: Annotated[float, Field(ge=0)] = 0
     #: a window whose hottest device warms or cools by more than this gets a warning
     max_temp_drift_c: Annotated[float, Field(gt=0)] | None = None
+    estimate: Estimate = Field(default_factory=Estimate)
 
     @field_validator("sensors", mode="before")
     @classmethod

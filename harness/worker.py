@@ -188,6 +188,7 @@ def run_case(
             sample_hz=m.get("sample_hz"),
             tdp_w=m.get("tdp_w"),
             max_temp_drift_c=m.get("max_temp_drift_c"),
+            estimate=m.get("estimate"),
         )
         result["meter"] = {
             "domains": meter.domains,
