@@ -122,7 +122,10 @@ def test_busy_loop_costs_more_than_sleep():
         return (m.energy_j["cpu"] / (tdp_w * m.duration_s) - 0.1) / 0.9
 
     seen = []
-    with Meter(sensors=[EstimateSource(classes=["cpu"], tdp_w=tdp_w, estimate_model="codecarbon")], sample_hz=None) as meter:
+    with Meter(
+        sensors=[EstimateSource(classes=["cpu"], tdp_w=tdp_w, estimate_model="codecarbon")],
+        sample_hz=None,
+    ) as meter:
         for _ in range(3):  # other processes come and go: a few tries
             with meter.window("sleep") as sleep_w:
                 time.sleep(0.4)
@@ -149,7 +152,10 @@ def test_busy_loop_costs_more_than_sleep_in_this_process_alone(monkeypatch):
         return Times(busy, 0.0, 0.0, max(total - busy, 0.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     monkeypatch.setattr(estimate, "_cpu_times", own_times)
-    with Meter(sensors=[EstimateSource(classes=["cpu"], tdp_w=100.0, estimate_model="codecarbon")], sample_hz=None) as meter:
+    with Meter(
+        sensors=[EstimateSource(classes=["cpu"], tdp_w=100.0, estimate_model="codecarbon")],
+        sample_hz=None,
+    ) as meter:
         with meter.window("sleep") as sleep_w:
             time.sleep(0.4)
         with meter.window("busy") as busy_w:
