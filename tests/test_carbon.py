@@ -252,3 +252,31 @@ def test_record_has_its_start_time(tmp_path):
     cols = measurement_columns(w.measurement)
     assert before - 1 <= cols["start_unix_s"] <= time.time()
     json.dumps(cols)
+
+
+def test_boamps_export_one_report_per_case(tmp_path):
+    from harness.carbon import boamps
+
+    if not boamps.available():
+        pytest.skip("this codecarbon has no BoAmps models")
+    cases = [
+        train_case("m", "fp32", "cpu", [3.6e5] * 3),
+        infer_case("m", "fp32", "cpu", 8, 3.6, rel_noise=0.0),
+    ]
+    run = write_run(tmp_path, cases, carbon={"country": "FRA"}, intensity_g_per_kwh=56.0)
+    from harness.report import build_report
+
+    out = build_report(run, figures=False)
+    files = sorted((out / "boamps").glob("*.json"))
+    assert len(files) == 2
+    by_stage = {}
+    for f in files:
+        r = json.loads(f.read_text())
+        by_stage[r["task"]["taskStage"]] = r
+    train = by_stage["training"]
+    assert [m["powerConsumption"] for m in train["measures"]] == pytest.approx([0.1] * 3)  # kWh
+    assert train["header"]["formatVersion"] and train["quality"] == "high"
+    assert by_stage["inference"]["task"]["nbRequest"] > 0
+    assert by_stage["inference"]["environment"]["country"] == "FRA"
+    embodied = json.loads((out / "embodied.json").read_text())
+    assert embodied["hardware_lifetime_years"] == 4.0
