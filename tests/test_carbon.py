@@ -280,3 +280,34 @@ def test_boamps_export_one_report_per_case(tmp_path):
     assert by_stage["inference"]["environment"]["country"] == "FRA"
     embodied = json.loads((out / "embodied.json").read_text())
     assert embodied["hardware_lifetime_years"] == 4.0
+
+
+def test_a_capped_clock_scales_the_power_above_idle(tmp_path, monkeypatch):
+    from fakesysfs import make_cpufreq
+
+    paths = make_cpufreq(tmp_path, [1500000, 1500000], max_khz=3000000)
+    monkeypatch.setenv("HARNESS_SYSFS", str(tmp_path))
+    source = EstimateSource(classes=["cpu"], tdp_w=100.0)
+    (row,) = source.probe()
+    assert "clock 50% of max" in row.reason
+    model = source.cpu_model
+    half = model.idle_w() + 0.5 * (model.power_w(1.0) - model.idle_w())
+    assert model.power_w(1.0, source._cpufreq.ratio()) == pytest.approx(half)
+    for p in paths:  # rewritten in place, as the kernel does; re-read after REREAD_S
+        p.write_text("3000000\n")
+    monkeypatch.setattr(power_model.Cpufreq, "REREAD_S", 0.0)
+    assert source._cpufreq.ratio() == pytest.approx(1.0)
+
+
+def test_report_survives_a_missing_intensity_file(tmp_path):
+    grid = _grid_file(tmp_path)
+    carbon = {"intensity_file": str(grid)}
+    run = write_run(
+        tmp_path / "r", [infer_case("m", "fp32", "cpu", 1, 3.6)], carbon=carbon,
+        intensity_g_per_kwh=150.0,
+    )  # fmt: skip
+    grid.unlink()
+    from harness.report import build_report
+
+    text = (build_report(run, figures=False) / "report.md").read_text()
+    assert "150" in text and "the records" in text

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness import carbon
+from harness.errors import HarnessError
 from harness.records import J_PER_KWH
 from harness.report.load import Run
 from harness.report.stats import aggregate
@@ -167,8 +168,13 @@ class Grid:
 def grid_of(run: Run) -> Grid:
     """The run's carbon block looked up by harness.carbon; else what the records carry."""
     block = run.carbon_block
+    found = None
     if block:
-        found = carbon.settings(block)
+        try:
+            found = carbon.settings(block)
+        except HarnessError:  # e.g. an intensity file gone since the run: the records have it
+            found = None
+    if found is not None:
         return Grid(found["intensity_g_per_kwh"], found["pue"], found["origin"])
     g = run.frame["intensity_g_per_kwh"].median()
     pue = run.frame["pue"].median()

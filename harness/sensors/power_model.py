@@ -179,16 +179,33 @@ class Cpufreq:
     """Mean current clock over the maximum, from cpufreq (HARNESS_SYSFS); None where absent."""
 
     def __init__(self) -> None:
-        base = sysfs_path("devices", "system", "cpu")
+        from harness.sensors.thermal import MAX_POLICIES
+
+        # the policies, as the thermal state reads them (a few stand for a big machine)
+        base = sysfs_path("devices", "system", "cpu", "cpufreq")
         self.pairs = []
-        for d in sorted(base.glob("cpu[0-9]*")) if base.is_dir() else []:
-            cur, top = d / "cpufreq" / "scaling_cur_freq", d / "cpufreq" / "cpuinfo_max_freq"
+        for d in sorted(base.glob("policy*"))[:MAX_POLICIES] if base.is_dir() else []:
+            cur, top = d / "scaling_cur_freq", d / "cpuinfo_max_freq"
             if cur.is_file() and top.is_file():
                 self.pairs.append((cur, top))
+
+    #: the clock is re-read at most this often (the sampler reads the estimate at sample_hz)
+    REREAD_S = 0.5
 
     def ratio(self) -> float | None:
         if not self.pairs:
             return None
+        import time
+
+        now = time.monotonic()
+        cached = getattr(self, "_cached", None)
+        if cached is not None and now - cached[0] < self.REREAD_S:
+            return cached[1]
+        value = self._read_ratio()
+        self._cached = (now, value)
+        return value
+
+    def _read_ratio(self) -> float | None:
         ratios = []
         for cur, top in self.pairs:
             try:
