@@ -108,7 +108,7 @@ TEXT_COLUMNS = {
 }
 
 #: numeric columns a ``command`` case may report on its last output line
-WORK_FIELDS = set(TIME + WORK + MEMORY + ACCURACY + ["steps"]) - TEXT_COLUMNS
+WORK_FIELDS = set(TIME + WORK + MEMORY + ACCURACY + ["steps"]) - TEXT_COLUMNS - {"start_unix_s"}
 
 J_PER_WH = 3600.0
 J_PER_KWH = 3.6e6
