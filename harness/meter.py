@@ -189,11 +189,10 @@ class Meter:
         if isinstance(sensors, list) and sensors and all(isinstance(s, Source) for s in sensors):
             sources = list(sensors)
         else:
+            from harness.sensors.estimate import source_options
+
             # estimate: the estimate source's options ({"model": ..., "attribution": ...})
-            options = {
-                f"estimate_{k}" if k == "model" else k: v for k, v in (estimate or {}).items()
-            }
-            sources = resolve(sensors, tdp_w=tdp_w, **options)
+            sources = resolve(sensors, tdp_w=tdp_w, **source_options(estimate))
         self.sample_hz = sample_hz
         self.sync_gpu = sync_gpu
         self.keep_trace = keep_trace

@@ -311,3 +311,11 @@ def test_report_survives_a_missing_intensity_file(tmp_path):
 
     text = (build_report(run, figures=False) / "report.md").read_text()
     assert "150" in text and "the records" in text
+
+
+def test_manifest_sensor_rows_name_the_estimates_attribution():
+    from harness.runner import _sensor_rows
+
+    rows = _sensor_rows({"estimate": {"model": "auto", "attribution": "process"}})
+    estimate_rows = [r for r in rows if r.get("source") == "estimate"]
+    assert estimate_rows and all("attribution: process" in r["reason"] for r in estimate_rows)

@@ -74,6 +74,11 @@ def _own_busy_s() -> float:
 _process_busy_s = _own_busy_s
 
 
+def source_options(estimate: dict | None) -> dict:
+    """A suite's ``measurement.estimate`` block as this source's keyword options."""
+    return {f"estimate_{k}" if k == "model" else k: v for k, v in (estimate or {}).items()}
+
+
 def busy_and_total_s(times) -> tuple[float, float]:
     """CPU seconds spent busy and in all, over all CPUs (codecarbon's definition).
 
