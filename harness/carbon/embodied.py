@@ -143,9 +143,11 @@ def embodied(machine: Machine) -> Embodied:
 def machine_of(manifest: dict, frame=None) -> Machine:
     """The run's machine from its manifest (host facts) and the GPUs its records name."""
     host = manifest.get("host") or {}
-    cpu_name = host.get("cpu")
+    cpu_name = host.get("cpu") or host.get("cpu_model")
     sockets = int(host.get("sockets") or 1)
-    cores = host.get("physical_cores") or host.get("logical_cores")
+    # the manifest records logical cores; boaviztapi sizes the die by cores, so an SMT machine's
+    # CPU is sized somewhat large (physical cores are used where a manifest has them)
+    cores = host.get("physical_cores") or host.get("logical_cores") or host.get("cpu_count")
     memory_mb = host.get("memory_mb")
     gpus: dict[str, int] = {}
     if frame is not None and len(frame) and "device" in frame:
