@@ -319,3 +319,33 @@ def test_manifest_sensor_rows_name_the_estimates_attribution():
     rows = _sensor_rows({"estimate": {"model": "auto", "attribution": "process"}})
     estimate_rows = [r for r in rows if r.get("source") == "estimate"]
     assert estimate_rows and all("attribution: process" in r["reason"] for r in estimate_rows)
+
+
+def test_ladder_rungs_by_hand():
+    from harness.carbon.boundary import ladder, rungs_j
+
+    row = {
+        "duration_s": 10.0, "energy_gpu_j": 100.0, "energy_dynamic_j": 150.0,
+        "energy_j": 200.0, "pue": 1.5,
+    }  # fmt: skip
+    idle = {"gpu:0": 2.0, "cpu": 3.0, "total": 5.0}
+    assert rungs_j(row, idle) == {
+        "gpu": pytest.approx(80.0),  # 100 J less 2 W × 10 s
+        "machine_active": pytest.approx(150.0),
+        "idle_share": pytest.approx(200.0),
+        "pue": pytest.approx(300.0),
+    }
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        [{**row, "status": "ok", "case_id": "c", "hardware": "gpu", "queries": 10.0,
+          "intensity_g_per_kwh": 360.0, "embodied_g": 0.5, "energy_method": "measured"}]
+    )  # fmt: skip
+    (r,) = ladder(frame, {"gpu": {"watts": idle}}, {("m", "v", "gpu"): ("infer", "c")}).to_dict(
+        "records"
+    )
+    # per 1,000 queries: ×100; 300 J = 1/12 Wh -> 8.33 Wh; 300 J at 360 g/kWh = 0.03 g -> 3 g
+    assert r["pue_wh"] == pytest.approx(300 / 3600 * 100)
+    assert r["pue_g"] == pytest.approx(300 / 3.6e6 * 360 * 100)
+    assert r["embodied_g"] == pytest.approx(r["pue_g"] + 0.5 * 100)
+    assert r["gpu_wh"] == pytest.approx(80 / 3600 * 100)
