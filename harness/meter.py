@@ -180,6 +180,7 @@ class Meter:
         sync_gpu: bool = True,
         keep_trace: bool = True,
         max_temp_drift_c: float | None = None,
+        estimate: dict | None = None,
     ):
         if sample_hz is not None and sample_hz <= 0:
             raise HarnessError(f"sample_hz must be positive or None, not {sample_hz}")
@@ -188,7 +189,10 @@ class Meter:
         if isinstance(sensors, list) and sensors and all(isinstance(s, Source) for s in sensors):
             sources = list(sensors)
         else:
-            sources = resolve(sensors, tdp_w=tdp_w)
+            from harness.sensors.estimate import source_options
+
+            # estimate: the estimate source's options ({"model": ..., "attribution": ...})
+            sources = resolve(sensors, tdp_w=tdp_w, **source_options(estimate))
         self.sample_hz = sample_hz
         self.sync_gpu = sync_gpu
         self.keep_trace = keep_trace

@@ -11,6 +11,7 @@ import math
 
 from harness.meter import Measurement
 from harness.sensors.domains import class_domains
+from harness.units import J_PER_KWH, J_PER_WH  # noqa: F401  (re-exported)
 
 IDENTITY = [
     "run_id",
@@ -41,7 +42,15 @@ IDENTITY = [
     "stop_reason",
     "warnings",
 ]
-TIME = ["duration_s", "ttft_s", "tpot_s", "latency_p50_s", "latency_p90_s", "latency_p99_s"]
+TIME = [
+    "duration_s",
+    "ttft_s",
+    "tpot_s",
+    "latency_p50_s",
+    "latency_p90_s",
+    "latency_p99_s",
+    "start_unix_s",  # when the window opened (UTC, unix seconds): the hour its carbon is read at
+]
 WORK = ["tokens_in", "tokens_out", "samples", "queries"]
 #: the machine's state in the window, where it reports it (ARCHITECTURE.md, Measurement rules)
 MACHINE = ["power_limit_w", "temp_start_c", "temp_end_c", "clock_mhz"]
@@ -66,7 +75,8 @@ DERIVED = [
     "tokens_per_j",
 ]
 MEMORY = ["peak_rss_mb", "peak_vram_mb"]
-CARBON = ["intensity_g_per_kwh", "pue", "co2e_g"]
+#: embodied_g and co2e_total_g are filled at report time (harness.carbon.boundary)
+CARBON = ["intensity_g_per_kwh", "pue", "co2e_g", "embodied_g", "co2e_total_g", "water_l"]
 ACCURACY = ["metric", "accuracy", "accuracy_stderr"]
 
 #: the column order of measurements.csv; workloads may add more columns after these
@@ -99,10 +109,7 @@ TEXT_COLUMNS = {
 }
 
 #: numeric columns a ``command`` case may report on its last output line
-WORK_FIELDS = set(TIME + WORK + MEMORY + ACCURACY + ["steps"]) - TEXT_COLUMNS
-
-J_PER_WH = 3600.0
-J_PER_KWH = 3.6e6
+WORK_FIELDS = set(TIME + WORK + MEMORY + ACCURACY + ["steps"]) - TEXT_COLUMNS - {"start_unix_s"}
 
 
 def measurement_columns(m: Measurement, idle_w: dict[str, float] | None = None) -> dict:
@@ -117,6 +124,7 @@ def measurement_columns(m: Measurement, idle_w: dict[str, float] | None = None) 
             by_class[whole] = m.energy_j[whole]
     return {
         "duration_s": m.duration_s,
+        "start_unix_s": m.start_unix or None,
         "energy_j": m.total_j,
         "energy_dynamic_j": m.dynamic_j(idle_w),
         "energy_cpu_j": by_class.get("cpu"),
@@ -151,7 +159,10 @@ def _ratio(a, b):
 def derive(record: dict, carbon: dict | None = None) -> dict:
     """Fill the derived, carbon columns of a record in place (and return it).
 
-    ``carbon``: ``{"intensity_g_per_kwh": float, "pue": float}``; CO2e = energy × PUE × intensity.
+    ``carbon``: ``{"intensity_g_per_kwh": float, "pue": float}`` (``harness.carbon.settings``);
+    CO2e = energy × PUE × intensity. With an ``intensity_series`` the intensity is the one the
+    window met (split across hours, ``harness.carbon.window_intensity``); with water factors,
+    ``water_l`` = kWh × (WUE + PUE × EWIF).
     """
     energy = record.get("energy_j")
     tokens = record.get("tokens_out")
@@ -168,8 +179,20 @@ def derive(record: dict, carbon: dict | None = None) -> dict:
     if carbon:
         intensity = carbon.get("intensity_g_per_kwh")
         pue = carbon.get("pue", 1.0)
+        series = carbon.get("intensity_series")
+        start = record.get("start_unix_s")
+        if series and start is not None:
+            from harness.carbon import window_intensity
+
+            intensity = window_intensity(series, float(start), float(record.get("duration_s") or 0))
         record["intensity_g_per_kwh"] = intensity
         record["pue"] = pue
         if energy is not None and intensity is not None:
             record["co2e_g"] = float(energy) / J_PER_KWH * pue * intensity
+        wue = carbon.get("wue_l_per_kwh")
+        ewif = carbon.get("electricity_water_l_per_kwh")
+        if energy is not None and wue is not None and ewif is not None:
+            from harness.carbon.water import water_l
+
+            record["water_l"] = water_l(float(energy), pue, wue, ewif)
     return record

@@ -128,8 +128,10 @@ class Progress:
 def _sensor_rows(measurement: dict) -> list[dict]:
     try:
         from harness.sensors import probe_all
+        from harness.sensors.estimate import source_options
 
-        return [r.to_dict() for r in probe_all(tdp_w=measurement.get("tdp_w"))]
+        options = source_options(measurement.get("estimate"))  # the estimate's model, attribution
+        return [r.to_dict() for r in probe_all(tdp_w=measurement.get("tdp_w"), **options)]
     except Exception as e:  # the manifest says so rather than the run failing
         return [{"error": f"sensors could not be probed: {e}"}]
 

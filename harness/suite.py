@@ -103,21 +103,44 @@ class Carbon(_Strict):
     region: str | None = None
     intensity_g_per_kwh: Annotated[float, Field(ge=0)] | None = None
     pue: Annotated[float, Field(ge=1.0)] = 1.0
+    #: an hourly series (CSV: timestamp, gCO2e/kWh) instead of one figure; read relative to the
+    #: working directory, kept in the run's manifest
+    intensity_file: str | None = None
+    #: years over which the hardware's embodied emissions are amortised
+    hardware_lifetime_years: Annotated[float, Field(gt=0)] = 4.0
+    #: litres of water evaporated on site per kWh of IT energy (default: a labelled average)
+    wue_l_per_kwh: Annotated[float, Field(ge=0)] | None = None
+    #: litres of water consumed per kWh of electricity generated (default: a labelled average)
+    electricity_water_l_per_kwh: Annotated[float, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Carbon:
-        if (self.country is None) == (self.intensity_g_per_kwh is None):
-            raise ValueError("give either country (ISO 3166 alpha-3) or intensity_g_per_kwh")
+        given = [self.country, self.intensity_g_per_kwh, self.intensity_file]
+        if sum(v is not None for v in given) != 1:
+            raise ValueError(
+                "give one of country (ISO 3166 alpha-3), intensity_g_per_kwh or intensity_file"
+            )
         if self.region is not None and self.country is None:
             raise ValueError("region needs a country")
-        if self.country is not None:
+        if self.intensity_file is not None:
+            self.intensity_file = str(Path(self.intensity_file).expanduser().resolve())
+        if self.country is not None or self.intensity_file is not None:
             from harness.carbon import intensity
 
             try:
                 intensity(self.model_dump())
-            except HarnessError as e:  # unknown country or region
+            except HarnessError as e:  # unknown country or region, an unreadable series
                 raise ValueError(str(e).removeprefix("carbon.").removeprefix("carbon: ")) from None
         return self
+
+
+class Estimate(_Strict):
+    """The estimate source's options (where nothing measures): its model and attribution."""
+
+    #: auto: the best public model for this CPU; codecarbon: codecarbon's TDP × load model
+    model: Literal["auto", "codecarbon"] = "auto"
+    #: machine: the whole machine's estimated power; process: the case's own processes' share
+    attribution: Literal["machine", "process"] = "machine"
 
 
 class Measurement(_Strict):
@@ -135,6 +158,7 @@ class Measurement(_Strict):
     cooldown_s: Annotated[float, Field(ge=0)] = 0
     #: a window whose hottest device warms or cools by more than this gets a warning
     max_temp_drift_c: Annotated[float, Field(gt=0)] | None = None
+    estimate: Estimate = Field(default_factory=Estimate)
 
     @field_validator("sensors", mode="before")
     @classmethod

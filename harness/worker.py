@@ -236,12 +236,14 @@ def measure_case(
             timing["imports_s"] = import_modules(MODEL_IMPORTS)
         apply_hardware(case.get("hardware") or {}, wtype)
         carbon_settings = carbon.settings(case.get("carbon") or {})
-        result["carbon"] = carbon_settings
+        # an hourly series is the manifest's to keep; each result names the intensity it used
+        result["carbon"] = {k: v for k, v in carbon_settings.items() if k != "intensity_series"}
         meter = Meter(
             sensors=m.get("sensors", "auto"),
             sample_hz=m.get("sample_hz"),
             tdp_w=m.get("tdp_w"),
             max_temp_drift_c=m.get("max_temp_drift_c"),
+            estimate=m.get("estimate"),
         )
         result["meter"] = {
             "domains": meter.domains,

@@ -229,9 +229,13 @@ def make_coretemp(root: Path, packages: dict[int, float] | None = None) -> dict[
     return paths
 
 
-def make_cpufreq(root: Path, khz: list[int]) -> list[Path]:
-    """cpufreq policies with ``scaling_cur_freq`` (kHz); returns their paths."""
+def make_cpufreq(root: Path, khz: list[int], max_khz: int | None = None) -> list[Path]:
+    """cpufreq policies with ``scaling_cur_freq`` (kHz), and ``cpuinfo_max_freq`` if
+    ``max_khz``; returns the current-frequency paths."""
     base = root / "devices" / "system" / "cpu" / "cpufreq"
+    if max_khz is not None:
+        for n in range(len(khz)):
+            _write(base / f"policy{n}" / "cpuinfo_max_freq", max_khz)
     return [_write(base / f"policy{n}" / "scaling_cur_freq", f) for n, f in enumerate(khz)]
 
 

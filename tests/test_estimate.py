@@ -48,7 +48,7 @@ def test_energy_matches_hand_computation(monkeypatch):
         clock_s=[0.0, 2.0, 3.0, 5.0],
         cpu=[times(0, 0), times(2, 2), times(2, 2), times(8, 2)],
     )
-    source = EstimateSource(classes=["cpu"], tdp_w=100.0)
+    source = EstimateSource(classes=["cpu"], tdp_w=100.0, estimate_model="codecarbon")
     source.probe()
     source.open()
     e2 = source.read_energy_j()["cpu"]
@@ -82,7 +82,7 @@ def test_rows_say_estimated_and_where_the_tdp_came_from():
     ]
     assert all("estimated" in r.reason for r in rows)
     assert "TDP 65 W given" in rows[0].reason
-    auto = EstimateSource(classes=["cpu"]).probe()[0].reason
+    auto = EstimateSource(classes=["cpu"], estimate_model="codecarbon").probe()[0].reason
     assert "codecarbon" in auto and "TDP" in auto
 
 
@@ -122,7 +122,10 @@ def test_busy_loop_costs_more_than_sleep():
         return (m.energy_j["cpu"] / (tdp_w * m.duration_s) - 0.1) / 0.9
 
     seen = []
-    with Meter(sensors=[EstimateSource(classes=["cpu"], tdp_w=tdp_w)], sample_hz=None) as meter:
+    with Meter(
+        sensors=[EstimateSource(classes=["cpu"], tdp_w=tdp_w, estimate_model="codecarbon")],
+        sample_hz=None,
+    ) as meter:
         for _ in range(3):  # other processes come and go: a few tries
             with meter.window("sleep") as sleep_w:
                 time.sleep(0.4)
@@ -149,7 +152,10 @@ def test_busy_loop_costs_more_than_sleep_in_this_process_alone(monkeypatch):
         return Times(busy, 0.0, 0.0, max(total - busy, 0.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     monkeypatch.setattr(estimate, "_cpu_times", own_times)
-    with Meter(sensors=[EstimateSource(classes=["cpu"], tdp_w=100.0)], sample_hz=None) as meter:
+    with Meter(
+        sensors=[EstimateSource(classes=["cpu"], tdp_w=100.0, estimate_model="codecarbon")],
+        sample_hz=None,
+    ) as meter:
         with meter.window("sleep") as sleep_w:
             time.sleep(0.4)
         with meter.window("busy") as busy_w:

@@ -32,9 +32,25 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     write_csv(tables.summary, out / "summary.csv")
     write_csv(board, out / "leaderboard.csv")
     write_csv(tables.cases, out / "cases.csv")
+    _write_carbon(tables, out)
     drawn = draw_all(tables, out / "figures") if figures else {}
     text = render(tables, board, drawn)
     from harness import store
 
     store.write_text(out / "report.md", text)
     return out
+
+
+def _write_carbon(tables, out: Path) -> None:
+    """report/embodied.json (what the embodied figures rest on) and report/boamps/<case_id>.json
+    (each training and inference case in the BoAmps format, where codecarbon ships it)."""
+    from harness import store
+    from harness.carbon import boamps
+
+    if tables.accounting is not None:
+        store.write_json(out / "embodied.json", tables.accounting.to_dict())
+    if boamps.available():
+        folder = out / "boamps"
+        folder.mkdir(exist_ok=True)
+        for case_id, report in boamps.reports(tables.run, tables.run.frame).items():
+            store.write_json(folder / f"{case_id}.json", report)

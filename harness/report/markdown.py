@@ -217,6 +217,89 @@ def carbon_section(tables: Tables) -> str:
     return "## Carbon\n\n" + intro + table(rows, cols, len(s))
 
 
+# --- carbon beyond the plug (issue 15) -------------------------------------------------------
+
+
+def boundary_ladder(tables: Tables) -> pd.DataFrame:
+    """The ladder per setup (harness.carbon.boundary.ladder): inference at each setup's headline
+    shape, and its training run."""
+    from harness import store
+    from harness.carbon.boundary import ladder
+    from harness.report.tables import headline
+
+    cases = tables.cases
+    ids: dict[tuple, tuple] = {}
+    order: list[tuple] = []
+    if not cases.empty:
+        for (m, v, h, _), r in headline(cases).iterrows():
+            ids[(m, v, h, "infer")] = ("infer", r["case_id"])
+        train = cases[(cases["workload"] == "train") & cases["model"].notna()]
+        for r in _records(train):
+            ids[(r["model"], r["variant"], r["hardware"], "train")] = ("train", r["case_id"])
+    order = sorted(ids, key=lambda k: (k[3] != "infer", k[:3]))
+    try:
+        idle = store.read_json(tables.run.path / store.IDLE)
+    except (OSError, ValueError):
+        idle = None
+    by_setup = {k: ids[k] for k in order}
+    frame = tables.run.frame
+    rows = [ladder(frame, idle, {k[:3]: v}) for k, v in by_setup.items()]
+    rows = [r for r in rows if not r.empty]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def boundary_section(tables: Tables) -> str:
+    """Carbon beyond the plug: the boundary ladder per setup, and the embodied share."""
+    from harness.carbon.boundary import RUNG_TEXT, RUNGS
+
+    acc = tables.accounting
+    parts = ["## Carbon beyond the plug\n"]
+    if acc is not None and acc.embodied is not None:
+        e = acc.embodied
+        parts.append(
+            f"Embodied emissions of the machine: {fmt(e.kg)} kgCO2e ({fmt(e.kg_min)} to "
+            f"{fmt(e.kg_max)}, {escape(e.source)}), amortised over "
+            f"{fmt(acc.lifetime_years)} years: {fmt(acc.g_per_s * 3600)} gCO2e per hour of use "
+            "(suite `carbon.hardware_lifetime_years`).\n"
+        )
+        part_rows = [
+            {"part": name, "kg": fmt(kg), "origin": e.origins.get(name, "")}
+            for name, kg in e.parts.items()
+        ]
+        parts.append(table(part_rows, [("part", "part"), ("kg", "kgCO2e"), ("origin", "known as")]))
+    elif acc is not None:
+        parts.append(f"No embodied emissions: {escape(acc.missing)}\n")
+    lad = boundary_ladder(tables) if tables.grid.known else pd.DataFrame()
+    if lad.empty:
+        parts.append("No boundary ladder: the run has no inference or training figures.\n")
+        return "\n".join(parts)
+    parts.append(
+        "Each step widens the boundary: GPU only (the accelerators' energy less their idle "
+        "draw), + CPU and DRAM (the machine's active energy), + idle share (the machine's idle "
+        "draw over the same time), × PUE, + embodied (the hardware's manufacturing, amortised). "
+        "Wh, then gCO2e; inference per 1,000 queries at the headline shape, training per run.\n"
+    )
+    rows = []
+    for r in _records(lad):
+        row = {
+            "setup": f"{r['model']}/{r['variant']}/{r['hardware']}",
+            "per": r["per"],
+            "method": r["energy_method"],
+        }
+        for rung in RUNGS:
+            row[rung] = f"{fmt(r.get(f'{rung}_wh'), 3)} / {fmt(r.get(f'{rung}_g'), 3)}"
+        total_g = r.get("embodied_g")
+        amortised_g = total_g - r.get("pue_g") if total_g is not None else None
+        ok = total_g is not None and not math.isnan(total_g) and total_g > 0
+        row["share"] = fmt(100 * amortised_g / total_g, 3) if ok else "-"
+        rows.append(row)
+    cols = [("setup", "model/variant/hardware"), ("per", "per"), ("method", "energy")]
+    cols += [(rung, f"{RUNG_TEXT[rung]} (Wh / g)") for rung in RUNGS]
+    cols.append(("share", "embodied share (%)"))
+    parts.append(table(rows, cols, len(lad)))
+    return "\n".join(parts)
+
+
 def lifetime_section(tables: Tables) -> str:
     s = tables.setups.reset_index()
     s = s[s["energy_lifetime_j"].notna()]
@@ -358,6 +441,8 @@ FIGURE_TEXT = {
     "batch_scaling.png": "Throughput and energy per token against batch size.",
     "training_energy_vs_params.png": "Training energy against parameter count (log-log).",
     "power_traces.png": "Sampled power of the costliest traced cases.",
+    "carbon_by_hour.png": "The same run at each hour of the day: its CO2e had it run then "
+    "(the intensity file's mean per hour, UTC).",
 }
 
 
@@ -376,6 +461,7 @@ def render(tables: Tables, board: pd.DataFrame, figures: dict[str, Path]) -> str
         summary_section(tables),
         leaderboard_section(board),
         carbon_section(tables),
+        boundary_section(tables),
         lifetime_section(tables),
         commands_section(tables),
         repetitions_section(tables),

@@ -480,12 +480,41 @@ def power_traces(tables: Tables, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def carbon_by_hour(tables: Tables, path: Path) -> Path | None:
+    """The same run at each hour of the day: its energy × PUE × the intensity file's mean at
+    that hour (UTC), beside the CO2e it had at the hours it did run."""
+    from harness.carbon import IntensitySeries
+
+    series = (tables.run.manifest.get("carbon") or {}).get("intensity_series")
+    frame = tables.run.frame
+    ok = frame[frame["status"] == "ok"]
+    if not series or ok.empty:
+        return None
+    s = IntensitySeries(series)
+    energy_kwh = float(pd.to_numeric(ok["energy_j"], errors="coerce").sum()) / 3.6e6
+    pue = float(pd.to_numeric(ok["pue"], errors="coerce").median())
+    pue = pue if np.isfinite(pue) else 1.0
+    hours = list(range(24))
+    co2 = [energy_kwh * pue * s.hour_of_day_g_per_kwh.get(h, s.mean_g_per_kwh) for h in hours]
+    actual = float(pd.to_numeric(ok["co2e_g"], errors="coerce").sum())
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(hours, co2, color="#7aa6c2", label="had it run at this hour (file's mean)")
+    ax.axhline(actual, color="black", linestyle="--", label=f"as it ran: {actual:.3g} g")
+    ax.set_xticks(hours[::2])
+    ax.set_xlabel("hour of the day (UTC)")
+    ax.set_ylabel("gCO2e of the whole run")
+    ax.set_title(f"The same run at each hour of the day ({energy_kwh * 1000:.3g} Wh × PUE {pue:g})")
+    ax.legend(loc="upper right", fontsize=8)
+    return _save(fig, path)
+
+
 FIGURES = {
     "pareto.png": pareto,
     "energy_per_token_vs_params.png": energy_per_token_vs_params,
     "batch_scaling.png": batch_scaling,
     "training_energy_vs_params.png": training_energy_vs_params,
     "power_traces.png": power_traces,
+    "carbon_by_hour.png": carbon_by_hour,
 }
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness import carbon
+from harness.errors import HarnessError
 from harness.records import J_PER_KWH
 from harness.report.load import Run
 from harness.report.stats import aggregate
@@ -195,7 +196,10 @@ def grid_of(run: Run) -> Grid:
         return Grid(float(g), float(pue) if pd.notna(pue) else 1.0, "as recorded in the records")
     block = run.carbon_block
     if block:
-        found = carbon.settings(block)
+        try:
+            found = carbon.settings(block)
+        except HarnessError:  # e.g. an intensity file gone since the run
+            return Grid()
         return Grid(found["intensity_g_per_kwh"], found["pue"], f"{found['origin']}, looked up now")
     return Grid()
 
@@ -435,6 +439,8 @@ class Tables:
     commands: pd.DataFrame
     failed: pd.DataFrame
     methods: list[str] = field(default_factory=list)
+    #: embodied emissions and what they rest on (harness.carbon.boundary.Accounting)
+    accounting: object = None
 
 
 SUMMARY_HEAD = [
@@ -517,6 +523,9 @@ def command_table(cases: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_tables(run: Run) -> Tables:
+    from harness.carbon.boundary import account
+
+    accounting = account(run.manifest, run.frame, run.carbon_block)  # embodied_g, co2e_total_g
     grid = grid_of(run)
     cases = add_carbon(case_stats(run.frame), grid)
     setups, order, tasks = setup_table(cases, grid, run.queries_lifetime)
@@ -532,4 +541,5 @@ def build_tables(run: Run) -> Tables:
         commands=command_table(cases),
         failed=failed_cases(run.frame),
         methods=methods,
+        accounting=accounting,
     )

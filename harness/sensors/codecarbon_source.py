@@ -25,8 +25,8 @@ from typing import Any
 
 from harness.errors import HarnessError, SensorError
 from harness.sensors.base import CODECARBON, OK, UNAVAILABLE, DomainStatus, Source
+from harness.units import J_PER_KWH
 
-J_PER_KWH = 3.6e6
 _PRIVATE_API = ("_measure_power_and_energy",)
 
 

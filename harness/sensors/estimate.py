@@ -1,20 +1,30 @@
 """Estimated CPU and RAM energy, for machines where nothing measures them.
 
-Every figure from here is labelled ``estimated``. The model follows codecarbon's (its
-``cpu_load`` mode and its RAM rule) so that an estimate here and codecarbon's agree in spirit:
+Every figure from here is labelled ``estimated``. Two models (``estimate_model``; a suite's ``measurement.estimate.model``):
 
-* ``cpu``: power = TDP × (0.1 + 0.9 × u), with u the system-wide CPU utilisation from cumulative
-  CPU times (busy = everything but idle and iowait, as codecarbon's ``SystemCPULoadMeter``
-  counts it). The 10 % idle floor is codecarbon's ("minimum power consumption is 10 % of TDP").
-  codecarbon 3 raises u to the third power between its 15-s readings; this source stays linear
-  in u, because only a linear model integrates exactly from cumulative busy time, which makes it
-  a counter that is exact for any window, however short, without sampling:
-  E(t) = TDP × (0.1 × wall_s + 0.9 × ∫u dt).
-* ``ram``: a constant ``ram_w_per_gb`` (codecarbon's 0.375 W per GiB) × installed memory.
+* ``auto`` (the default): the best public model for the CPU in hand
+  (``harness.sensors.power_model``): boaviztapi's consumption profile for a known TDP, Cloud
+  Carbon Footprint's per-vCPU watts on a virtual machine whose TDP is unknown, else codecarbon's
+  4 W per thread shaped by boaviztapi's profile; the part above idle scaled by the clock where
+  cpufreq shows it; memory by boaviztapi's per-DIMM model, loaded like the CPU.
+* ``codecarbon``: codecarbon's ``cpu_load`` model, power = TDP × (0.1 + 0.9 × u), and a
+  constant ``ram_w_per_gb`` (0.375 W per GiB) × installed memory (also used whenever
+  ``ram_w_per_gb`` is given).
+
+u is the system-wide CPU utilisation from cumulative CPU times (busy = everything but idle and
+iowait, as codecarbon's ``SystemCPULoadMeter`` counts it). The source is a counter: each stretch
+between two reads where the CPU times moved is charged P(u of that stretch) × its length; the
+stretch since the times last moved is charged the idle power until they move. With the sampler
+on, reads come at ``sample_hz``, so a nonlinear profile integrates over short stretches; with
+counters only, over the window (as codecarbon's 15-s readings do).
+
+Attribution (``attribution``; a suite's ``measurement.estimate.attribution``): ``machine`` (the default) charges the whole machine's estimated
+power; ``process`` charges the share of the CPU's busy time spent by this process and its
+children (the case's own processes), of the machine's power at its load, with no idle floor.
 
 The TDP is ``tdp_w`` if given, else codecarbon's shipped CPU table matched to this CPU's model
 name with codecarbon's own matching rules (re-implemented over the CSV: importing codecarbon
-costs pandas and a tenth of a second), else codecarbon's default of 4 W per logical CPU.
+costs pandas and a tenth of a second), else none (see above).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.util
+import os
 import re
 import time
 from pathlib import Path
@@ -30,6 +41,7 @@ import psutil
 
 from harness.errors import HarnessError
 from harness.hardware import cpu_model_name, socket_count
+from harness.sensors import power_model as pm
 from harness.sensors.base import ESTIMATE, ESTIMATED, OK, DomainStatus, Source
 
 IDLE_FLOOR = 0.1  # codecarbon: "Minimum power consumption is 10% of TDP"
@@ -37,10 +49,34 @@ DEFAULT_W_PER_THREAD = 4.0  # codecarbon.core.cpu.DEFAULT_POWER_PER_CORE (per lo
 RAM_W_PER_GB = 0.375  # codecarbon's RAM power per GiB
 GIB = 1024**3
 CLASSES = ("cpu", "memory")
+MODELS = ("auto", "codecarbon")
+ATTRIBUTIONS = ("machine", "process")
 
 # Indirections the tests replace with scripted sequences.
 _clock = time.perf_counter
 _cpu_times = psutil.cpu_times
+
+
+def _own_busy_s() -> float:
+    """CPU seconds of this process and its children (live ones, and those it has waited for)."""
+    me = psutil.Process(os.getpid())
+    t = me.cpu_times()
+    busy = t.user + t.system + t.children_user + t.children_system
+    for child in me.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            busy += c.user + c.system
+        except psutil.Error:
+            continue
+    return busy
+
+
+_process_busy_s = _own_busy_s
+
+
+def source_options(estimate: dict | None) -> dict:
+    """A suite's ``measurement.estimate`` block as this source's keyword options."""
+    return {f"estimate_{k}" if k == "model" else k: v for k, v in (estimate or {}).items()}
 
 
 def busy_and_total_s(times) -> tuple[float, float]:
@@ -54,7 +90,7 @@ def busy_and_total_s(times) -> tuple[float, float]:
 
 
 class EstimateSource(Source):
-    """A TDP × utilisation CPU estimate (``cpu``) and a per-GiB RAM estimate (``ram``)."""
+    """An estimated CPU (``cpu``) and memory (``ram``) power model, read as a counter."""
 
     name = "estimate"
     method = ESTIMATED
@@ -64,7 +100,9 @@ class EstimateSource(Source):
         self,
         classes: tuple[str, ...] | list[str] = CLASSES,
         tdp_w: float | None = None,
-        ram_w_per_gb: float = RAM_W_PER_GB,
+        ram_w_per_gb: float | None = None,
+        estimate_model: str = "auto",
+        attribution: str = "machine",
     ):
         unknown = [c for c in classes if c not in CLASSES]
         if unknown or not classes:
@@ -73,75 +111,159 @@ class EstimateSource(Source):
             )
         if tdp_w is not None and not tdp_w > 0:
             raise HarnessError(f"tdp_w must be a positive number of watts, not {tdp_w}")
-        if not ram_w_per_gb >= 0:
+        if ram_w_per_gb is not None and not ram_w_per_gb >= 0:
             raise HarnessError(f"ram_w_per_gb must be zero or more, not {ram_w_per_gb}")
+        if estimate_model not in MODELS:
+            raise HarnessError(
+                f"estimate.model must be one of {', '.join(MODELS)}, not {estimate_model!r}"
+            )
+        if attribution not in ATTRIBUTIONS:
+            raise HarnessError(
+                f"estimate.attribution must be one of {', '.join(ATTRIBUTIONS)}, "
+                f"not {attribution!r}"
+            )
         self.classes = tuple(dict.fromkeys(classes))
         self.tdp_w = tdp_w
+        self.model = estimate_model
+        self.attribution = attribution
         self.ram_w_per_gb = ram_w_per_gb
         #: where the TDP came from, in words (set by probe)
         self.tdp_source = ""
-        self.ram_w = 0.0
+        self.cpu_model: pm.CpuModel | None = None
+        self.ram_w = 0.0  # idle (or constant) memory watts
+        self.ram_full_w = 0.0
+        self._cpufreq: pm.Cpufreq | None = None
         self._opened = False
 
     # ------------------------------------------------------------------ probe
+    def _resolve_cpu(self) -> pm.CpuModel:
+        if self.model == "codecarbon":
+            tdp, why = resolve_tdp(self.tdp_w)
+            return pm.CpuModel("codecarbon", tdp_w=tdp, inputs=why)
+        threads = psutil.cpu_count(logical=True) or 1
+        found = self.tdp_w is not None or (cpu_model_name() and lookup_tdp(cpu_model_name()))
+        if found:
+            tdp, why = resolve_tdp(self.tdp_w)
+            return pm.CpuModel("boaviztapi-tdp", tdp_w=tdp, inputs=why)
+        model = cpu_model_name()
+        if pm.is_virtual_machine():
+            arch = pm.microarchitecture(model)
+            watts = pm.CCF_VCPU_W.get(arch) if arch else None
+            why = (
+                f"virtual machine, {arch} per-vCPU watts (ccf-coefficients)"
+                if watts
+                else f"virtual machine, microarchitecture of {model!r} unknown: CCF's cloud "
+                "average per vCPU"
+            )
+            return pm.CpuModel(
+                "ccf-vcpu", vcpus=threads, vcpu_w=watts or pm.CCF_AVERAGE_VCPU_W, inputs=why
+            )
+        tdp, why = resolve_tdp(None)
+        return pm.CpuModel("default-tdp", tdp_w=tdp, inputs=why)
+
     def probe(self) -> list[DomainStatus]:
         rows = []
         if "cpu" in self.classes:
-            if self.tdp_w is None or not self.tdp_source:
-                self.tdp_w, self.tdp_source = resolve_tdp(self.tdp_w)
+            if self.cpu_model is None:
+                self.cpu_model = self._resolve_cpu()
+                self.tdp_w = self.cpu_model.tdp_w if self.tdp_w is None else self.tdp_w
+                self.tdp_source = self.cpu_model.inputs
+                if self.model == "auto":
+                    self._cpufreq = pm.Cpufreq()
+            freq = ""
+            if self._cpufreq is not None:
+                ratio = self._cpufreq.ratio()
+                freq = (
+                    f"; clock {ratio:.0%} of max now (cpufreq), above-idle power scaled by it"
+                    if ratio is not None
+                    else "; no cpufreq: clock not used"
+                )
             reason = (
-                f"estimated: TDP {self.tdp_w:g} W × ({IDLE_FLOOR:g} + {1 - IDLE_FLOOR:g} × "
-                f"system CPU utilisation); {self.tdp_source}"
+                f"estimated: {self.cpu_model.describe()}; u = system CPU utilisation{freq}; "
+                f"attribution: {self.attribution}"
             )
             rows.append(DomainStatus(self.name, "cpu", ESTIMATE, OK, reason))
         if "memory" in self.classes:
             gib = psutil.virtual_memory().total / GIB
-            self.ram_w = self.ram_w_per_gb * gib
-            reason = (
-                f"estimated: {self.ram_w_per_gb:g} W/GiB × {gib:.1f} GiB installed = "
-                f"{self.ram_w:.2f} W, constant"
+            if self.model == "codecarbon" or self.ram_w_per_gb is not None:
+                per_gb = RAM_W_PER_GB if self.ram_w_per_gb is None else self.ram_w_per_gb
+                self.ram_w = self.ram_full_w = per_gb * gib
+                reason = (
+                    f"estimated: {per_gb:g} W/GiB × {gib:.1f} GiB installed = "
+                    f"{self.ram_w:.2f} W, constant (codecarbon's rule)"
+                )
+            else:
+                self.ram_w, self.ram_full_w, why = pm.memory_w(gib * GIB / 1e9)
+                reason = (
+                    f"estimated: {self.ram_w:.2f} W idle to {self.ram_full_w:.2f} W at full load "
+                    f"with the CPU's utilisation; {why}"
+                )
+            rows.append(
+                DomainStatus(
+                    self.name, "ram", ESTIMATE, OK, f"{reason}; attribution: {self.attribution}"
+                )
             )
-            rows.append(DomainStatus(self.name, "ram", ESTIMATE, OK, reason))
         return rows
 
     def counter_domains(self) -> list[str]:
         return [{"cpu": "cpu", "memory": "ram"}[c] for c in self.classes]
 
     # ------------------------------------------------------------------ counter
+    def _ram_power_w(self, u: float) -> float:
+        return self.ram_w + (self.ram_full_w - self.ram_w) * u
+
     def open(self) -> None:
-        if "cpu" in self.classes and not self.tdp_source:
-            self.probe()
-        if "memory" in self.classes and not self.ram_w:
+        if ("cpu" in self.classes and self.cpu_model is None) or (
+            "memory" in self.classes and not self.ram_full_w
+        ):
             self.probe()
         t = _clock()
-        busy, total = busy_and_total_s(_cpu_times()) if "cpu" in self.classes else (0.0, 0.0)
-        self._t0 = t
-        # the utilisation integral is committed up to _t_c, where the CPU times were _busy_c/_total_c
+        # a constant memory model alone needs no CPU times
+        self._needs_load = "cpu" in self.classes or self.ram_full_w != self.ram_w
+        busy, total = busy_and_total_s(_cpu_times()) if self._needs_load else (0.0, 0.0)
         self._t_c, self._busy_c, self._total_c = t, busy, total
-        self._busy_integral_s = 0.0
+        self._own_c = _process_busy_s() if self.attribution == "process" else 0.0
+        #: joules committed up to _t_c per domain
+        self._committed = {"cpu": 0.0, "ram": 0.0}
         self._opened = True
+
+    def _floor_w(self) -> dict[str, float]:
+        if self.attribution == "process":
+            return {"cpu": 0.0, "ram": 0.0}
+        cpu = self.cpu_model.idle_w() if self.cpu_model is not None else 0.0
+        return {"cpu": cpu, "ram": self.ram_w}
 
     def read_energy_j(self) -> dict[str, float]:
         if not self._opened:
             self.open()
         t = _clock()
+        busy, total = busy_and_total_s(_cpu_times()) if self._needs_load else (0.0, 0.0)
+        d_total = total - self._total_c
+        # CPU times move in 10 ms ticks: until the total has moved, the utilisation of the
+        # stretch since _t_c is unknown and only the idle floor is counted; the stretch is
+        # charged at its load once the times move, so the counter never goes backwards.
+        if d_total > 0:
+            d_busy = busy - self._busy_c
+            u = min(max(d_busy / d_total, 0.0), 1.0)
+            dt = max(t - self._t_c, 0.0)
+            share = 1.0
+            if self.attribution == "process":
+                own = _process_busy_s()
+                share = min(max((own - self._own_c) / d_busy, 0.0), 1.0) if d_busy > 0 else 0.0
+                self._own_c = own
+            if self.cpu_model is not None:
+                ratio = self._cpufreq.ratio() if self._cpufreq is not None else None
+                power = self.cpu_model.power_w(u, 1.0 if ratio is None else ratio)
+                self._committed["cpu"] += share * power * dt
+            self._committed["ram"] += share * self._ram_power_w(u) * dt
+            self._t_c, self._busy_c, self._total_c = t, busy, total
+        floor = self._floor_w()
+        tail = max(t - self._t_c, 0.0)
         out: dict[str, float] = {}
         if "cpu" in self.classes:
-            busy, total = busy_and_total_s(_cpu_times())
-            d_total = total - self._total_c
-            # CPU times move in 10 ms ticks: until the total has moved, the utilisation of the
-            # stretch since _t_c is unknown and only its floor is counted; the busy share of the
-            # whole stretch is added once the times move, so the counter never goes backwards.
-            if d_total > 0:
-                u = min(max((busy - self._busy_c) / d_total, 0.0), 1.0)
-                self._busy_integral_s += u * max(t - self._t_c, 0.0)
-                self._t_c, self._busy_c, self._total_c = t, busy, total
-            wall_s = t - self._t0
-            out["cpu"] = self.tdp_w * (
-                IDLE_FLOOR * wall_s + (1.0 - IDLE_FLOOR) * self._busy_integral_s
-            )
+            out["cpu"] = self._committed["cpu"] + floor["cpu"] * tail
         if "memory" in self.classes:
-            out["ram"] = self.ram_w * (t - self._t0)
+            out["ram"] = self._committed["ram"] + floor["ram"] * tail
         return out
 
     def close(self) -> None:

@@ -1,0 +1,146 @@
+"""A run exported in the BoAmps format (Boavizta's AI energy-report standard), one report per
+training or inference case.
+
+The report is built with codecarbon's own BoAmps dataclasses (its #1113,
+``codecarbon.output_methods.boamps``), so the two tools write the same schema: header, task
+(stage, algorithm, dataset, requests), one measure per repetition (kWh, seconds, when, how
+measured), system, software, infrastructure (CPU, GPU, RAM), environment (country, intensity)
+and quality (``high`` for a measured figure, ``low`` for an estimate).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import platform
+
+from harness.units import J_PER_KWH
+
+STAGES = {"train": "training", "infer": "inference"}
+
+
+def _num(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def _when(unix_s) -> str | None:
+    t = _num(unix_s)
+    if t is None:
+        return None
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def available() -> bool:
+    try:
+        import codecarbon.output_methods.boamps.models  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def reports(run, frame) -> dict[str, dict]:
+    """``{case_id: BoAmps report as a dict}`` for the run's ok train and infer cases."""
+    from codecarbon.output_methods.boamps.mapper import (
+        BOAMPS_FORMAT_SPEC_URI,
+        BOAMPS_FORMAT_VERSION,
+    )
+    from codecarbon.output_methods.boamps.models import (
+        BoAmpsAlgorithm,
+        BoAmpsDataset,
+        BoAmpsEnvironment,
+        BoAmpsHardware,
+        BoAmpsHeader,
+        BoAmpsInfrastructure,
+        BoAmpsMeasure,
+        BoAmpsReport,
+        BoAmpsSoftware,
+        BoAmpsSystem,
+        BoAmpsTask,
+    )
+
+    from harness import store
+
+    manifest = run.manifest
+    host = manifest.get("host") or {}
+    carbon = manifest.get("carbon") or {}
+    version = (manifest.get("software") or {}).get("energy-harness") or "?"
+    ok = frame[(frame["status"] == "ok") & frame["workload"].isin(list(STAGES))]
+    out: dict[str, dict] = {}
+    for case_id, reps in ok.groupby("case_id", sort=False):
+        first = reps.iloc[0]
+        measured = set(reps["energy_method"].dropna()) == {"measured"}
+        measures = [
+            BoAmpsMeasure(
+                measurement_method=f"energy-harness ({r.get('energy_sources') or '?'})",
+                version=str(version),
+                cpu_tracking_mode=r.get("energy_sources") or None,
+                power_consumption=_num(r.get("energy_j")) / J_PER_KWH
+                if _num(r.get("energy_j")) is not None
+                else None,
+                measurement_duration=_num(r.get("duration_s")),
+                measurement_date_time=_when(r.get("start_unix_s")),
+            )
+            for r in reps.to_dict("records")
+        ]
+        components = [
+            BoAmpsHardware(
+                component_type="cpu",
+                component_name=host.get("cpu"),
+                nb_component=int(host.get("logical_cores") or 1),
+            )
+        ]
+        if str(first.get("device") or "").startswith("cuda"):
+            components.append(
+                BoAmpsHardware(
+                    component_type="gpu", component_name=first.get("device_name"), nb_component=1
+                )
+            )
+        if _num(host.get("memory_mb")):
+            components.append(
+                BoAmpsHardware(
+                    component_type="ram", nb_component=1, memory_size=host["memory_mb"] / 1024
+                )
+            )
+        queries = _num(reps["queries"].sum(min_count=1)) if "queries" in reps else None
+        tokens_in = _num(reps["tokens_in"].sum(min_count=1)) if "tokens_in" in reps else None
+        report = BoAmpsReport(
+            header=BoAmpsHeader(
+                format_version=BOAMPS_FORMAT_VERSION,
+                format_version_specification_uri=BOAMPS_FORMAT_SPEC_URI,
+                report_id=f"{run.run_id}/{case_id}",
+                report_datetime=str(manifest.get("started") or "").replace("T", " ") or None,
+            ),
+            task=BoAmpsTask(
+                task_stage=STAGES[first["workload"]],
+                task_family="textGeneration",
+                nb_request=queries if first["workload"] == "infer" else None,
+                algorithms=[
+                    BoAmpsAlgorithm(
+                        algorithm_type="llm",
+                        algorithm_name=first.get("model"),
+                        parameters_number=_num(first.get("params")),
+                        framework="pytorch",
+                        quantization=first.get("quantization") or None,
+                    )
+                ],
+                dataset=[
+                    BoAmpsDataset(data_usage="input", data_type="token", data_quantity=tokens_in)
+                ],
+                task_description=str(first.get("case") or case_id),
+            ),
+            measures=measures,
+            system=BoAmpsSystem(os=host.get("os") or platform.system()),
+            software=BoAmpsSoftware(language="python", version=host.get("python")),
+            infrastructure=BoAmpsInfrastructure(infra_type="onPremise", components=components),
+            environment=BoAmpsEnvironment(
+                country=carbon.get("country"),
+                power_source_carbon_intensity=_num(first.get("intensity_g_per_kwh")),
+            ),
+            quality="high" if measured else "low",
+        )
+        out[str(case_id)] = store.sanitise(report.to_dict())
+    return out
