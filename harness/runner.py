@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import store
+from harness import knobs, store
 from harness.errors import HarnessError
 from harness.lock import MachineLock
 from harness.suite import Suite, expand, load_suite, select
@@ -403,6 +403,7 @@ def execute_run(
         from harness.distributed import preflight
 
         preflight(ray, cases)
+        knobs.refuse_on_ray(cases)  # knobs: the runner sets them on its own machine only
     echo = echo or (lambda line: print(line, flush=True))
     if run_dir is None:
         run_id = store.new_run_id(suite_obj.name)
@@ -425,6 +426,7 @@ def execute_run(
             store.write_json(run_dir / store.MANIFEST, manifest)
         except OSError as e:
             raise HarnessError(f"{run_dir}: cannot write the run folder: {e.strerror}") from None
+        knobs.restore_left_over(run_dir, echo)  # knobs a dead run left set, before measuring
         workdir = Path(manifest.get("workdir") or Path.cwd())
         if not workdir.is_dir():
             workdir = Path.cwd()
@@ -454,17 +456,37 @@ def execute_run(
 
 
 def _run_here(pending, run_dir, run_id, suite, workdir, progress, outcome) -> None:
+    # knobs: a profile's are set before its cases (and its idle baseline), restored after
+    with knobs.ProfileKnobs(run_dir, progress.message) as profile_knobs:
+        _run_cases_here(pending, run_dir, run_id, suite, workdir, progress, outcome, profile_knobs)
+
+
+def _refused(case: dict, run_dir: Path, reason: str) -> dict:
+    """A case whose profile's knobs could not be set fails with that reason, unrun."""
+    cdir = store.case_dir(run_dir, case["case_id"])
+    store.write_json(cdir / store.CASE_FILE, case)
+    result = failed_result(case, reason)
+    store.write_json(cdir / store.RESULT_FILE, result)
+    return result
+
+
+def _run_cases_here(pending, run_dir, run_id, suite, workdir, progress, outcome, profile_knobs):
     idle = _read_idle(run_dir)
     idle_s = float(suite.measurement.idle_s)
     for case in pending:
         hw = case["hardware"]["name"]
-        if idle_s > 0 and hw not in idle:
+        refused = profile_knobs.enter(case["hardware"])  # None, or why its knobs are not set
+        if refused is None and idle_s > 0 and hw not in idle:
             progress.message(f"idle baseline of {hw}: {idle_s:g} s")
             idle[hw] = measure_idle(suite, idle_s)
             store.write_json(run_dir / store.IDLE, idle)
         idle_w = (idle.get(hw) or {}).get("watts")
         progress.started(case)
-        result = execute_case(case, run_dir, idle_w, run_id=run_id, workdir=workdir)
+        result = (
+            execute_case(case, run_dir, idle_w, run_id=run_id, workdir=workdir)
+            if refused is None
+            else _refused(case, run_dir, refused)
+        )
         outcome.ran += 1
         store.rebuild_measurements(run_dir)
         progress.finished(case, result)

@@ -157,6 +157,7 @@ def measure(
             "temp_end_c": m.temp_end_c,
             "clock_mhz": m.clock_mhz,
             "power_limit_w": m.power_limit_w,
+            "cpu_max_mhz": m.cpu_max_mhz,
             "command": list(command),
         }
         click.echo(json.dumps(out, indent=2))
