@@ -318,6 +318,8 @@ FIGURE_TEXT = {
     "batch_scaling.png": "Throughput and energy per token against batch size.",
     "training_energy_vs_params.png": "Training energy against parameter count (log-log).",
     "power_traces.png": "Sampled power of the costliest traced cases.",
+    "energy_vs_power_limit.png": "Energy per token and p90 latency against the GPU power limit.",
+    "energy_vs_cpu_max_mhz.png": "Energy per token and p90 latency against the CPU frequency cap.",
 }
 
 

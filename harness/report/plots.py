@@ -28,6 +28,7 @@ from matplotlib.ticker import (  # noqa: E402
     NullLocator,
 )
 
+from harness.report import knobs as knob_figures  # noqa: E402
 from harness.report.recommend import pareto_mask, setup_label  # noqa: E402
 from harness.report.tables import Tables  # noqa: E402
 
@@ -473,6 +474,8 @@ FIGURES = {
     "batch_scaling.png": batch_scaling,
     "training_energy_vs_params.png": training_energy_vs_params,
     "power_traces.png": power_traces,
+    "energy_vs_power_limit.png": knob_figures.energy_vs_power_limit,
+    "energy_vs_cpu_max_mhz.png": knob_figures.energy_vs_cpu_max_mhz,
 }
 
 

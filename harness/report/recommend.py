@@ -98,6 +98,9 @@ class Recommendation:
     candidates: pd.DataFrame
     chosen: pd.Series | None
     most_accurate: pd.Series | None
+    #: the latency target (s) and its column, when one was given (--max-latency)
+    max_latency: float | None = None
+    latency_column: str | None = None
 
     @property
     def front(self) -> pd.DataFrame:
@@ -127,15 +130,30 @@ class Recommendation:
         return self.candidates["energy_method"].nunique() > 1
 
 
-def recommend(tables: Tables, min_accuracy: float, task: str | None = None, per: str = "query"):
-    """The least-energy setup whose accuracy is at least ``min_accuracy``.
+def recommend(
+    tables: Tables,
+    min_accuracy: float,
+    task: str | None = None,
+    per: str = "query",
+    max_latency: float | None = None,
+    latency: str = "p90",
+):
+    """The least-energy setup whose accuracy is at least ``min_accuracy`` (and whose headline
+    latency is at most ``max_latency`` seconds, when given; see harness/report/knobs.py).
 
     ``chosen`` is None when no setup meets the target. The most accurate setup (ties: the cheaper)
-    is the reference for the saving.
+    is the reference for the saving. Setups differ by hardware profile, so knobs (a power limit, a
+    frequency cap) are compared as any other part of a setup.
     """
+    from harness.report.knobs import latency_column, with_latency_and_knobs
+
     cands, what = candidates(tables, task, per)
     energy_col = ENERGY_COLUMN[per]
+    latency_col = latency_column(latency)
+    cands = with_latency_and_knobs(cands, tables, latency)
     ok = cands[cands["accuracy"] >= min_accuracy]
+    if max_latency is not None:
+        ok = ok[ok[latency_col] <= max_latency]
     chosen = None
     if len(ok):
         chosen = ok.sort_values(
@@ -146,4 +164,6 @@ def recommend(tables: Tables, min_accuracy: float, task: str | None = None, per:
         most = cands.sort_values(
             ["accuracy", energy_col], ascending=[False, True], kind="stable"
         ).iloc[0]
-    return Recommendation(what, per, energy_col, min_accuracy, cands, chosen, most)
+    return Recommendation(
+        what, per, energy_col, min_accuracy, cands, chosen, most, max_latency, latency_col
+    )

@@ -1,0 +1,165 @@
+"""Knobs in the report: each setup's latency and knob settings, and the figures against them.
+
+A setup's knobs are its hardware profile's (``gpu-200w``, ``cpu-1200mhz``); the values shown are
+those the windows recorded (``power_limit_w``, ``cpu_max_mhz``: what the machine reported, not what
+the suite asked for). Latency is the headline inference case's: ``latency_p90_s`` (the 90th
+percentile of its generate calls) or ``ttft_s`` (time to the first token), the median over the
+case's repetitions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.report.tables import Tables
+
+#: --latency choice -> column
+LATENCY_COLUMN = {"p90": "latency_p90_s", "ttft": "ttft_s"}
+LATENCY_WHAT = {"p90": "p90 latency", "ttft": "TTFT"}
+KNOB_COLUMNS = ["power_limit_w", "cpu_max_mhz"]
+
+
+def latency_column(latency: str) -> str:
+    if latency not in LATENCY_COLUMN:
+        raise HarnessError(f"--latency must be p90 or ttft, got {latency!r}")
+    return LATENCY_COLUMN[latency]
+
+
+def _recorded_knobs(tables: Tables) -> pd.DataFrame:
+    """Per case id: the median of each knob column over its ok repetitions."""
+    frame = tables.run.frame
+    ok = frame[frame["status"] == "ok"]
+    cols = [c for c in KNOB_COLUMNS if c in ok.columns]
+    if ok.empty or not cols:
+        return pd.DataFrame(columns=KNOB_COLUMNS, index=pd.Index([], name="case_id"))
+    values = ok[["case_id", *cols]].copy()
+    for c in cols:
+        values[c] = pd.to_numeric(values[c], errors="coerce")
+    return values.groupby("case_id").median().reindex(columns=KNOB_COLUMNS)
+
+
+def headline_latency_and_knobs(tables: Tables) -> pd.DataFrame:
+    """Per setup (index SETUP): the headline case's latency columns and recorded knobs."""
+    setups = tables.setups
+    if "case_id" not in setups.columns:
+        return pd.DataFrame(index=setups.index, columns=[*LATENCY_COLUMN.values(), *KNOB_COLUMNS])
+    cases = tables.cases.set_index(["case_id", "energy_method"])
+    keys = list(zip(setups["case_id"], setups.index.get_level_values("energy_method"), strict=True))
+    out = pd.DataFrame(index=setups.index)
+    for col in LATENCY_COLUMN.values():
+        column = cases[col] if col in cases.columns else pd.Series(dtype=float)
+        out[col] = [column.get(k, np.nan) if pd.notna(k[0]) else np.nan for k in keys]
+    knobs = _recorded_knobs(tables)
+    for col in KNOB_COLUMNS:
+        out[col] = [
+            knobs[col].get(cid, np.nan) if pd.notna(cid) else np.nan for cid in setups["case_id"]
+        ]
+    return out
+
+
+def with_latency_and_knobs(cands: pd.DataFrame, tables: Tables, latency: str) -> pd.DataFrame:
+    """``cands`` (recommend's candidates: setup label, energy_method...) with the headline
+    latency and, where any setup recorded one, the knob columns."""
+    from harness.report.recommend import setup_label
+
+    col = latency_column(latency)
+    extra = headline_latency_and_knobs(tables).reset_index()
+    extra["setup"] = setup_label(extra)
+    keep = [col, *[k for k in KNOB_COLUMNS if extra[k].notna().any()]]
+    extra = extra[["setup", "energy_method", *keep]].drop_duplicates(["setup", "energy_method"])
+    cands = cands.drop(columns=[c for c in keep if c in cands.columns])
+    return cands.merge(extra, on=["setup", "energy_method"], how="left")
+
+
+# ------------------------------------------------------------------------------ figures
+KNOB_AXES = {
+    "power_limit_w": (
+        "cuda",
+        "GPU power limit (W, as each window recorded it)",
+        "the GPU power limit",
+    ),
+    "cpu_max_mhz": (
+        "cpu",
+        "CPU frequency cap (MHz, scaling_max_freq as recorded)",
+        "the CPU frequency cap",
+    ),
+}
+
+
+def knob_points(tables: Tables, knob: str) -> pd.DataFrame:
+    """Setups of the knob's device kind with the knob recorded, where some model/variant was
+    measured at two or more of its values."""
+    device_kind = KNOB_AXES[knob][0]
+    extra = headline_latency_and_knobs(tables)
+    extra = extra[[c for c in extra.columns if c not in tables.setups.columns]]
+    s = tables.setups.join(extra).reset_index()
+    s = s[s["device"].astype(str).str.startswith(device_kind)]
+    s = s[s[knob].notna() & (s["energy_per_token_j"] > 0)].copy()
+    if s.empty:
+        return s
+    s["series"] = s["model"].astype(str) + "/" + s["variant"].astype(str)
+    s.loc[s["energy_method"] == "estimated", "series"] += " (est.)"
+    spread = s.groupby("series")[knob].nunique()
+    return s[s["series"].isin(spread[spread > 1].index)]
+
+
+def energy_and_latency_vs_knob(tables: Tables, path: Path, knob: str) -> Path | None:
+    """Energy per token and latency against a knob, one line per model/variant."""
+    from harness.report import plots
+
+    s = knob_points(tables, knob)
+    if s.empty:
+        return None
+    _, xlabel, what = KNOB_AXES[knob]
+    colors = plots._colors(s["series"])
+    fig = plots.plt.figure(figsize=(12, 5.5))
+    axes = [fig.add_axes((0.07, 0.13, 0.31, 0.7)), fig.add_axes((0.45, 0.13, 0.31, 0.7))]
+    panels = (
+        ("energy_per_token_j", "energy per generated token (J)"),
+        ("latency_p90_s", "p90 latency of a batch (s)"),
+    )
+    for series, g in s.groupby("series", sort=False):
+        g = g.sort_values(knob)
+        for ax, (col, _) in zip(axes, panels, strict=True):
+            if g[col].notna().any():
+                ax.errorbar(
+                    g[knob],
+                    g[col],
+                    yerr=plots._yerr(g, col),
+                    marker="o",
+                    ms=5,
+                    capsize=2,
+                    lw=1.2,
+                    color=colors[series],
+                    label=series,
+                )
+    for ax, (_, ylabel) in zip(axes, panels, strict=True):
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Energy per token", fontsize=10)
+    axes[1].set_title("Latency", fontsize=10)
+    handles = [
+        plots.Line2D([], [], color=c, marker="o", lw=1.2, label=n) for n, c in colors.items()
+    ]
+    plots._legend_right(fig, handles, "model/variant")
+    fig.suptitle(
+        f"Energy per token and latency against {what} (headline batch size; bars: 95% CI)\n"
+        f"{plots.method_note(s['energy_method'])}",
+        fontsize=11,
+        x=0.45,
+    )
+    return plots._save(fig, path)
+
+
+def energy_vs_power_limit(tables: Tables, path: Path) -> Path | None:
+    return energy_and_latency_vs_knob(tables, path, "power_limit_w")
+
+
+def energy_vs_cpu_max_mhz(tables: Tables, path: Path) -> Path | None:
+    return energy_and_latency_vs_knob(tables, path, "cpu_max_mhz")
