@@ -398,12 +398,12 @@ def execute_run(
     if not cases:
         raise HarnessError(f"--only {only}: no case matches")
     if ray is not None:
+        knobs.refuse_on_ray(cases)  # knobs: the runner sets them on its own machine only
         # Ray hook (harness/distributed.py): no Ray, a bad resources entry or an address where
         # nothing answers is one line and exit 2, before any run folder
         from harness.distributed import preflight
 
         preflight(ray, cases)
-        knobs.refuse_on_ray(cases)  # knobs: the runner sets them on its own machine only
     echo = echo or (lambda line: print(line, flush=True))
     if run_dir is None:
         run_id = store.new_run_id(suite_obj.name)

@@ -340,3 +340,23 @@ def test_profiles_without_knobs_keep_their_case_ids():
     }
     assert case["case_id"] == case_id(case)
     assert store.sanitise(case["hardware"]) == case["hardware"]
+
+
+def test_each_window_records_the_cpu_cap(sysfs):
+    from fakesysfs import make_rapl, write_counter
+
+    from harness.meter import Meter
+    from harness.sensors.rapl import RaplSource
+
+    make_rapl(sysfs, sockets=1, dram=False, psys=False, core=False)
+    policies = make_cpufreq_policies(sysfs, cpus=2, max_khz=3_000_000)
+    with Meter(sensors=[RaplSource()], sample_hz=None) as meter:
+        with meter.window("uncapped") as w:
+            pass
+        assert w.measurement.cpu_max_mhz == 3000.0
+        for p in policies:
+            write_counter(p / "scaling_max_freq", 1_200_000)
+        with meter.window("capped") as w:
+            pass
+    assert w.measurement.cpu_max_mhz == 1200.0
+    assert w.measurement.to_dict()["cpu_max_mhz"] == 1200.0

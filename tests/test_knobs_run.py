@@ -226,3 +226,26 @@ def test_sweep_suite_cpu_part_is_refused_without_cpufreq(tmp_path):
         mhz = hw.removeprefix("cpu-").removesuffix("mhz")
         assert result["error"] == f"hardware {hw!r}: " + expected.format(mhz), name
     assert not (run_dir / "idle.json").exists()  # nothing measured under an unset knob
+
+
+def test_dry_run_says_which_knobs_a_run_would_set(tmp_path):
+    proc = harness(["run", str(SWEEP), "--dry-run", "--only", "*/cpu*/infer-b1"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "knobs of cpu-1200mhz: cpu_max_mhz 1200" in proc.stdout.splitlines()
+    assert "knobs of cpu:" not in proc.stdout  # the reference profile changes nothing
+    assert "gpu" not in proc.stdout
+
+
+def test_ray_run_with_knobs_is_refused_before_any_run_folder(tmp_path):
+    suite = suite_file(
+        tmp_path,
+        [{"name": "cpu-1200", "device": "cpu", "cpu_max_mhz": 1200}],
+        [command("c", "pass")],
+    )
+    proc = harness(["run", str(suite), "--out", str(tmp_path / "out"), "--ray"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "harness: hardware 'cpu-1200': cpu_max_mhz can only be set on this machine; run the suite "
+        "without --ray"
+    ]
+    assert not (tmp_path / "out").exists()
