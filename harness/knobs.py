@@ -322,8 +322,11 @@ def restore_held(state: KnobState, echo: Echo, why: str = "") -> list[str]:
 def restore_left_over(run_dir: Path, echo: Echo) -> None:
     """At a run's start or resume: undo the knobs a dead run left set on this machine.
 
-    First those the machine-wide file names (any run), then the run's own (a resume).
+    First those the machine-wide file names (any run), then the run's own (a resume). A knob that
+    cannot be put back stops the run (KnobError) before it measures a machine in a state nobody
+    chose; its original stays saved for the next try.
     """
+    problems: list[str] = []
     try:
         data = store.read_json(machine_file())
     except (OSError, ValueError):
@@ -333,12 +336,14 @@ def restore_left_over(run_dir: Path, echo: Echo) -> None:
         state = KnobState(other) if (other / KNOBS_FILE).is_file() else KnobState(run_dir)
         if not state.held:  # the run folder is gone or stale: trust the machine's copy
             state.held = list(data["held"])
-        restore_held(state, echo, f", left set by {other.name} (it did not finish)")
+        problems += restore_held(state, echo, f", left set by {other.name} (it did not finish)")
         if not state.held:
             drop_machine_file(data.get("run_dir"))
     own = KnobState(run_dir)
-    if own.held:
-        restore_held(own, echo, " (left set when this run stopped)")
+    if own.held and not problems:
+        problems += restore_held(own, echo, " (left set when this run stopped)")
+    if problems:
+        raise KnobError(f"{problems[0]}; nothing is measured until it is restored")
 
 
 # ------------------------------------------------------------------------------ the runner's hook

@@ -360,3 +360,24 @@ def test_each_window_records_the_cpu_cap(sysfs):
             pass
     assert w.measurement.cpu_max_mhz == 1200.0
     assert w.measurement.to_dict()["cpu_max_mhz"] == 1200.0
+
+
+def test_a_left_over_knob_that_cannot_be_restored_stops_the_next_run(monkeypatch, tmp_path):
+    a = gpu()
+    gpus_fake(monkeypatch, a)
+    dead = run_folder(tmp_path, "dead-run")
+    ProfileKnobs(dead, lambda _: None).enter(
+        {"name": "g", "device": "cuda:0", "power_limit_w": 150}
+    )
+    a.errors["nvmlDeviceSetPowerManagementLimit"] = fakenvml.NoPermission()
+    with pytest.raises(HarnessError, match="nothing is measured until it is restored") as e:
+        restore_left_over(run_folder(tmp_path, "next"), lambda _: None)
+    assert "cannot restore power_limit_w of GPU 0 of g: nvmlDeviceSetPowerManagementLimit" in str(
+        e.value
+    )
+    assert a.power_limit_mw == 150_000
+    # still saved, for the next try once permitted
+    assert json.loads(machine_file().read_text())["run_dir"] == str(dead.resolve())
+    del a.errors["nvmlDeviceSetPowerManagementLimit"]
+    restore_left_over(run_folder(tmp_path, "later"), lambda _: None)
+    assert a.power_limit_mw == 300_000 and not machine_file().exists()
