@@ -474,6 +474,9 @@ FIGURES = {
     "batch_scaling.png": batch_scaling,
     "training_energy_vs_params.png": training_energy_vs_params,
     "power_traces.png": power_traces,
+}
+#: drawn only for a run that swept a hardware knob (harness/report/knobs.py)
+KNOB_FIGURES = {
     "energy_vs_power_limit.png": knob_figures.energy_vs_power_limit,
     "energy_vs_cpu_max_mhz.png": knob_figures.energy_vs_cpu_max_mhz,
 }
@@ -483,7 +486,7 @@ def draw_all(tables: Tables, folder: Path) -> dict[str, Path]:
     """Every figure the run has data for, by file name."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, draw in FIGURES.items():
+    for name, draw in {**FIGURES, **KNOB_FIGURES}.items():
         p = draw(tables, folder / name)
         if p is not None:
             out[name] = p
