@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         click.echo(f"harness: {e}", err=True)
         return 2
+    except OSError as e:  # a full disk, a folder in the way: one line, never a traceback
+        from harness.store import write_error
+
+        click.echo(f"harness: {write_error(e)}", err=True)
+        return 2
     except KeyboardInterrupt:
         click.echo("harness: interrupted", err=True)
         return 130

@@ -2,7 +2,8 @@
 
 Repeat until at least ``min_repeats`` repetitions and ``min_duration_s`` of measured time, and the
 95% confidence half-width (Student t) of the energy is within ``target_rel_ci`` of its median; or
-until ``max_repeats``. The reason is recorded with the case: ``converged`` or ``max_repeats`` (or
+until ``max_repeats``. A constant reading converges no earlier than ``min_repeats`` (its zero
+width proves only that the sensor repeated itself), and zero joules never does. The reason is recorded with the case: ``converged`` or ``max_repeats`` (or
 ``planned`` when the workload fixes its own count).
 """
 
@@ -79,7 +80,9 @@ def stop_reason(
         values = [float(e) for e in energies_j if e is not None and math.isfinite(float(e))]
         if len(values) == n and n >= 2:
             half = ci_half_width(values)
-            if half == 0 or half <= target_rel_ci * abs(statistics.median(values)):
+            median = abs(statistics.median(values))
+            # a sensor that read nothing (0 J every time) is constant, not converged
+            if median > 0 and half <= target_rel_ci * median:
                 return CONVERGED
     if n >= max_repeats:
         return MAX_REPEATS

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,8 +35,65 @@ OK = "ok"
 FAILED = "failed"
 
 # ------------------------------------------------------------------------------ secrets
-_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+#: names that are secrets whatever their shape (compared upper-case)
+SECRET_NAMES = frozenset(
+    {
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "API_KEY",
+        "APIKEY",
+        "ACCESS_KEY",
+        "PRIVATE_KEY",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HUGGINGFACE_TOKEN",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "WANDB_API_KEY",
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AZURE_CLIENT_SECRET",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "DATABASE_URL",
+    }
+)
+#: name patterns of secrets: a *word* TOKEN, KEY, SECRET..., not any name containing those letters
+#: (TOKENIZERS_PARALLELISM, KEYBOARD_LAYOUT and MONKEY_COUNT are settings, not secrets)
+_SECRET_NAME = re.compile(
+    r"(^|_)(TOKEN|ACCESS_TOKEN|AUTH_TOKEN|API_KEY|APIKEY|KEY|PRIVATE_KEY|CREDENTIALS?)$"
+    r"|(^|_)SECRET|PASSWORD|PASSWD|PASSPHRASE",
+    re.IGNORECASE,
+)
+#: command-line options whose next argument (or ``=value``) is a secret
+SECRET_FLAGS = (
+    "--token",
+    "--hf-token",
+    "--auth-token",
+    "--access-token",
+    "--api-key",
+    "--apikey",
+    "--key",
+    "--secret",
+    "--password",
+    "--passwd",
+    "--client-secret",
+)
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@:]*(?::[^/\s@]*)?@")
+#: shapes of well-known tokens, masked wherever they appear (Hugging Face, OpenAI-style, AWS
+#: access key ids, GitHub, Slack)
+_TOKEN_SHAPES = re.compile(
+    r"\b(?:hf_[A-Za-z0-9]{16,}"
+    r"|sk-[A-Za-z0-9_-]{16,}"
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|github_pat_[A-Za-z0-9_]{20,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,})"
+)
 #: environment variables safe to record (the manifest never dumps the environment otherwise)
 ENV_ALLOW = (
     "CUDA_VISIBLE_DEVICES",
@@ -46,31 +104,83 @@ ENV_ALLOW = (
     "HF_HUB_OFFLINE",
     "TRANSFORMERS_OFFLINE",
 )
+#: shorter values are not masked by value (they would mask unrelated text); they are still
+#: masked where they stand (under a secret name, after a secret option)
 _MIN_SECRET_LEN = 4
+#: values that are settings even under a secret-looking name: masking them by value everywhere
+#: would rewrite every "false" in a run folder
+_NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "none", "null", "auto", "0", "1"})
+MASK = "***"
+#: secret values met in suites and cases by this process (see ``remember_secrets``)
+_remembered: set[str] = set()
 
 
 def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
+    """A variable or key whose value is a secret: exact names, and *_TOKEN, *_KEY, *SECRET*..."""
+    return name.upper() in SECRET_NAMES or bool(_SECRET_NAME.search(name))
 
 
-def _secret_values() -> list[str]:
-    values = {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= _MIN_SECRET_LEN}
-    return sorted(values, key=len, reverse=True)  # longest first: no partial leftovers
+def _is_secret_flag(arg: str) -> bool:
+    return arg.lower() in SECRET_FLAGS
+
+
+def _maskable(value: str) -> bool:
+    return len(value) >= _MIN_SECRET_LEN and value.strip().lower() not in _NOT_SECRET_VALUES
+
+
+def secrets_in(value: Any) -> set[str]:
+    """The secret values standing in a JSON-like value: under secret-named keys, after secret
+    options in lists of arguments (``--token X``, ``--api-key=X``)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and is_secret_name(k) and isinstance(v, str) and v:
+                found.add(v)
+            else:
+                found |= secrets_in(v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if not isinstance(v, str):
+                found |= secrets_in(v)
+                continue
+            flag, eq, rest = v.partition("=")
+            if eq and _is_secret_flag(flag) and rest:
+                found.add(rest)
+            elif _is_secret_flag(v) and i + 1 < len(value) and isinstance(value[i + 1], str):
+                found.add(value[i + 1])
+    return found
+
+
+def remember_secrets(value: Any) -> None:
+    """Mask the secrets of a suite or case (``secrets_in``) by value in everything this process
+    writes from now on: a program may print the token it was given in its output."""
+    _remembered.update(s for s in secrets_in(value) if s)
+
+
+def _secret_values(extra: Iterable[str] = ()) -> list[str]:
+    values = {v for k, v in os.environ.items() if is_secret_name(k)}
+    values |= _remembered
+    values |= set(extra)
+    # longest first: no partial leftovers
+    return sorted((v for v in values if _maskable(v)), key=len, reverse=True)
 
 
 def sanitise_text(text: str, secrets_: Iterable[str] | None = None) -> str:
-    """``text`` without URL credentials and without the value of any secret environment variable."""
+    """``text`` without URL credentials, token-shaped strings and the value of any secret."""
     text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    text = _TOKEN_SHAPES.sub(MASK, text)
     for value in _secret_values() if secrets_ is None else secrets_:
         if value in text:
-            text = text.replace(value, "***")
+            text = text.replace(value, MASK)
     return text
 
 
 def sanitise(value: Any, _secrets: list[str] | None = None) -> Any:
-    """A copy of a JSON-like value with every string sanitised and secret-named keys masked."""
+    """A copy of a JSON-like value with secrets masked: values under secret-named keys and after
+    secret options are ``***`` where they stand, and every string is ``sanitise_text``-ed with
+    those values, the environment's and the remembered ones."""
     if _secrets is None:
-        _secrets = _secret_values()
+        _secrets = _secret_values(secrets_in(value))
     if isinstance(value, str):
         return sanitise_text(value, _secrets)
     if isinstance(value, dict):
@@ -78,13 +188,39 @@ def sanitise(value: Any, _secrets: list[str] | None = None) -> Any:
         for k, v in value.items():
             key = sanitise_text(str(k), _secrets) if isinstance(k, str) else k
             if isinstance(k, str) and is_secret_name(k) and isinstance(v, str) and v:
-                out[key] = "***"
+                out[key] = MASK
             else:
                 out[key] = sanitise(v, _secrets)
         return out
     if isinstance(value, (list, tuple)):
-        return [sanitise(v, _secrets) for v in value]
+        out_list = []
+        masked_next = False
+        for v in value:
+            if masked_next and isinstance(v, str):
+                out_list.append(MASK)
+                masked_next = False
+                continue
+            masked_next = False
+            if isinstance(v, str):
+                flag, eq, rest = v.partition("=")
+                if eq and _is_secret_flag(flag) and rest:
+                    out_list.append(f"{sanitise_text(flag, _secrets)}={MASK}")
+                    continue
+                masked_next = _is_secret_flag(v)
+            out_list.append(sanitise(v, _secrets))
+        return out_list
     return value
+
+
+def is_masked(value: Any) -> bool:
+    """True when a sanitised JSON-like value still holds a mask where a secret stood."""
+    if isinstance(value, str):
+        return MASK in value
+    if isinstance(value, dict):
+        return any(is_masked(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(is_masked(v) for v in value)
+    return False
 
 
 def sanitise_frame(df):
@@ -98,9 +234,23 @@ def sanitise_frame(df):
     return df
 
 
+def last_line(text: str) -> str:
+    """The last non-blank line of a program's output, stripped ("" when there is none).
+
+    A failing program's last line is usually its error; a command case's last line may be its
+    JSON report. The one helper for both.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 # ------------------------------------------------------------------------------ atomic writes
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+
+    The one way the project writes a file (results, reports, figures, task files, tokenizer):
+    a reader, or a run killed half-way, sees the old file or the new one, never a part.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -110,20 +260,64 @@ def write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # fsync and write name no file: say which one failed
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)  # make the rename itself durable
+
+
+def write_text(path: Path, text: str) -> None:
+    """``write_bytes`` of UTF-8 text."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def staging_folder(target: Path) -> Path:
+    """A fresh hidden folder beside ``target`` to build its new contents in (``replace_folder``)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+
+
+def replace_folder(staging: Path, target: Path) -> Path:
+    """Swap a fully written ``staging`` folder into place as ``target``, atomically.
+
+    The folder analogue of ``write_bytes`` (a checkpoint is a folder of files written by
+    ``save_pretrained``): every file is fsynced, then the old folder is renamed aside, the new one
+    renamed in and the old one removed, so ``target`` is always a whole checkpoint, old or new.
+    """
+    staging, target = Path(staging), Path(target)
+    for path in staging.rglob("*"):
+        if path.is_file():
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(staging)
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(staging, target)
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def _json_default(value: Any) -> Any:
@@ -154,6 +348,55 @@ def write_json(path: Path, obj: Any) -> None:
     write_bytes(path, (text + "\n").encode())
 
 
+def try_write_json(path: Path, obj: Any) -> bool:
+    """``write_json`` that reports failure instead of raising (for last words on a full disk)."""
+    try:
+        write_json(path, obj)
+        return True
+    except OSError:
+        return False
+
+
+#: a run keeps this much disk in reserve (``.reserve`` in its folder), given back when the disk
+#: fills so that the manifest can still say the run was interrupted
+RESERVE_FILE = ".reserve"
+RESERVE_BYTES = 256 * 1024
+
+
+def reserve_space(run_dir: Path) -> None:
+    """Set disk space aside for the run's last words (see ``release_space``)."""
+    path = Path(run_dir) / RESERVE_FILE
+    try:
+        if path.stat().st_size >= RESERVE_BYTES:
+            return
+    except OSError:
+        pass
+    write_bytes(path, b"\0" * RESERVE_BYTES)
+
+
+def release_space(run_dir: Path) -> None:
+    try:
+        (Path(run_dir) / RESERVE_FILE).unlink()
+    except OSError:
+        pass
+
+
+_DISK_FULL = {28, 122}  # ENOSPC, EDQUOT
+
+
+def write_error(e: OSError, resume: Path | None = None) -> HarnessError:
+    """The one line for a write that failed: ``no space left on device writing PATH``."""
+    import errno
+
+    where = f" writing {e.filename}" if e.filename else ""
+    if e.errno in _DISK_FULL or e.errno == errno.ENOSPC:
+        what = "no space left on device" if e.errno != 122 else "disk quota exceeded"
+    else:
+        what = (e.strerror or str(e) or type(e).__name__).lower()
+    tail = f"; what was done is saved, finish with: harness run --resume {resume}" if resume else ""
+    return HarnessError(f"{what}{where}{tail}")
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
@@ -182,7 +425,10 @@ def write_parquet(path: Path, df) -> None:
 
 
 def write_csv(path: Path, df) -> None:
-    write_bytes(path, sanitise_frame(df).to_csv(index=False).encode())
+    """A CSV without secrets whose text cells a spreadsheet cannot run (see harness/csvsafe.py)."""
+    from harness.csvsafe import to_csv_text
+
+    write_bytes(path, to_csv_text(sanitise_frame(df)).encode())
 
 
 def write_trace(path: Path, rows: list[dict]) -> None:
@@ -223,18 +469,89 @@ def case_dir(run_dir: Path, case_id: str) -> Path:
     return Path(run_dir) / CASES / case_id
 
 
-def read_result(run_dir: Path, case_id: str) -> dict | None:
-    """A case's result.json, or None when it is missing or unreadable."""
+def result_problem(result: Any, case_id: str | None = None) -> str | None:
+    """Why a parsed result.json is not a usable result, or None when it is one.
+
+    A result is a JSON object with a status (ok or failed), of this case (its ``case_id``, where
+    it names one); an ok one also has a non-empty list of repetitions, each an object: what a done
+    case has, so a truncated, hand-edited or foreign file never counts as done.
+    """
+    if not isinstance(result, dict):
+        return f"not a JSON object but {type(result).__name__}"
+    status = result.get("status")
+    if status not in (OK, FAILED):
+        return f"status is {status!r}, not ok or failed"
+    if case_id is not None and result.get("case_id") not in (None, case_id):
+        return f"it belongs to case {result.get('case_id')!r}"
+    if status == OK:
+        reps = result.get("repetitions")
+        if not isinstance(reps, list) or not reps:
+            return "status ok without repetitions"
+        if not all(isinstance(r, dict) for r in reps):
+            return "a repetition is not a JSON object"
+    return None
+
+
+def check_result(run_dir: Path, case_id: str) -> tuple[dict | None, str | None]:
+    """A case's result and, when its result.json exists but is unusable, why."""
+    path = case_dir(run_dir, case_id) / RESULT_FILE
     try:
-        return read_json(case_dir(run_dir, case_id) / RESULT_FILE)
-    except (OSError, ValueError):
-        return None
+        result = read_json(path)
+    except FileNotFoundError:
+        return None, None
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except ValueError as e:
+        return None, f"does not parse ({str(e).splitlines()[0][:80]})"
+    except OSError as e:
+        return None, f"unreadable ({e.strerror})"
+    problem = result_problem(result, case_id)
+    return (None, problem) if problem else (result, None)
+
+
+def read_result(run_dir: Path, case_id: str) -> dict | None:
+    """A case's result.json, or None when it is missing, unreadable or not a usable result."""
+    return check_result(run_dir, case_id)[0]
 
 
 def is_done(run_dir: Path, case_id: str) -> bool:
-    """A case is done when its result.json exists with status ok."""
+    """A case is done when its result.json exists, is a complete result and says ok."""
     result = read_result(run_dir, case_id)
-    return bool(result) and result.get("status") == OK
+    return result is not None and result.get("status") == OK
+
+
+def _warn(line: str) -> None:
+    import sys
+
+    print(f"harness: warning: {line}", file=sys.stderr, flush=True)
+
+
+def pending_cases(run_dir: Path, cases: list[dict], warn=None) -> list[dict]:
+    """The cases of ``cases`` not done in ``run_dir``; each unusable result.json gets a warning
+    naming it (that case runs again)."""
+    warn = warn or _warn
+    pending = []
+    for case in cases:
+        result, problem = check_result(run_dir, case["case_id"])
+        if problem:
+            path = case_dir(run_dir, case["case_id"]) / RESULT_FILE
+            warn(f"{path}: not a complete result ({problem}); {case.get('case')} runs again")
+        if result is None or result.get("status") != OK:
+            pending.append(case)
+    return pending
+
+
+def write_failure(path: Path, result: dict) -> bool:
+    """Write a failed (or interrupted) result unless ``path`` already holds a complete ok result:
+    a finished case is never overwritten by what happened after it finished. True if written."""
+    try:
+        existing = read_json(path)
+    except (OSError, ValueError):
+        existing = None
+    if existing is not None and result_problem(existing) is None and existing.get("status") == OK:
+        return False
+    write_json(path, result)
+    return True
 
 
 def read_manifest(run_dir: Path) -> dict:
@@ -404,10 +721,9 @@ def collect_rows(run_dir: Path) -> list[dict]:
     )
     rows: list[dict] = []
     for folder in folders:
-        try:
-            result = read_json(folder / RESULT_FILE)
-        except (OSError, ValueError):
-            continue
+        result, _ = check_result(run_dir, folder.name)
+        if result is None:
+            continue  # no usable result: the case is not done, and has no rows
         try:
             case = read_json(folder / CASE_FILE)
         except (OSError, ValueError):
@@ -442,6 +758,29 @@ def rebuild_measurements(run_dir: Path):
     return df
 
 
+def measurements_stale(run_dir: Path) -> bool:
+    """True when a result.json is newer than measurements.parquet (a run killed between writing a
+    result and rebuilding the table), or a case folder was added or removed since."""
+    run_dir = Path(run_dir)
+    try:
+        cache = (run_dir / MEASUREMENTS_PARQUET).stat().st_mtime_ns
+    except OSError:
+        return True
+    cases_dir = run_dir / CASES
+    if not cases_dir.is_dir():
+        return False
+    for result in cases_dir.glob(f"*/{RESULT_FILE}"):
+        try:
+            if result.stat().st_mtime_ns > cache:
+                return True
+        except OSError:
+            continue
+    try:
+        return cases_dir.stat().st_mtime_ns > cache
+    except OSError:
+        return False
+
+
 def _is_run_dir(path: Path) -> bool:
     return (path / MANIFEST).is_file() or (path / CASES).is_dir()
 
@@ -462,7 +801,7 @@ def load_results(path: str | Path = "results"):
     frames = []
     for run in runs:
         parquet = run / MEASUREMENTS_PARQUET
-        if parquet.is_file():
+        if parquet.is_file() and not measurements_stale(run):
             try:
                 frames.append(pd.read_parquet(parquet))
                 continue

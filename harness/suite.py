@@ -24,9 +24,53 @@ QUANTIZATIONS = ("int8-dynamic",)
 SOURCE_PREFIXES = ("builtin:", "path:", "hf:")
 MODEL_WORKLOADS = ("train", "infer", "accuracy")
 #: short names for dtypes in readable case names are the variant names; these are for docs
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?$")
-_DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
-_NAME = re.compile(r"^[A-Za-z0-9][\w.+-]*$")
+# \Z, not $: "$" also matches before a final newline, and a name must not end in one
+_HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?\Z")
+_DEVICE = re.compile(r"(cpu|cuda:\d+)\Z")
+_NAME = re.compile(r"[A-Za-z0-9][\w.+-]*\Z", re.ASCII)
+_TASK = re.compile(r"[A-Za-z0-9][\w.:+-]*\Z", re.ASCII)
+#: a problem line shows at most this much of a value, and a suite at most this many lines
+EXCERPT_CHARS = 60
+LINE_CHARS = 240
+MAX_PROBLEMS = 20
+#: the extra to install for each kind of workload, and the modules it brings
+EXTRAS = {
+    "train": ("ml", ("torch", "transformers", "tokenizers")),
+    "infer": ("ml", ("torch", "transformers", "tokenizers")),
+    "accuracy": ("ml", ("torch", "transformers", "tokenizers", "lm_eval")),
+}
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """``repr`` of a value, cut to ``limit`` characters: a message never echoes a whole value
+    (YAML aliases can make a few hundred bytes of suite into megabytes of value)."""
+    text = _bounded_repr(value, limit + 1)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded_repr(value: Any, limit: int) -> str:
+    # repr of a huge aliased structure would itself be huge: build only what is shown
+    if isinstance(value, dict):
+        parts, size = [], 2
+        for k, v in value.items():
+            part = f"{_bounded_repr(k, limit)}: {_bounded_repr(v, limit)}"
+            parts.append(part)
+            size += len(part) + 2
+            if size > limit:
+                break
+        return "{" + ", ".join(parts) + "}"
+    if isinstance(value, (list, tuple)):
+        parts, size = [], 2
+        for v in value:
+            part = _bounded_repr(v, limit)
+            parts.append(part)
+            size += len(part) + 2
+            if size > limit:
+                break
+        return "[" + ", ".join(parts) + "]"
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit])
+    return repr(value)
 
 
 class SuiteError(HarnessError):
@@ -48,7 +92,8 @@ class _Strict(BaseModel):
 def _check_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(
-            f"{value!r} is not a usable name (letters, digits, '.', '_', '-', '+'; no '/' or spaces)"
+            f"{excerpt(value)} is not a usable name (letters, digits, '.', '_', '-', '+'; "
+            "no '/', spaces or line breaks)"
         )
     return value
 
@@ -110,7 +155,7 @@ class Measurement(_Strict):
             unknown = [s for s in value if s not in REGISTRY]
             if unknown:
                 raise ValueError(
-                    f"unknown source {unknown[0]!r} (known: {', '.join(sorted(REGISTRY))})"
+                    f"unknown source {excerpt(unknown[0])} (known: {', '.join(sorted(REGISTRY))})"
                 )
             if len(set(value)) != len(value):
                 raise ValueError("a source is listed twice")
@@ -174,7 +219,7 @@ class Hardware(_Strict):
     @classmethod
     def _device(cls, value: str) -> str:
         if not _DEVICE.match(value):
-            raise ValueError(f"{value!r} is not a device (cpu or cuda:N)")
+            raise ValueError(f"{excerpt(value)} is not a device (cpu or cuda:N)")
         return value
 
     @model_validator(mode="after")
@@ -206,16 +251,22 @@ class Model(_Strict):
     def _source(cls, value: str) -> str:
         prefix = next((p for p in SOURCE_PREFIXES if value.startswith(p)), None)
         if prefix is None:
-            raise ValueError(f"{value!r} has no known source prefix ({', '.join(SOURCE_PREFIXES)})")
+            raise ValueError(
+                f"{excerpt(value)} has no known source prefix ({', '.join(SOURCE_PREFIXES)})"
+            )
         rest = value[len(prefix) :]
         if not rest.strip():
-            raise ValueError(f"{value!r} names nothing after {prefix}")
+            raise ValueError(f"{excerpt(value)} names nothing after {prefix}")
         if prefix == "hf:" and not _HF_ID.match(rest):
-            raise ValueError(f"{value!r} is not a Hugging Face id (hf:org/name[@revision])")
+            raise ValueError(f"{excerpt(value)} is not a Hugging Face id (hf:org/name[@revision])")
+        if prefix == "path:" and "\n" in rest:
+            raise ValueError(f"{excerpt(value)}: a path must not hold a line break")
         if prefix == "builtin:":
             known = builtin_model_names()
             if known is not None and rest not in known:
-                raise ValueError(f"unknown builtin model {rest!r} (known: {', '.join(known)})")
+                raise ValueError(
+                    f"unknown builtin model {excerpt(rest)} (known: {', '.join(known)})"
+                )
         return value
 
 
@@ -259,6 +310,11 @@ class AccuracyWorkload(_Strict):
     @field_validator("tasks")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
+        for task in value:
+            if not _TASK.match(task):
+                raise ValueError(
+                    f"{excerpt(task)} is not a task name (no spaces, slashes or line breaks)"
+                )
         if len(set(value)) != len(value):
             raise ValueError("a task is listed twice")
         return value
@@ -340,7 +396,8 @@ def _unique_names(field: str, items: list, what: str = "name") -> None:
     for i, item in enumerate(items):
         if item.name in seen:
             raise ValueError(
-                f"{field}.{i}.name: duplicate {what} {item.name!r} (also {field}.{seen[item.name]})"
+                f"{field}.{i}.name: duplicate {what} {excerpt(item.name)} "
+                f"(also {field}.{seen[item.name]})"
             )
         seen[item.name] = i
 
@@ -381,23 +438,26 @@ def _format_error(err: dict) -> str:
     elif kind == "greater_than":
         what = f"must be > {_num(ctx.get('gt'))}"
     elif kind in ("int_parsing", "int_type", "int_from_float"):
-        what = f"must be a whole number, not {given!r}"
+        what = f"must be a whole number, not {excerpt(given)}"
     elif kind in ("float_parsing", "float_type"):
-        what = f"must be a number, not {given!r}"
+        what = f"must be a number, not {excerpt(given)}"
     elif kind in ("bool_parsing", "bool_type"):
-        what = f"must be true or false, not {given!r}"
+        what = f"must be true or false, not {excerpt(given)}"
     elif kind in ("string_type",):
-        what = f"must be a string, not {given!r}"
+        what = f"must be a string, not {excerpt(given)}"
     elif kind in ("list_type",):
-        what = f"must be a list, not {given!r}"
+        what = f"must be a list, not {excerpt(given)}"
     elif kind in ("dict_type", "model_type", "model_attributes_type"):
-        what = f"must be a mapping, not {given!r}"
+        what = f"must be a mapping, not {excerpt(given)}"
     elif kind == "literal_error":
-        what = f"must be {ctx.get('expected')}, not {given!r}"
+        what = f"must be {ctx.get('expected')}, not {excerpt(given)}"
     elif kind == "too_short":
         what = "must not be empty"
     elif kind == "union_tag_invalid":
-        what = f"unknown workload type {ctx.get('tag')!r} (known: train, infer, accuracy, command)"
+        what = (
+            f"unknown workload type {excerpt(ctx.get('tag'))} "
+            "(known: train, infer, accuracy, command)"
+        )
     elif kind == "union_tag_not_found":
         what = "needs a type (train, infer, accuracy or command)"
     elif kind == "value_error":
@@ -405,11 +465,15 @@ def _format_error(err: dict) -> str:
     else:
         what = err.get("msg", kind)
     what = what.splitlines()[0] if what else kind
+    if len(what) > LINE_CHARS:
+        what = what[: LINE_CHARS - 1] + "…"
     # model validators speak for the whole block; their message may start with its own path
     m = re.match(r"^([\w.]+): (.*)$", what)
     if m and kind == "value_error" and re.match(r"^[a-z_]+(\.\w+)*$", m.group(1)):
         path = f"{path}.{m.group(1)}" if path else m.group(1)
         what = m.group(2)
+    if len(path) > LINE_CHARS:  # keys of a mapping are values too
+        path = path[: LINE_CHARS - 1] + "…"
     return f"{path}: {what}" if path else what
 
 
@@ -434,9 +498,12 @@ def validate_data(data: Any, source: str = "suite") -> Suite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
-        lines = [_format_error(err) for err in e.errors(include_url=False)]
+        errors = e.errors(include_url=False, include_input=True)
+        lines = _dedupe([_format_error(err) for err in errors[: 4 * MAX_PROBLEMS]])
         # a union of "auto" | list reports both branches; keep only the most specific line
-        raise SuiteError(_dedupe(lines), source) from None
+        if len(lines) > MAX_PROBLEMS or len(errors) > 4 * MAX_PROBLEMS:
+            lines = [*lines[:MAX_PROBLEMS], "... and more problems (fix these first)"]
+        raise SuiteError(lines, source) from None
     except HarnessError as e:  # raised inside a validator (e.g. the carbon lookup)
         raise SuiteError([str(e)], source) from None
     try:
@@ -542,10 +609,9 @@ def case_id(case: dict) -> str:
     The suite's name, description, measurement protocol and carbon settings are left out, so the
     same setup keeps its id across suites and runs and can be compared.
     """
-    from harness.store import sanitise
-
-    # hashed as written to disk (secrets masked), so a resumed run finds the same ids
-    settings = sanitise({k: case.get(k) for k in ("hardware", "model", "variant", "workload")})
+    # hashed from the suite as written, never from masked text: masking depends on the
+    # environment (which variables hold secrets now), an id must not
+    settings = {k: case.get(k) for k in ("hardware", "model", "variant", "workload")}
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -629,3 +695,29 @@ def select(cases: list[dict], pattern: str | None) -> list[dict]:
     if not pattern:
         return cases
     return [c for c in cases if fnmatch.fnmatchcase(c["case"], pattern)]
+
+
+def missing_extra(cases: list[dict]) -> str | None:
+    """Why these cases cannot run here: the extra their workloads need and the first module of it
+    that is not installed, or None. Checked before any case runs (a missing torch would otherwise
+    fail every case in turn with ModuleNotFoundError)."""
+    import importlib.util
+
+    seen: set[str] = set()
+    for case in cases:
+        wtype = (case.get("workload") or {}).get("type")
+        if wtype not in EXTRAS or wtype in seen:
+            continue
+        seen.add(wtype)
+        extra, modules = EXTRAS[wtype]
+        for module in modules:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                return (
+                    f"the suite's {wtype} workloads need the {extra!r} extra, which is not "
+                    f"installed here (no module {module}): pip install 'energy-harness[{extra}]'"
+                )
+    return None

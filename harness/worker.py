@@ -14,14 +14,13 @@ import math
 import os
 import signal
 import socket
-import statistics
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.stopping import PLANNED, ci_half_width, stop_reason
+from harness.stopping import PLANNED, stop_reason
 
 #: the runner sets this so the worker can tell when the runner died before it noticed
 PARENT_ENV = "HARNESS_PARENT_PID"
@@ -30,6 +29,27 @@ PLUGINS_ENV = "HARNESS_PLUGINS"
 #: a repetition is not started when the case would then likely pass this share of its timeout
 TIME_BUDGET_SHARE = 0.85
 TIME_BUDGET = "time_budget"
+
+#: what a model case imports: a spawned worker pays for it (seconds), a forked one finds it done
+MODEL_IMPORTS = (
+    "torch",
+    "transformers",
+    "transformers.models.llama.modeling_llama",
+    "lm_eval.evaluator",
+    "lm_eval.models.huggingface",
+    "lm_eval.tasks",
+    "harness.meter",
+    "harness.models",
+    "harness.records",
+    "harness.engines.transformers",
+    "harness.workloads.infer",
+    "harness.workloads.accuracy",
+    "harness.workloads.train",
+)
+#: the workloads that run a model in-process, and so import MODEL_IMPORTS
+MODEL_WORKLOADS = ("train", "infer", "accuracy")
+#: what every worker imports
+BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.report.stats")
 
 AGGREGATED = (
     "duration_s",
@@ -57,17 +77,23 @@ def error_line(exc: BaseException) -> str:
 
 
 def aggregates(records: list[dict]) -> dict:
-    """``n``, and per metric the median and the 95% interval of the mean (``_ci_low/_ci_high``)."""
+    """``n``, and per metric the median and the 95% interval of the mean (``_ci_low/_ci_high``).
+
+    The interval is the report's own (``harness.report.stats.describe``): one implementation,
+    so result.json and summary.csv never disagree on what a repetition set says.
+    """
+    from harness.report.stats import describe
+
     out: dict = {"n": len(records)}
     for col in AGGREGATED:
         values = [r.get(col) for r in records]
         values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         if not values:
             continue
-        out[col] = statistics.median(values)
+        stats = describe(values)
+        out[col] = stats["median"]
         if len(values) >= 2:
-            mean, half = statistics.fmean(values), ci_half_width(values)
-            out[f"{col}_ci_low"], out[f"{col}_ci_high"] = mean - half, mean + half
+            out[f"{col}_ci_low"], out[f"{col}_ci_high"] = stats["ci_low"], stats["ci_high"]
     return out
 
 
@@ -89,6 +115,30 @@ def _die_with_parent() -> None:
     parent = os.environ.get(PARENT_ENV)
     if parent and parent.isdigit() and os.getppid() != int(parent):
         os._exit(1)  # the runner is already gone
+
+
+def seconds_since_process_start() -> float | None:
+    """How long this process has existed (Linux: /proc), so a worker can say what starting cost."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime_s - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def import_modules(names: tuple[str, ...]) -> float:
+    """Import ``names`` (those not yet imported); the seconds it took."""
+    import importlib
+
+    t0 = time.monotonic()
+    for name in names:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass  # the workload that needs it says so, for its case
+    return time.monotonic() - t0
 
 
 def _load_plugins() -> None:
@@ -137,7 +187,7 @@ def _device_name(hw: dict, workload_type: str) -> str | None:
         return None
 
 
-def run_case(
+def measure_case(
     case_dir: Path, run_dir: Path, run_id: str, idle_w: dict | None, case: dict | None = None
 ) -> dict:
     """Measure a case and write its trace and result into ``case_dir``; return the result.
@@ -150,6 +200,7 @@ def run_case(
     started = store.utc_now()
     if case is None:
         case = store.read_json(case_dir / store.CASE_FILE)
+    store.remember_secrets(case)  # what the program prints of its secrets is masked too
     m = case.get("measurement") or {}
     result: dict = {
         "schema_version": store.SCHEMA_VERSION,
@@ -171,6 +222,8 @@ def run_case(
     meter = None
     workload = None
     t_case = time.monotonic()
+    #: where a case's time goes: starting the process, imports, setup, warmup, measuring
+    timing = result["timing"] = {"startup_s": seconds_since_process_start()}
     try:
         from harness import carbon
         from harness.meter import Meter
@@ -179,6 +232,8 @@ def run_case(
 
         _load_plugins()
         wtype = (case.get("workload") or {}).get("type", "?")
+        if wtype in MODEL_WORKLOADS:
+            timing["imports_s"] = import_modules(MODEL_IMPORTS)
         apply_hardware(case.get("hardware") or {}, wtype)
         carbon_settings = carbon.settings(case.get("carbon") or {})
         result["carbon"] = carbon_settings
@@ -201,12 +256,16 @@ def run_case(
             case_dir=Path(case_dir),
             idle_w=idle_w,
         )
+        t_setup = time.monotonic()
         workload = create(ctx)
         static = workload.setup() or {}
         result["static"] = static
         warmup = int(m.get("warmup") or 0)
+        t_warmup = time.monotonic()
         if warmup:
             workload.warmup(warmup)
+        t_measure = time.monotonic()
+        timing.update(setup_s=t_warmup - t_setup, warmup_s=t_measure - t_warmup)
         base = store.identity_columns(case, run_id)
         base.update(node=socket.gethostname(), device_name=_device_name(case["hardware"], wtype))
         base.update(static)
@@ -262,6 +321,7 @@ def run_case(
                 reason = TIME_BUDGET  # stop with what is measured rather than lose it all
         for record in records:
             record["stop_reason"] = reason
+        timing["measure_s"] = time.monotonic() - t_measure
         result["summary"] = workload.summary() or {}
         result["stop_reason"] = reason
         result["aggregates"] = aggregates(records)
@@ -281,6 +341,7 @@ def run_case(
                 workload.teardown()
             except Exception as e:
                 print(f"teardown failed: {error_line(e)}", file=sys.stderr)
+    timing["case_s"] = time.monotonic() - t_case
     if meter is not None:
         try:
             meter.close()
@@ -309,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     idle_w = json.loads(args.idle_w) if args.idle_w else None
     case = json.load(sys.stdin) if args.case_stdin else None
-    result = run_case(args.case_dir, args.run_dir, args.run_id, idle_w, case)
+    result = measure_case(args.case_dir, args.run_dir, args.run_id, idle_w, case)
     return 0 if result["status"] == "ok" else 1
 
 

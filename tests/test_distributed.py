@@ -1,4 +1,4 @@
-"""Running suites on a Ray cluster (harness/distributed.py) and on a schedule (scripts/).
+"""Running suites on a Ray cluster (harness/launchers/ray.py) and on a schedule (scripts/).
 
 The Ray tests start a real two-node cluster on this machine (both nodes on 127.0.0.1, each with
 one ``harness_node``; the second also offers ``jetson``) and drive it through ``harness run --ray
@@ -131,8 +131,8 @@ def test_ray_address_where_nothing_answers_is_one_line(tmp_path, capsys):
 def test_node_lock_waits_for_other_runs_not_for_its_own_driver(tmp_path, monkeypatch):
     import threading
 
-    from harness.distributed import _node_lock
     from harness.errors import HarnessError
+    from harness.launchers.cluster import node_lock as _node_lock
     from harness.lock import MachineLock
 
     monkeypatch.setenv("HARNESS_LOCK_FILE", str(tmp_path / "m.lock"))
@@ -154,8 +154,8 @@ def test_node_lock_waits_for_other_runs_not_for_its_own_driver(tmp_path, monkeyp
 
 
 def test_case_needs_map_profiles_to_ray_resources():
-    from harness.distributed import NODE_RESOURCE, case_needs, task_options
     from harness.errors import HarnessError
+    from harness.launchers.cluster import NODE_RESOURCE, case_needs, task_options
 
     cpu = {"hardware": {"name": "cpu", "device": "cpu"}, "case": "x"}
     gpu = {"hardware": {"name": "h", "device": "cuda:1", "resources": {"h100": 1}}, "case": "y"}
@@ -173,8 +173,8 @@ def test_case_needs_map_profiles_to_ray_resources():
 
 
 def test_check_nodes_wants_one_harness_node_each():
-    from harness.distributed import check_nodes
     from harness.errors import HarnessError
+    from harness.launchers.cluster import check_nodes
 
     good = {"Alive": True, "NodeID": "ab" * 20, "Resources": {"CPU": 2.0, "harness_node": 1.0}}
     check_nodes([good, {"Alive": False, "Resources": {}}])
@@ -185,8 +185,19 @@ def test_check_nodes_wants_one_harness_node_each():
         check_nodes([good, two])
 
 
+def test_what_a_case_sends_back_fits_the_smallest_object_store():
+    from harness.launchers.cluster import CASE_FILES_LIMIT_BYTES, transfer_limit_bytes
+
+    mib = 2**20
+    small = {"Alive": True, "Resources": {"harness_node": 1.0, "object_store_memory": 256 * mib}}
+    big = {"Alive": True, "Resources": {"harness_node": 1.0, "object_store_memory": 8192 * mib}}
+    dead = {"Alive": False, "Resources": {"object_store_memory": 16 * mib}}
+    assert transfer_limit_bytes([small, big, dead]) == 128 * mib  # half the smallest live one
+    assert transfer_limit_bytes([big]) == CASE_FILES_LIMIT_BYTES == 512 * mib
+
+
 def test_infer_cases_wait_for_their_models_train_case():
-    from harness.distributed import dependencies
+    from harness.launchers import dependencies
 
     def case(cid, model, wtype, source="builtin:tiny-xs"):
         return {
@@ -208,8 +219,8 @@ def test_infer_cases_wait_for_their_models_train_case():
 
 
 def test_artifacts_replace_a_checkpoint_folder_whole(tmp_path):
-    from harness.distributed import model_artifacts, replace_artifacts
     from harness.errors import HarnessError
+    from harness.launchers.cluster import model_artifacts, replace_artifacts
 
     art = tmp_path / "artifacts"
     replace_artifacts(art, {"models/m/config.json": b"{}", "models/m/old.bin": b"1"})
@@ -231,7 +242,7 @@ def test_failure_reasons_name_what_ray_says():
     pytest.importorskip("ray")
     import ray.exceptions as rex
 
-    from harness.distributed import failure_reason
+    from harness.launchers.ray import failure_reason
 
     assert failure_reason(rex.WorkerCrashedError(), "vm/1234abcd") == (
         "Ray worker died during the case on node vm/1234abcd (killed, or its node was lost)"
@@ -244,7 +255,8 @@ def test_failure_reasons_name_what_ray_says():
 
 def test_failed_case_gets_its_folder_and_node(tmp_path):
     from harness import store
-    from harness.distributed import write_case_files, write_failed
+    from harness.launchers import write_failed
+    from harness.launchers.cluster import write_case_files
 
     case = {"case_id": "abc123", "case": "cpu/x", "hardware": {"name": "cpu"}}
     cdir = store.case_dir(tmp_path, "abc123")
@@ -586,6 +598,31 @@ def test_killed_worker_fails_its_case_and_resume_reruns_only_it(cluster, tmp_pat
     assert after["cpu/victim"]["status"] == "ok"
     for name in ("cpu/quick1", "cpu/quick2"):  # done before: not measured twice
         assert after[name]["ray"]["started_unix"] == before[name]
+
+
+@pytest.mark.ray
+def test_failed_train_case_fails_its_dependants_on_ray(cluster, tmp_path):
+    from test_runner import failing_train_suite
+
+    suite = failing_train_suite(tmp_path, name="failedtrain")
+    env = _harness_env(cluster["lock_file"])
+    proc = _run_harness(
+        ["run", str(suite), "--ray", cluster["address"], "--out", "res", "--no-report"],
+        tmp_path,
+        env,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = results_by_name(tmp_path / last_line(proc.stdout))
+    train = results["tiny-xs/fp32/cpu/train"]
+    assert train["status"] == "failed" and "text_file /no/such.txt" in train["error"]
+    infer = results["tiny-xs/fp32/cpu/infer-b1"]
+    # it received the train task's checkpoint ObjectRef: failed, so it was never measured
+    assert (
+        infer["error"]
+        == f"not run: its train case tiny-xs/fp32/cpu/train failed ({train['error']})"
+    )
+    assert infer["repetitions"] == [] and infer["node"] is not None
+    assert results["cpu/after"]["status"] == "ok"
 
 
 @pytest.mark.ray

@@ -63,9 +63,11 @@ def test_cli_max_latency_names_latency_and_knob(gpu_run, capsys):
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert first.startswith(
-        "recommended: m/fp32/gpu-200w at batch 8: accuracy on arith 0.8, 3 J/query"
+        "recommended: m/fp32/gpu-200w at batch 8: accuracy on arith 0.8 (95% interval"
     )
-    assert first.endswith("p90 latency 0.2 s, power_limit_w 200, cpu_max_mhz 3000")
+    assert first.endswith(
+        "3 J/query (measured), p90 latency 0.2 s, power_limit_w 200, cpu_max_mhz 3000"
+    )
     front = out.split("Pareto front")[1]
     assert "latency_p90_s" in front and "power_limit_w" in front
 
@@ -74,7 +76,8 @@ def test_cli_max_latency_none_fast_enough_exit_1(gpu_run, capsys):
     assert main(["recommend", str(gpu_run), "--min-accuracy", "0.7", "--max-latency", "0.05"]) == 1
     out = capsys.readouterr().out.strip()
     assert out == (
-        "no setup reaches accuracy on arith >= 0.7 within p90 latency <= 0.05 s; the fastest "
+        "no setup reaches 95% lower bound of accuracy on arith >= 0.7 within p90 latency <= "
+        "0.05 s; the fastest "
         "accurate enough is m/fp32/gpu-300w (p90 latency 0.1 s, 4 J/query)"
     )
 

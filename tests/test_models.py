@@ -285,3 +285,13 @@ def test_hardware_profiles():
     _one_line_error(
         lambda: hardware.apply_profile({"name": "x", "device": "cpu", "threads": 0}), "threads"
     )
+
+
+def test_the_task_files_have_one_copy():
+    """harness/data/tasks is the copy; suites/tasks is a link to it, never a second copy."""
+    from pathlib import Path
+
+    root = Path(corpus.__file__).resolve().parents[2]
+    assert corpus.tasks_dir() == builtin_data_tasks()
+    link = root / "suites" / "tasks"
+    assert link.is_symlink() and link.resolve() == builtin_data_tasks()

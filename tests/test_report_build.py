@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 from fakeruns import command_case, infer_case, standard_cases, write_run
 from PIL import Image
@@ -96,3 +99,23 @@ def test_every_pareto_front_setup_is_labelled(tmp_path, monkeypatch):
     n, wanted = drawn[0]
     assert wanted >= 2
     assert n == wanted
+
+
+def test_the_report_says_why_each_case_stopped(tmp_path):
+    cases = standard_cases()
+    noisy = infer_case("tiny-s", "fp32", "edge", 8, 1.0, reps=10, rel_noise=0.3, trace=False)
+    cases.append(noisy)
+    run = write_run(tmp_path, cases)
+    result = next(p for p in (run / "cases").glob("*/result.json") if noisy.case_id in str(p))
+    data = json.loads(result.read_text())
+    for rep in data["repetitions"]:
+        rep["stop_reason"] = "max_repeats"
+    result.write_text(json.dumps(data))
+    (run / "measurements.parquet").unlink()  # rebuilt from the result files
+    text = (build_report(run, figures=False) / "report.md").read_text()
+    section = text.split("## Repetitions and stopping")[1]
+    assert "**max_repeats**: 1 cases" in section and "noisy figures" in section
+    line = next(ln for ln in section.splitlines() if noisy.case in ln)
+    assert "| 10 | max_repeats |" in line
+    cases_csv = pd.read_csv(run / "report" / "cases.csv")
+    assert "stop_reason" in cases_csv.columns

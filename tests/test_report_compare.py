@@ -128,3 +128,91 @@ def test_compare_usage_errors(runs, capsys):
     assert main(["compare", str(base), str(new), "--threshold", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3
+
+
+# --------------------------------------------------------------------- tests, not overlap
+def _energies(center: float, sd: float, n: int) -> list[float]:
+    """n values with mean ``center`` and sample standard deviation exactly ``sd``."""
+    import numpy as np
+
+    z = np.linspace(-1, 1, n)
+    z = z / z.std(ddof=1)
+    return list(center + sd * z)
+
+
+def test_welch_flags_a_real_change_whose_intervals_overlap(tmp_path):
+    base = write_run(
+        tmp_path, [infer_case("a", "fp32", "cpu", 8, _energies(10, 1, 10), trace=False)], suite="s"
+    )
+    new = write_run(
+        tmp_path / "n",
+        [infer_case("a", "fp32", "cpu", 8, _energies(11, 1, 10), trace=False)],
+        suite="s",
+    )
+    rows = compare_frames(open_run(base).frame, open_run(new).frame, 0.05)
+    row = rows[rows["metric"] == "energy_per_query_j"].iloc[0]
+    assert row["new_ci_low"] < row["base_ci_high"]  # the 95% intervals overlap...
+    assert row["p_value"] == pytest.approx(0.038, abs=0.005)  # ...yet Welch's test says real
+    assert row["verdict"] == "regression"
+
+
+def test_welch_p_value_matches_scipy_where_installed():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from harness.report.compare import welch_p
+
+    a, b = [1.0, 1.2, 0.9, 1.1, 1.05], [1.3, 1.25, 1.4, 1.2]
+    expected = scipy_stats.ttest_ind(a, b, equal_var=False).pvalue
+    # df rounded down: the p-value is at least scipy's, never smaller
+    assert expected <= welch_p(a, b) <= expected * 1.5
+
+
+def _with(case: FakeCase, **columns) -> FakeCase:
+    for rep in case.reps:
+        rep.update(columns)
+    return case
+
+
+def test_a_lost_sensor_or_another_device_is_not_comparable(tmp_path):
+    base = write_run(
+        tmp_path,
+        [
+            _with(infer_case("a", "fp32", "cpu", 8, 2.0, trace=False), energy_sources="rapl+nvml"),
+            infer_case("b", "fp32", "cpu", 8, 1.0, trace=False),
+        ],
+        suite="s",
+    )
+    new = write_run(
+        tmp_path / "n",
+        [
+            # the GPU sensor was lost: less energy counted, which is no improvement
+            _with(infer_case("a", "fp32", "cpu", 8, 1.0, trace=False), energy_sources="rapl"),
+            _with(infer_case("b", "fp32", "cpu", 8, 1.0, trace=False), device_name="Other CPU"),
+        ],
+        suite="s",
+    )
+    rows = compare_frames(open_run(base).frame, open_run(new).frame)
+    a = rows[rows["case"].str.startswith("a/") & (rows["metric"] == "energy_per_query_j")].iloc[0]
+    assert a["verdict"] == "not comparable" and "rapl+nvml -> rapl" in a["note"]
+    b = rows[rows["case"].str.startswith("b/")]
+    assert set(b["verdict"]) == {"not comparable"} and "Other CPU" in b["note"].iloc[0]
+    assert "improvement" not in set(rows["verdict"])
+
+
+def test_cases_missing_from_the_new_run_are_listed(runs, tmp_path, capsys):
+    base, _ = runs
+    fewer = write_run(tmp_path / "fewer", _cases()[:2], suite="s")
+    rows = compare_frames(open_run(base).frame, open_run(fewer).frame)
+    missing = rows[rows["verdict"] == "missing"]
+    assert sorted(missing["case"].str[0]) == ["c", "d"]
+    assert main(["compare", str(base), str(fewer)]) == 0
+    assert "2 cases missing from the new run" in capsys.readouterr().out
+
+
+def test_a_nan_threshold_is_refused(runs, capsys):
+    base, new = runs
+    for bad in ("nan", "inf"):
+        assert main(["compare", str(base), str(new), "--threshold", bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("--threshold" in line for line in err)
+    with pytest.raises(ValueError):
+        compare_frames(open_run(base).frame, open_run(new).frame, float("nan"))

@@ -33,7 +33,8 @@ def test_pareto_mask():
 
 
 def test_recommend_picks_the_cheapest_setup_meeting_the_target(run):
-    r = recommend(build_tables(open_run(run)), 0.75)
+    # b: 0.8 over 200 samples, lower bound 0.74
+    r = recommend(build_tables(open_run(run)), 0.7)
     assert r.chosen["setup"] == "b/fp32/cpu"
     assert r.most_accurate["setup"] == "a/fp32/cpu"
     assert r.saved_j == pytest.approx(6.0)
@@ -44,13 +45,13 @@ def test_recommend_picks_the_cheapest_setup_meeting_the_target(run):
 
 
 def test_recommend_per_token_divides_by_tokens_per_query(run):
-    r = recommend(build_tables(open_run(run)), 0.75, per="token")
+    r = recommend(build_tables(open_run(run)), 0.7, per="token")
     assert r.chosen["setup"] == "b/fp32/cpu"
     assert r.chosen["energy_per_token_j"] == pytest.approx(4.0 / 32)
 
 
 def test_cli_recommend_prints_choice_front_and_saving(run, capsys):
-    assert main(["recommend", str(run), "--min-accuracy", "0.75"]) == 0
+    assert main(["recommend", str(run), "--min-accuracy", "0.7"]) == 0
     out = capsys.readouterr().out
     assert "recommended: b/fp32/cpu" in out
     assert "60.0%" in out and "6 J/query" in out
@@ -87,3 +88,67 @@ def test_mean_over_tasks_leaves_out_setups_missing_a_task(tmp_path):
     assert cands["accuracy"].iloc[0] == pytest.approx(0.7)
     by_task, _ = candidates(tables, "t1", "query")
     assert sorted(by_task["setup"]) == ["x/fp32/cpu", "y/fp32/cpu"]
+
+
+# --------------------------------------------------------------------- bounds, methods, batch
+def test_the_target_is_met_by_the_lower_bound_unless_asked_for_the_point(run, capsys):
+    tables = build_tables(open_run(run))
+    # b: 0.8 over 200 samples; its 95% lower bound (0.74) does not show 0.75
+    assert recommend(tables, 0.75).chosen["setup"] == "a/fp32/cpu"
+    assert recommend(tables, 0.75, by="point").chosen["setup"] == "b/fp32/cpu"
+    assert main(["recommend", str(run), "--min-accuracy", "0.75", "--accuracy-by", "point"]) == 0
+    out = capsys.readouterr().out
+    assert "recommended: b/fp32/cpu" in out and "point estimate" in out
+
+
+def test_measured_and_estimated_setups_are_never_on_one_front(tmp_path, capsys):
+    cases = []
+    for model, acc, e, method in (
+        ("m1", 0.9, 10.0, "measured"),
+        ("m2", 0.7, 4.0, "measured"),
+        ("e1", 0.95, 1.0, "estimated"),  # an estimate that would dominate both
+    ):
+        cases.append(infer_case(model, "fp32", "cpu", 8, e, trace=False, method=method))
+        cases.append(accuracy_case(model, "fp32", "cpu", "arith", acc, method=method))
+    run = write_run(tmp_path, cases)
+    r = recommend(build_tables(open_run(run)), 0.6)
+    assert set(r.candidates["energy_method"]) == {"measured"}
+    assert r.front["setup"].tolist() == ["m2/fp32/cpu", "m1/fp32/cpu"]
+    assert r.chosen["setup"] == "m2/fp32/cpu" and r.left_out["setup"].tolist() == ["e1/fp32/cpu"]
+    est = recommend(build_tables(open_run(run)), 0.6, method="estimated")
+    assert est.front["setup"].tolist() == ["e1/fp32/cpu"]
+    assert main(["recommend", str(run), "--min-accuracy", "0.6"]) == 0
+    assert "estimated energy left out" in capsys.readouterr().out
+
+
+def test_setups_are_compared_at_one_batch_size(tmp_path, capsys):
+    cases = [
+        # x measured batch 1 and 8; y only batch 1: the common batch size is 1
+        infer_case("x", "fp32", "cpu", 1, 3.0, trace=False),
+        infer_case("x", "fp32", "cpu", 8, 1.0, trace=False),
+        accuracy_case("x", "fp32", "cpu", "arith", 0.9),
+        infer_case("y", "fp32", "cpu", 1, 2.0, trace=False),
+        accuracy_case("y", "fp32", "cpu", "arith", 0.9),
+    ]
+    run = write_run(tmp_path, cases)
+    tables = build_tables(open_run(run))
+    r = recommend(tables, 0.5)
+    # at its headline batch 8, x (1 J) would beat y (2 J at batch 1): not a fair comparison
+    assert r.batch_size == 1 and set(r.candidates["batch_size"]) == {1}
+    assert r.chosen["setup"] == "y/fp32/cpu"
+    at8 = recommend(tables, 0.5, batch_size=8)
+    assert at8.candidates["setup"].tolist() == ["x/fp32/cpu"]
+    assert main(["recommend", str(run), "--min-accuracy", "0.5"]) == 0
+    assert "compared at batch size 1" in capsys.readouterr().out
+
+
+def test_no_shared_batch_size_is_said(tmp_path, capsys):
+    cases = [
+        infer_case("x", "fp32", "cpu", 8, 1.0, trace=False),
+        accuracy_case("x", "fp32", "cpu", "arith", 0.9),
+        infer_case("y", "fp32", "cpu", 1, 2.0, trace=False),
+        accuracy_case("y", "fp32", "cpu", "arith", 0.9),
+    ]
+    run = write_run(tmp_path, cases)
+    assert main(["recommend", str(run), "--min-accuracy", "0.5"]) == 0
+    assert "share no batch size" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.report.stats import aggregate, describe, t975
+from harness.report.stats import aggregate, describe, t975, wilson
 from harness.report.tables import case_stats, train_table
 
 
@@ -73,11 +73,32 @@ def test_lower_bounds_clip_at_zero_except_signed_metrics():
     assert signed_low < 0 and row["energy_dynamic_j_ci_low"] == pytest.approx(signed_low)
 
 
-def test_single_accuracy_pass_uses_its_standard_error():
-    frame = pd.DataFrame({"k": ["a"], "accuracy": [0.8], "accuracy_stderr": [0.02]})
+def test_accuracy_interval_is_wilsons_and_stays_inside_0_1():
+    # 19 of 20 right: Wald's 0.95 ± 1.96·0.05 passes 1; Wilson's is (0.764, 0.991)
+    frame = pd.DataFrame(
+        {"k": ["a"], "accuracy": [0.95], "accuracy_stderr": [0.05], "samples": [20]}
+    )
     row = aggregate(frame, ["k"], ["accuracy"]).loc["a"]
-    assert row["accuracy_ci_low"] == pytest.approx(0.8 - 1.959964 * 0.02, abs=1e-6)
-    assert row["accuracy_ci_high"] == pytest.approx(0.8 + 1.959964 * 0.02, abs=1e-6)
+    assert row["accuracy_ci_low"] == pytest.approx(0.7639, abs=1e-3)
+    assert row["accuracy_ci_high"] == pytest.approx(0.9911, abs=1e-3)
+    # a perfect score is not certain: Wald's interval has zero width there
+    perfect = pd.DataFrame(
+        {"k": ["a"], "accuracy": [1.0], "accuracy_stderr": [0.0], "samples": [20]}
+    )
+    row = aggregate(perfect, ["k"], ["accuracy"]).loc["a"]
+    assert row["accuracy_ci_high"] == 1.0 and row["accuracy_ci_low"] == pytest.approx(0.8389, 1e-3)
+    # without a sample count, n comes from the standard error (se² = p(1-p)/(n-1))
+    se = (0.8 * 0.2 / 99) ** 0.5
+    no_n = pd.DataFrame({"k": ["a"], "accuracy": [0.8], "accuracy_stderr": [se]})
+    low, high = wilson(0.8, 100)
+    row = aggregate(no_n, ["k"], ["accuracy"]).loc["a"]
+    assert row["accuracy_ci_low"] == pytest.approx(float(low)) and row[
+        "accuracy_ci_high"
+    ] == pytest.approx(float(high))
+    # repeating a deterministic evaluation does not narrow the interval to nothing
+    reps = pd.DataFrame({"k": ["a"] * 3, "accuracy": [0.8] * 3, "samples": [100] * 3})
+    row = aggregate(reps, ["k"], ["accuracy"]).loc["a"]
+    assert row["accuracy_ci_low"] == pytest.approx(float(low))
 
 
 def _rows(case_id, method, energies, **extra):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def test_leaderboard_columns_order_and_docs(tmp_path):
     documented = re.findall(r"^\| \d+ \| `([a-z0-9_]+)` \|", DOCS.read_text(), flags=re.M)
     assert documented == COLUMNS
     rows = _read(report / "leaderboard.csv")
-    assert {r["schema_version"] for r in rows} == {"1"}
+    assert {r["schema_version"] for r in rows} == {"2"}
     acc = [float(r["accuracy"]) for r in rows]
     assert acc == sorted(acc, reverse=True)
     assert all(r["batch_size"] == "8" for r in rows)  # headline: the largest batch measured
@@ -149,3 +150,83 @@ def test_leaderboard_bad_paths_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["leaderboard", str(tmp_path / "empty")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+# --------------------------------------------------------------------- leaderboard key and merging
+def _on_host(cases, host):
+    for c in cases:
+        for rep in c.reps:
+            rep["node"] = host
+    return cases
+
+
+def test_rows_from_two_machines_never_overwrite_each_other(tmp_path):
+    a = write_run(
+        tmp_path, _on_host(standard_cases(), "host-a"), suite="s", started="2025-01-01T00:00:00Z"
+    )
+    b = write_run(
+        tmp_path,
+        _on_host(standard_cases(scale=3.0), "host-b"),
+        suite="s",
+        started="2025-01-02T00:00:00Z",
+    )
+    out = tmp_path / "board.csv"
+    assert main(["leaderboard", str(a), str(b), "-o", str(out)]) == 0
+    rows = _read(out)
+    hosts = {(r["model"], r["variant"], r["batch_size"], r["host"]) for r in rows}
+    assert len(rows) == 8 and {h for *_, h in hosts} == {"host-a", "host-b"}
+    assert {r["device"] for r in rows} == {"cpu"}
+
+
+def test_a_newer_row_without_accuracy_keeps_the_older_accuracy(tmp_path):
+    old = write_run(tmp_path, standard_cases(), suite="s", started="2025-01-01T00:00:00Z")
+    energy_only = [c for c in standard_cases(scale=2.0) if c.workload != "accuracy"]
+    new = write_run(tmp_path, energy_only, suite="s", started="2025-02-01T00:00:00Z")
+    out = tmp_path / "board.csv"
+    assert main(["leaderboard", str(old), str(new), "-o", str(out)]) == 0
+    rows = _read(out)
+    assert len(rows) == 4 and all(r["run_id"] == new.name for r in rows)
+    assert all(r["accuracy"] != "" and r["accuracy_run_id"] == old.name for r in rows)
+    old_rows = {(r["model"], r["variant"]): r["accuracy"] for r in _read_board(old, tmp_path)}
+    assert {(r["model"], r["variant"]): r["accuracy"] for r in rows} == old_rows
+
+
+def _read_board(run, tmp_path):
+    out = tmp_path / f"{run.name}.csv"
+    assert main(["leaderboard", str(run), "-o", str(out)]) == 0
+    return _read(out)
+
+
+def test_leaderboard_csvs_merge_unless_their_schema_differs(tmp_path, capsys):
+    old = write_run(tmp_path / "runs", standard_cases(), suite="s", started="2025-01-01T00:00:00Z")
+    new = write_run(
+        tmp_path / "runs", standard_cases(scale=2.0)[:5], suite="s", started="2025-02-01T00:00:00Z"
+    )
+    board = tmp_path / "old.csv"
+    assert main(["leaderboard", str(old), "-o", str(board)]) == 0
+    merged, direct = tmp_path / "merged.csv", tmp_path / "direct.csv"
+    assert main(["leaderboard", str(board), str(new), "-o", str(merged)]) == 0
+    assert main(["leaderboard", str(old), str(new), "-o", str(direct)]) == 0
+    assert _read(merged) == _read(direct)
+    # a version-1 board: its columns mean something else; refused in one line
+    v1 = pd.read_csv(board)
+    v1["schema_version"] = 1
+    v1.drop(columns=["device", "host", "accuracy_run_id"]).to_csv(tmp_path / "v1.csv", index=False)
+    capsys.readouterr()
+    assert main(["leaderboard", str(tmp_path / "v1.csv"), str(new)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "schema_version 1" in err[0] and "Traceback" not in err[0]
+
+
+def test_the_report_uses_the_intensity_recorded_in_the_run(tmp_path):
+    from harness.report.load import open_run
+    from harness.report.tables import build_tables
+
+    # the run recorded 999 g/kWh for its country when it ran; today's data say otherwise
+    run = write_run(tmp_path, standard_cases(), carbon={"country": "FRA", "pue": 1.1})
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["carbon"] = {"country": "FRA", "pue": 1.1, "intensity_g_per_kwh": 999.0, "origin": "x"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    grid = build_tables(open_run(run)).grid
+    assert grid.intensity_g_per_kwh == 999.0 and grid.pue == 1.1
+    assert "recorded" in grid.source

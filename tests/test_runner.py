@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from runhelpers import (
     FAST,
     PY,
@@ -24,8 +25,8 @@ from runhelpers import (
 )
 
 from harness.errors import HarnessError
+from harness.launchers.process import execute_case
 from harness.lock import MachineLock
-from harness.runner import execute_case
 from harness.stopping import CONVERGED, MAX_REPEATS, stop_reason, t_quantile
 
 
@@ -296,6 +297,7 @@ def test_ctrl_c_saves_what_is_done(tmp_path):
     assert _wait_for(lambda: not _alive(program), 5), "the program outlived the interrupted run"
     assert len(pd.read_csv(run_dir / "measurements.csv")) == 2
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
+    assert not (run_dir / ".reserve").exists()  # the disk reserve is given back
 
 
 def _alive(pid: int) -> bool:
@@ -385,7 +387,8 @@ def test_stale_lock_is_taken_over(tmp_path):
         # a second taker in this process (another open file) is refused at once
         with pytest.raises(HarnessError, match=f"pid {os.getpid()}, run fresh-run"):
             MachineLock("second", wait=False, path=path).acquire()
-    assert path.read_text() == ""  # released: no holder recorded
+    # released: no holder recorded (the record is blanked in place, the file never truncated)
+    assert path.read_text().strip() == "" and MachineLock("x", path=path).holder() is None
 
 
 # --------------------------------------------------------------------- options
@@ -413,3 +416,39 @@ def test_run_suite_python_api(tmp_path, monkeypatch):
     df = harness.load_results(run_dir)
     assert list(df["queries"]) == [2] and list(df["status"]) == ["ok"]
     assert any("[1/1] ok" in line for line in lines)
+
+
+# --------------------------------------------------------------------- dependants of a train case
+def failing_train_suite(folder: Path, name: str = "t") -> Path:
+    """tiny-xs trained from a text file that does not exist, then measured: the train case fails."""
+    path = write_suite(folder, [], name=name)
+    data = yaml.safe_load(path.read_text())
+    data["models"] = [{"name": "tiny-xs", "source": "builtin:tiny-xs"}]
+    data["variants"] = [{"name": "fp32", "dtype": "float32"}]
+    data["workloads"] = [
+        {"type": "train", "steps": 2, "batch_size": 2, "seq_len": 8, "text_file": "/no/such.txt"},
+        {"type": "infer", "batch_sizes": [1], "prompt_tokens": 4, "new_tokens": 2},
+        command("after", "print(1)"),
+    ]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_dependants_of_a_failed_train_case_fail_with_its_reason(tmp_path):
+    proc = harness(
+        ["run", str(failing_train_suite(tmp_path)), "--out", "res", "--no-report"],
+        tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = results_by_name(tmp_path / last_line(proc.stdout))
+    train = results["tiny-xs/fp32/cpu/train"]
+    assert train["status"] == "failed" and "text_file /no/such.txt" in train["error"]
+    infer = results["tiny-xs/fp32/cpu/infer-b1"]
+    assert infer["status"] == "failed"
+    assert (
+        infer["error"]
+        == f"not run: its train case tiny-xs/fp32/cpu/train failed ({train['error']})"
+    )
+    assert infer["repetitions"] == []  # never measured on untrained weights
+    assert results["cpu/after"]["status"] == "ok"  # the rest of the run goes on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import yaml
@@ -10,7 +11,15 @@ from runhelpers import ROOT
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.suite import case_id, expand, load_suite, resolve_suite_path, select, validate_data
+from harness.suite import (
+    SuiteError,
+    case_id,
+    expand,
+    load_suite,
+    resolve_suite_path,
+    select,
+    validate_data,
+)
 
 BASE = {
     "name": "s",
@@ -282,3 +291,67 @@ def test_shipped_suites_validate(name, capsys, monkeypatch):
 def test_bare_name_resolves_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./suites here: the checkout's suites/ is used
     assert resolve_suite_path("quickstart").resolve() == (ROOT / "suites" / "quickstart.yaml")
+
+
+# --------------------------------------------------------------------- short messages, extras
+ALIAS_BOMB = """name: bomb
+carbon: {intensity_g_per_kwh: 100}
+hardware: [{name: cpu}]
+a: &a ["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+workloads: [{type: infer, batch_sizes: *d, prompt_tokens: *d, new_tokens: 1}]
+"""
+
+
+def test_yaml_aliases_never_blow_up_a_message(tmp_path, capsys):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    assert len(ALIAS_BOMB) < 600
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err) < 8000, len(err)  # the landed code printed hundreds of kilobytes
+    assert all(len(line) < 400 for line in err.splitlines())
+
+
+def test_a_name_must_not_end_in_a_newline(tmp_path, capsys):
+    data = changed("hardware.0.name", "cpu\n")
+    with pytest.raises(SuiteError, match="hardware.0.name"):
+        validate_data(data)
+    data = changed("name", "quick\n")
+    with pytest.raises(SuiteError, match="name"):
+        validate_data(data)
+    data = changed("workloads.2.tasks", ["arith_mc\n"])
+    with pytest.raises(SuiteError, match="workloads.2.tasks: 'arith_mc\\\\n' is not a task name"):
+        validate_data(data)
+
+
+def test_a_long_bad_value_is_shown_as_an_excerpt():
+    data = changed("measurement.min_repeats", "z" * 5000)
+    with pytest.raises(SuiteError) as e:
+        validate_data(data)
+    (line,) = e.value.problems
+    assert "zzzz" in line and len(line) < 200
+
+
+def test_a_suite_needing_a_missing_extra_is_refused_before_any_case(tmp_path):
+    from runhelpers import ROOT, TESTS, harness
+
+    path = tmp_path / "q.yaml"
+    data = copy.deepcopy(BASE)
+    data["workloads"] = data["workloads"][:2]
+    data["models"] = data["models"][:1]
+    path.write_text(yaml.safe_dump(data))
+    hide = os.pathsep.join([str(ROOT), str(TESTS / "nomodules")])
+    proc = harness(
+        ["run", str(path), "--out", "res", "--no-report"],
+        tmp_path,
+        PYTHONPATH=hide,
+        HIDE_MODULES="torch",
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "'ml' extra" in line and "no module torch" in line and "energy-harness[ml]" in line
+    assert not (tmp_path / "res").exists()  # refused before anything was made

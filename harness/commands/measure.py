@@ -92,18 +92,43 @@ def _fmt_j(j: float) -> str:
     help="Sampling rate for power-only sensors and the trace; 0 reads counters only.",
 )
 @click.option("--tdp-w", type=float, default=None, help="CPU TDP in watts for the estimate source.")
+@click.option(
+    "--no-lock",
+    is_flag=True,
+    help="Do not take the machine's measurement lock (another run may then measure meanwhile).",
+)
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Wait at most this long for a run measuring on this machine.",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 def measure(
-    as_json: bool, sensor_names: str, sample_hz: float, tdp_w: float | None, command: tuple
+    as_json: bool,
+    sensor_names: str,
+    sample_hz: float,
+    tdp_w: float | None,
+    no_lock: bool,
+    lock_timeout: float | None,
+    command: tuple,
 ) -> int:
     """Run COMMAND and print its time and energy per domain, with how it was obtained.
 
     Exits with COMMAND's exit status. Example: harness measure -- python train.py
     """
-    from harness.meter import Meter
-
     if sample_hz < 0:
         raise HarnessError(f"--sample-hz must be >= 0, not {sample_hz:g}")
+    from harness.lock import machine_lock
+
+    with machine_lock("measure", enabled=not no_lock, timeout_s=lock_timeout):
+        return _measure(as_json, sensor_names, sample_hz, tdp_w, command)
+
+
+def _measure(as_json: bool, sensor_names: str, sample_hz: float, tdp_w, command: tuple) -> int:
+    from harness.meter import Meter
+
     meter = Meter(sensors=sensor_names, sample_hz=sample_hz or None, tdp_w=tdp_w)
     m = None
     failure = None

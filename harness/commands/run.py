@@ -64,6 +64,14 @@ def _on_sigterm(signum, frame):
 @click.option(
     "--no-wait", is_flag=True, help="Fail at once if another run is measuring on this machine."
 )
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Wait at most this long for another run measuring on this machine (default: as long "
+    "as it takes).",
+)
 @click.option("--no-report", is_flag=True, help="Do not build the report at the end.")
 @click.option(
     "--ray",
@@ -74,7 +82,7 @@ def _on_sigterm(signum, frame):
     metavar="[ADDRESS]",
     help="Run the cases on a Ray cluster (default address: auto).",
 )
-def run(suite, out, resume, only, dry_run, no_wait, no_report, ray) -> int:
+def run(suite, out, resume, only, dry_run, no_wait, lock_timeout, no_report, ray) -> int:
     """Run a suite; the last line printed is the run folder. Exit 0 all ok, 1 some failed."""
     from harness import runner
     from harness.suite import SuiteError
@@ -90,12 +98,13 @@ def run(suite, out, resume, only, dry_run, no_wait, no_report, ray) -> int:
             )
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            outcome = runner.execute_run(
+            outcome = runner.orchestrate_run(
                 None if resume else suite,
                 out,
                 resume=resume,
                 only=only,
                 no_wait=no_wait,
+                lock_timeout_s=lock_timeout,
                 report=not no_report,
                 ray=ray,
             )
@@ -120,11 +129,11 @@ def run(suite, out, resume, only, dry_run, no_wait, no_report, ray) -> int:
 
 def _dry_run(suite, resume, only) -> int:
     from harness import store
-    from harness.suite import expand, load_suite, select, validate_data
+    from harness.resume import resumed_suite
+    from harness.suite import expand, load_suite, select
 
     if resume is not None:
-        manifest = store.read_manifest(resume)
-        loaded = validate_data(manifest.get("suite"), source=f"{resume}/manifest.json suite")
+        loaded = resumed_suite(resume, store.read_manifest(resume))
     else:
         loaded = load_suite(suite)
     cases = select(expand(loaded), only)

@@ -6,7 +6,7 @@ successors, some facts) is stated in the training text only in other words, or n
 its questions are what the tasks ask. Accuracy above chance then means the model generalised
 (addition, counting, or a fact read in another sentence form), and it grows with size and training.
 
-``python -m harness.models.corpus --write-tasks suites/tasks`` writes the task JSONL files.
+``python -m harness.models.corpus --write-tasks harness/data/tasks`` writes the task files.
 """
 
 from __future__ import annotations
@@ -311,24 +311,20 @@ def task_files() -> dict[str, str]:
 
 def write_tasks(folder: Path) -> list[Path]:
     """Write the lm-eval task YAMLs, their JSONL data and loader into ``folder``."""
+    from harness import store
+
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in task_files().items():
         path = folder / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        store.write_text(path, text)
         written.append(path)
     return written
 
 
 def tasks_dir() -> Path:
-    """The shipped task folder: ``suites/tasks`` in a source checkout, else the package copy."""
-    package_copy = Path(__file__).resolve().parent.parent / "data" / "tasks"
-    checkout = Path(__file__).resolve().parents[2] / "suites" / "tasks"
-    if (checkout / "arith_mc.yaml").is_file():
-        return checkout
-    return package_copy
+    """The one copy of the task files: ``harness/data/tasks`` (``suites/tasks`` links to it)."""
+    return Path(__file__).resolve().parent.parent / "data" / "tasks"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,10 +48,9 @@ def train_tokenizer_json() -> str:
 
 
 def write_tokenizer(path: Path = TOKENIZER_FILE) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(train_tokenizer_json() + "\n", encoding="utf-8")
-    tmp.replace(path)
+    from harness import store
+
+    store.write_text(path, train_tokenizer_json() + "\n")
     return path
 
 

@@ -34,7 +34,7 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     write_csv(tables.cases, out / "cases.csv")
     drawn = draw_all(tables, out / "figures") if figures else {}
     text = render(tables, board, drawn)
-    tmp = out / f".report.md.tmp{os.getpid()}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out / "report.md")
+    from harness import store
+
+    store.write_text(out / "report.md", text)
     return out

@@ -57,16 +57,20 @@ def report(run_dir: Path) -> int:
     "-o", "--output", type=click.Path(path_type=Path), help="CSV file to write (default: stdout)."
 )
 def leaderboard(run_dirs: tuple[Path, ...], output: Path | None) -> int:
-    """One leaderboard CSV over RUN_DIRS (run folders or folders of runs): the latest result per
-    model × variant × hardware × headline shape, with its run_id."""
+    """One leaderboard CSV over RUN_DIRS (run folders, folders of runs, or leaderboard CSVs of
+    this schema version): the latest result per model × variant × hardware × device × host ×
+    headline shape, with its run_id."""
     from harness.report.csvsafe import to_csv_text, write_csv
-    from harness.report.leaderboard import combine
+    from harness.report.leaderboard import combine, read_board
     from harness.report.leaderboard import leaderboard as board_of
     from harness.report.load import open_runs
     from harness.report.tables import build_tables
 
-    runs = open_runs(list(run_dirs))
-    board = combine([board_of(build_tables(r)) for r in runs])
+    csvs = [p for p in run_dirs if p.suffix.lower() == ".csv"]
+    boards = [read_board(p) for p in csvs]  # a board of another schema: refused, one line
+    folders = [p for p in run_dirs if p not in csvs]
+    runs = open_runs(folders) if folders else []
+    board = combine(boards + [board_of(build_tables(r)) for r in runs])
     if output is None:
         sys.stdout.write(to_csv_text(board))
     else:
@@ -95,11 +99,31 @@ def leaderboard(run_dirs: tuple[Path, ...], output: Path | None) -> int:
     help="Energy per query or per generated token.",
 )
 @click.option(
+    "--accuracy-by",
+    "by",
+    type=click.Choice(["lower", "point"]),
+    default="lower",
+    show_default=True,
+    help="Judge accuracy by the lower bound of its 95% interval, or by the point estimate.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["measured", "estimated"]),
+    default=None,
+    help="Recommend among setups of this energy method (default: measured where any is).",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Compare every setup at this batch size (default: the largest one all measured).",
+)
+@click.option(
     "--max-latency",
     type=float,
     default=None,
     metavar="S",
-    help="Latency target in seconds, at each setup's headline batch size (see --latency).",
+    help="Latency target in seconds, at the batch size compared (see --latency).",
 )
 @click.option(
     "--latency",
@@ -113,6 +137,9 @@ def recommend(
     min_accuracy: float,
     task: str | None,
     per: str,
+    by: str,
+    method: str | None,
+    batch_size: int | None,
     max_latency: float | None,
     latency: str,
 ) -> int:
@@ -123,26 +150,42 @@ def recommend(
     from harness.report.recommend import recommend as pick
     from harness.report.tables import build_tables
 
-    if not 0 <= min_accuracy <= 1:
+    if not 0 <= min_accuracy <= 1:  # also refuses NaN
         raise HarnessError(f"--min-accuracy must be a fraction between 0 and 1, got {min_accuracy}")
-    if max_latency is not None and not max_latency > 0:
+    if max_latency is not None and not max_latency > 0:  # also refuses NaN
         raise HarnessError(f"--max-latency must be a positive number of seconds, got {max_latency}")
-    r = pick(build_tables(open_run(run_dir)), min_accuracy, task, per, max_latency, latency)
+    r = pick(
+        build_tables(open_run(run_dir)),
+        min_accuracy,
+        task,
+        per,
+        by=by,
+        method=method,
+        batch_size=batch_size,
+        max_latency=max_latency,
+        latency=latency,
+    )
     unit = f"J/{per}"
     if r.candidates.empty:
-        raise HarnessError(f"{run_dir}: no setup has both an accuracy and an energy per {per}")
+        raise HarnessError(
+            f"{run_dir}: no setup has both an accuracy and an energy per {per}"
+            + (f" at batch size {batch_size}" if batch_size else "")
+        )
+    judged = "95% lower bound of " if by == "lower" else ""
     if r.chosen is None and max_latency is not None:
-        return _none_within_latency(r, min_accuracy, latency, unit)
+        return _none_within_latency(r, min_accuracy, latency, unit, judged)
     if r.chosen is None:
         m = r.most_accurate
         click.echo(
-            f"no setup reaches {r.what} >= {min_accuracy:g}; the best seen is {m['accuracy']:.4g} "
-            f"({m['setup']}, {m[r.energy_column]:.4g} {unit})"
+            f"no setup reaches {judged}{r.what} >= {min_accuracy:g}; the best seen is "
+            f"{m['accuracy']:.4g} (lower bound {m['accuracy_ci_low']:.4g}; {m['setup']}, "
+            f"{m[r.energy_column]:.4g} {unit})"
         )
         return 1
     c, m = r.chosen, r.most_accurate
     click.echo(
-        f"recommended: {c['setup']} at batch {_cell(c['batch_size'])}: {r.what} {c['accuracy']:.4g}, "
+        f"recommended: {c['setup']} at batch {_cell(c['batch_size'])}: {r.what} {c['accuracy']:.4g} "
+        f"(95% interval {c['accuracy_ci_low']:.4g}–{c['accuracy_ci_high']:.4g}), "
         f"{c[r.energy_column]:.4g} {unit} ({c['energy_method']})" + _latency_text(r, c, latency)
     )
     if c["setup"] == m["setup"]:
@@ -152,9 +195,25 @@ def recommend(
             f"saves {r.saved_j:.4g} {unit} ({r.saved_pct:.1f}%) against the most accurate setup, "
             f"{m['setup']} ({m['accuracy']:.4g}, {m[r.energy_column]:.4g} {unit})"
         )
-    if r.mixes_methods:
-        click.echo("note: the setups compared mix measured and estimated energy; see energy_method")
-    click.echo(f"\nPareto front ({r.what} against {unit}, headline batch size):")
+    click.echo(
+        f"judged by the {'lower bound of the 95% interval' if by == 'lower' else 'point estimate'}"
+        " of accuracy (--accuracy-by)"
+    )
+    if r.batch_size is not None:
+        click.echo(f"every setup compared at batch size {r.batch_size} (--batch-size)")
+    else:
+        sizes = ", ".join(str(b) for b in r.mixed_batch_sizes)
+        click.echo(
+            f"note: the setups share no batch size; each is at its largest ({sizes}): "
+            "compare at one with --batch-size"
+        )
+    if len(r.left_out):
+        click.echo(
+            f"note: {len(r.left_out)} setups with {r.left_out['energy_method'].iloc[0]} energy "
+            f"left out (never compared with {r.method} energy; see --method): "
+            + ", ".join(r.left_out["setup"])
+        )
+    click.echo(f"\nPareto front ({r.what} against {unit}, {r.method} energy):")
     click.echo(text_table(r.front))
     return 0
 
@@ -170,13 +229,14 @@ def _latency_text(r, row, latency: str) -> str:
     return "".join(f", {p}" for p in parts)
 
 
-def _none_within_latency(r, min_accuracy: float, latency: str, unit: str) -> int:
+def _none_within_latency(r, min_accuracy: float, latency: str, unit: str, judged: str) -> int:
     """Exit 1 with what came closest: the fastest of the setups accurate enough."""
     from harness.report.knobs import LATENCY_WHAT
 
     what = LATENCY_WHAT[latency]
-    target = f"{r.what} >= {min_accuracy:g} within {what} <= {r.max_latency:g} s"
-    accurate = r.candidates[r.candidates["accuracy"] >= min_accuracy]
+    target = f"{judged}{r.what} >= {min_accuracy:g} within {what} <= {r.max_latency:g} s"
+    judged = "judged_accuracy" if "judged_accuracy" in r.candidates else "accuracy"
+    accurate = r.candidates[r.candidates[judged] >= min_accuracy]
     timed = accurate[accurate[r.latency_column].notna()]
     if accurate.empty:
         m = r.most_accurate
@@ -218,8 +278,8 @@ def compare(
     from harness.report.compare import compare_frames, has_regression
     from harness.report.load import open_run, previous_run
 
-    if threshold < 0:
-        raise HarnessError(f"--threshold must be >= 0, got {threshold}")
+    if not (math.isfinite(threshold) and threshold >= 0):  # NaN compares false to everything
+        raise HarnessError(f"--threshold must be a finite number >= 0, got {threshold}")
     if baseline == "latest":
         if len(runs) != 1:
             raise HarnessError("with --baseline latest give exactly one run: NEW_RUN")
@@ -246,7 +306,13 @@ def compare(
     click.echo(text_table(table))
     n_reg = int((rows["verdict"] == "regression").sum())
     n_imp = int((rows["verdict"] == "improvement").sum())
-    click.echo(f"\n{len(rows)} comparisons: {n_reg} regressions, {n_imp} improvements beyond noise")
+    n_unlike = int((rows["verdict"] == "not comparable").sum())
+    n_missing = int((rows["verdict"] == "missing").sum())
+    click.echo(
+        f"\n{len(rows)} comparisons: {n_reg} regressions, {n_imp} improvements beyond noise "
+        f"(Welch's t-test on repetitions, p < 0.05), {n_unlike} not comparable, "
+        f"{n_missing} cases missing from the new run"
+    )
     return 1 if has_regression(rows) else 0
 
 

@@ -1,56 +1,27 @@
-"""CSV files a spreadsheet cannot execute (OWASP CSV injection guidance).
+"""CSV files of the report, written through the one formula-safe encoder (``harness/csvsafe.py``).
 
-A text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is a formula to
-Excel, LibreOffice and Google Sheets. Such cells get a leading single quote, which makes them plain
-text. Numbers stay numbers: only text columns are touched, so ``-0.5`` in a numeric column
-is written as a number. Every text cell is also wrapped in double quotes (as OWASP advises), which
-keeps embedded commas, quotes, tabs and carriage returns inside their cell; numbers are unquoted.
+The encoder lives below ``store`` (which writes measurements.csv with it); this module adds the
+atomic write for the report's own CSVs.
 """
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise_cell(value: object) -> object:
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy whose text cells cannot start a formula; numeric columns are left as they are."""
-    out = frame.copy()
-    for col in out.columns:
-        if not pd.api.types.is_numeric_dtype(out[col]):
-            values = out[col].to_numpy(dtype=object)
-            risky = np.fromiter(
-                (isinstance(v, str) and v.startswith(FORMULA_STARTS) for v in values),
-                dtype=bool,
-                count=len(values),
-            )
-            if risky.any():
-                out[col] = out[col].astype(object)
-                out.loc[risky, col] = "'" + out.loc[risky, col].astype(str)
-    out.columns = [neutralise_cell(str(c)) for c in out.columns]
-    return out
-
-
-def to_csv_text(frame: pd.DataFrame) -> str:
-    return neutralise(frame).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+from harness.csvsafe import (  # noqa: F401  (the report's names for them)
+    FORMULA_STARTS,
+    neutralise,
+    neutralise_cell,
+    restore_cell,
+    to_csv_text,
+)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write atomically (temporary file, then rename), neutralised."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(to_csv_text(frame))
-    os.replace(tmp, path)
-    return path
+    """Write neutralised, atomically (``store.write_bytes``)."""
+    from harness import store
+
+    store.write_text(Path(path), to_csv_text(frame))
+    return Path(path)

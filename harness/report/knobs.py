@@ -62,17 +62,30 @@ def headline_latency_and_knobs(tables: Tables) -> pd.DataFrame:
 
 
 def with_latency_and_knobs(cands: pd.DataFrame, tables: Tables, latency: str) -> pd.DataFrame:
-    """``cands`` (recommend's candidates: setup label, energy_method...) with the headline
-    latency and, where any setup recorded one, the knob columns."""
+    """``cands`` (recommend's candidates: setup label, energy_method, batch_size...) with the
+    latency of the inference case each is compared at and, where any setup recorded one, the knob
+    columns. Several prompt/new-token lengths at one batch size: the most new tokens, then the
+    longest prompt (the headline rule)."""
     from harness.report.recommend import setup_label
 
     col = latency_column(latency)
-    extra = headline_latency_and_knobs(tables).reset_index()
-    extra["setup"] = setup_label(extra)
-    keep = [col, *[k for k in KNOB_COLUMNS if extra[k].notna().any()]]
-    extra = extra[["setup", "energy_method", *keep]].drop_duplicates(["setup", "energy_method"])
-    cands = cands.drop(columns=[c for c in keep if c in cands.columns])
-    return cands.merge(extra, on=["setup", "energy_method"], how="left")
+    c = tables.cases
+    infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
+    infer["energy_method"] = infer["energy_method"].fillna("unknown")
+    infer["setup"] = setup_label(infer)
+    order = ["batch_size", "new_tokens", "prompt_tokens"]
+    infer = infer.sort_values(order, ascending=False, kind="stable")
+    infer["_batch"] = pd.to_numeric(infer["batch_size"], errors="coerce").astype(float)
+    infer = infer.drop_duplicates(["setup", "energy_method", "_batch"])
+    infer = infer.join(_recorded_knobs(tables), on="case_id")
+    if col not in infer.columns:
+        infer[col] = np.nan
+    keep = [col, *[k for k in KNOB_COLUMNS if infer[k].notna().any()]]
+    extra = infer[["setup", "energy_method", "_batch", *keep]]
+    cands = cands.drop(columns=[k for k in keep if k in cands.columns])
+    cands = cands.assign(_batch=pd.to_numeric(cands["batch_size"], errors="coerce").astype(float))
+    out = cands.merge(extra, on=["setup", "energy_method", "_batch"], how="left")
+    return out.drop(columns="_batch")
 
 
 # ------------------------------------------------------------------------------ figures

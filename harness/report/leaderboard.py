@@ -4,7 +4,12 @@ The headline shape is the setup's largest batch size measured (see ``tables.head
 column order is fixed and documented in docs/leaderboard.md; ``schema_version`` changes when it
 does. Rows are sorted by accuracy (highest first), then energy per query (lowest first); rows
 without a figure sort last. Over several runs, the latest result per key wins (manifest start
-time, then run_id).
+time, then run_id). The key names the machine (``device`` and ``host``), so rows measured on two
+machines never overwrite each other; a newer row without an accuracy keeps the accuracy of the
+latest older row of its key (``accuracy_run_id`` says which run it comes from).
+
+Leaderboards can be merged from their CSV files too (``harness leaderboard board.csv RUN_DIR``);
+one of another ``schema_version`` is refused: its columns mean something else.
 """
 
 from __future__ import annotations
@@ -13,9 +18,26 @@ import pandas as pd
 
 from harness.report.tables import Tables
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-KEY = ["model", "variant", "hardware", "batch_size", "prompt_tokens", "new_tokens"]
+KEY = [
+    "model",
+    "variant",
+    "hardware",
+    "device",
+    "host",
+    "batch_size",
+    "prompt_tokens",
+    "new_tokens",
+]
+#: carried from an older row of the key when the newest has no accuracy
+ACCURACY_COLUMNS = [
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "accuracy_tasks",
+    "accuracy_run_id",
+]
 
 #: the stable column order (docs/leaderboard.md lists each with unit and meaning)
 COLUMNS = [
@@ -60,6 +82,10 @@ COLUMNS = [
     "co2e_g_per_1000_queries",
     "co2e_g_per_training_run",
     "break_even_queries",
+    # schema_version 2
+    "device",
+    "host",
+    "accuracy_run_id",
 ]
 INTEGER_COLUMNS = ["schema_version", "params", "batch_size", "prompt_tokens", "new_tokens", "n"]
 
@@ -79,6 +105,11 @@ def leaderboard(tables: Tables) -> pd.DataFrame:
     rows["started"] = tables.run.started
     # the training behind the setup: its own, or the run's one training of the same model
     rows["energy_to_train_j"] = rows["lifetime_train_energy_j"]
+    hostname = (tables.run.manifest.get("host") or {}).get("hostname")
+    rows["host"] = (
+        rows["node"].where(rows["node"].notna(), hostname) if "node" in rows else hostname
+    )
+    rows["accuracy_run_id"] = rows["run_id"].where(rows["accuracy"].notna(), None)
     rows["co2e_g_per_training_run"] = tables.grid.co2e_g(rows["lifetime_train_energy_j"])
     for col in COLUMNS:
         if col not in rows.columns:
@@ -117,6 +148,9 @@ _TEXT = {
     "energy_sources",
     "accuracy_tasks",
     "train_setup",
+    "device",
+    "host",
+    "accuracy_run_id",
 }
 
 
@@ -128,6 +162,42 @@ def combine(per_run: list[pd.DataFrame]) -> pd.DataFrame:
     rows = pd.concat(frames, ignore_index=True)
     # measured after estimated, so that within one run the measured figure is kept
     rows["_measured"] = rows["energy_method"] == "measured"
-    rows = rows.sort_values(["started", "run_id", "_measured"], kind="stable")
+    rows = rows.sort_values(["started", "run_id", "_measured"], kind="stable").reset_index(
+        drop=True
+    )
+    # the newest row of a key without an accuracy keeps the latest older one's
+    has = rows["accuracy"].notna()
+    carried = rows[ACCURACY_COLUMNS].where(has, None).astype(object)
+    carried = carried.groupby([rows[k].astype(str) for k in KEY], sort=False).ffill()
+    for col in ACCURACY_COLUMNS:
+        rows[col] = rows[col].where(has, carried[col])
     rows = rows.drop_duplicates(KEY, keep="last").drop(columns="_measured")
     return finish(rows)
+
+
+def read_board(path) -> pd.DataFrame:
+    """A leaderboard CSV written by this harness, or HarnessError naming what is wrong with it."""
+    from pathlib import Path
+
+    from harness.errors import HarnessError
+    from harness.report.csvsafe import restore_cell
+
+    path = Path(path)
+    try:
+        board = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise HarnessError(f"{path}: not a readable leaderboard CSV ({e})") from None
+    if "schema_version" not in board.columns:
+        raise HarnessError(f"{path}: not a leaderboard CSV (no schema_version column)")
+    versions = sorted(set(board["schema_version"].dropna()))
+    if versions != [str(SCHEMA_VERSION)] and len(board):
+        raise HarnessError(
+            f"{path}: a leaderboard of schema_version {', '.join(versions) or '?'}; this harness "
+            f"writes schema_version {SCHEMA_VERSION}, whose columns differ: rebuild it from its "
+            "run folders instead of merging"
+        )
+    missing = [c for c in COLUMNS if c not in board.columns]
+    if missing:
+        raise HarnessError(f"{path}: not a leaderboard CSV (no column {missing[0]})")
+    board = board[COLUMNS].map(restore_cell)
+    return finish(board)

@@ -117,7 +117,8 @@ def header(tables: Tables) -> str:
     lines += [
         f"- **Carbon**: {carbon}",
         "- **Statistics**: medians over repetitions; ranges in brackets are 95% t-intervals on the "
-        "mean (accuracy with one pass: ± 1.96 standard errors). Headline inference shape: the "
+        "mean (accuracy: Wilson's score interval over the task's samples). Headline inference "
+        "shape: the "
         "largest batch size measured for each setup.",
         "",
     ]
@@ -277,6 +278,45 @@ def commands_section(tables: Tables) -> str:
     return "## Commands\n\n" + table(rows, cols, len(c))
 
 
+STOP_REASONS = {
+    "converged": "the energy's 95% interval came within target_rel_ci of its median",
+    "max_repeats": "max_repeats reached before the interval was narrow enough: noisy figures",
+    "time_budget": "stopped early to stay inside case_timeout_s",
+    "planned": "the workload fixes its own count (training chunks, one accuracy pass)",
+}
+
+
+def repetitions_section(tables: Tables) -> str:
+    """How many repetitions each case got and why it stopped (the stopping rule's verdict)."""
+    c = tables.cases
+    if c.empty or "stop_reason" not in c.columns:
+        return ""
+    reasons = c["stop_reason"].fillna("unknown")
+    counts = reasons.value_counts()
+    lines = ["## Repetitions and stopping\n"]
+    for reason, count in counts.items():
+        why = STOP_REASONS.get(reason, "")
+        lines.append(f"- **{escape(reason)}**: {count} cases" + (f" ({why})" if why else ""))
+    rows = [
+        {
+            "case": r["case"] or r["case_id"],
+            "method": r["energy_method"],
+            "n": fmt(r["n"]),
+            "stop": r["stop_reason"] or "unknown",
+            "cv": fmt(r.get("energy_j_cv"), 2),
+        }
+        for r in _records(c.sort_values("case", kind="stable"))
+    ]
+    cols = [
+        ("case", "case"),
+        ("method", "energy"),
+        ("n", "repetitions"),
+        ("stop", "stop reason"),
+        ("cv", "energy CV"),
+    ]
+    return "\n".join(lines) + "\n\n" + table(rows, cols, len(c))
+
+
 def failed_section(tables: Tables) -> str:
     f = tables.failed
     if f.empty:
@@ -340,6 +380,7 @@ def render(tables: Tables, board: pd.DataFrame, figures: dict[str, Path]) -> str
         carbon_section(tables),
         lifetime_section(tables),
         commands_section(tables),
+        repetitions_section(tables),
         failed_section(tables),
         warnings_section(tables),
         figures_section(figures),

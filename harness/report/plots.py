@@ -8,7 +8,6 @@ figure twice. Power traces are read only for the few cases drawn, never for the 
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from matplotlib.ticker import (  # noqa: E402
 )
 
 from harness.report import knobs as knob_figures  # noqa: E402
-from harness.report.recommend import pareto_mask, setup_label  # noqa: E402
+from harness.report.recommend import pareto_by_method, setup_label  # noqa: E402
 from harness.report.tables import Tables  # noqa: E402
 
 DPI = 100
@@ -83,15 +82,18 @@ def _log_axis(axis, values, *, eng: bool = False) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    """Write atomically: a half-written PNG never sits under the final name."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    """Render to memory, then write atomically: a half-written PNG never sits under the name."""
+    import io
+
+    from harness import store
+
+    buf = io.BytesIO()
     try:
         # zlib level 1: a third of the time of the default level for ~6% larger files
-        fig.savefig(tmp, dpi=DPI, format="png", pil_kwargs={"compress_level": 1})
-        os.replace(tmp, path)
+        fig.savefig(buf, dpi=DPI, format="png", pil_kwargs={"compress_level": 1})
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    store.write_bytes(path, buf.getvalue())
     return path
 
 
@@ -171,7 +173,7 @@ def pareto(tables: Tables, path: Path) -> Path | None:
         return None
     s["label"] = setup_label(s)
     x, y = s["wh_per_1000_queries"].to_numpy(float), s["accuracy"].to_numpy(float)
-    front = pareto_mask(x, y)
+    front = pareto_by_method(x, y, s["energy_method"])  # one front per energy method
     colors = _colors(s["hardware"])
     fig = plt.figure(figsize=(10, 6))
     ax = fig.add_axes((0.09, 0.1, 0.68, 0.76))
@@ -191,8 +193,19 @@ def pareto(tables: Tables, path: Path) -> Path | None:
             linewidth=1.1,
             zorder=3,
         )
+    for method, f in s[front].groupby("energy_method", sort=False):
+        f = f.sort_values("wh_per_1000_queries")
+        style = "-" if method == "measured" else "--"
+        ax.step(
+            f["wh_per_1000_queries"],
+            f["accuracy"],
+            where="post",
+            color="black",
+            lw=1.2,
+            ls=style,
+            zorder=2,
+        )
     f = s[front].sort_values("wh_per_1000_queries")
-    ax.step(f["wh_per_1000_queries"], f["accuracy"], where="post", color="black", lw=1.2, zorder=2)
     if _wide(x):
         ax.set_xscale("log")
         _log_axis(ax.xaxis, x)
@@ -318,8 +331,8 @@ def _batch_setups(tables: Tables, infer: pd.DataFrame) -> tuple[list[str], int]:
     eligible = [lab for lab in counts.index if counts[lab] > 1] or list(counts.index)
     s = tables.setups.reset_index()
     s["label"] = setup_label(s) + np.where(s["energy_method"] == "estimated", " (est.)", "")
-    s["front"] = pareto_mask(
-        s["wh_per_1000_queries"].to_numpy(float), s["accuracy"].to_numpy(float)
+    s["front"] = pareto_by_method(
+        s["wh_per_1000_queries"].to_numpy(float), s["accuracy"].to_numpy(float), s["energy_method"]
     )
     s = s.sort_values(
         ["front", "accuracy", "wh_per_1000_queries"],

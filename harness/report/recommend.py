@@ -1,23 +1,35 @@
 """The cheapest setup that is accurate enough, and the Pareto front of accuracy against energy.
 
-Energy is per query (default) or per generated token, at each setup's headline inference shape
-(its largest batch size). Accuracy is that of the task asked for; with no task: the run's only
-task, or with several, the mean over all of them, counting only setups evaluated on every task
-(a setup missing a task cannot show that it meets the target there).
+Energy is per query (default) or per generated token, at one batch size for every setup: the
+largest batch size that every candidate measured (or ``batch_size``), so that no setup is compared
+at another batch size than the others. Where the candidates share no batch size, each is taken at
+its own headline shape (its largest batch size) and the recommendation says so.
+
+Accuracy is that of the task asked for; with no task: the run's only task, or with several, the
+mean over all of them, counting only setups evaluated on every task (a setup missing a task cannot
+show that it meets the target there). A setup **meets the target when the lower bound of its 95%
+interval does** (``by="lower"``, the default): a point estimate of 0.80 over 50 questions does not
+show 0.75; ``by="point"`` judges the point estimate instead.
+
+Measured and estimated energy are never on one front, nor compared for the cheapest: the
+recommendation is made among the setups of one method (``method``; by default measured where any
+setup is measured), and the others are listed as left out.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.report.tables import Tables
+from harness.report.tables import SETUP, Tables
 
 ENERGY_COLUMN = {"query": "energy_per_query_j", "token": "energy_per_token_j"}
+JUDGED_BY = ("lower", "point")
+METHODS = ("measured", "estimated")
 
 
 def pareto_mask(energy: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
@@ -41,6 +53,19 @@ def pareto_mask(energy: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     return mask
 
 
+def pareto_by_method(energy, accuracy, method) -> np.ndarray:
+    """:func:`pareto_mask` within each energy method: measured and estimated figures are not
+    comparable, so one never dominates the other."""
+    energy = np.asarray(energy, dtype=float)
+    accuracy = np.asarray(accuracy, dtype=float)
+    method = pd.Series(method).fillna("unknown").to_numpy()
+    mask = np.zeros(len(energy), dtype=bool)
+    for m in pd.unique(method):
+        idx = np.flatnonzero(method == m)
+        mask[idx] = pareto_mask(energy[idx], accuracy[idx])
+    return mask
+
+
 def setup_label(frame: pd.DataFrame) -> pd.Series:
     return (
         frame["model"].astype(str)
@@ -51,42 +76,121 @@ def setup_label(frame: pd.DataFrame) -> pd.Series:
     )
 
 
-def candidates(tables: Tables, task: str | None, per: str) -> tuple[pd.DataFrame, str]:
-    """Setups with an accuracy and an energy figure: setup, accuracy, energy, shape, method.
-
-    Returns the frame (with ``on_front``) and a description of the accuracy used.
-    """
-    if per not in ENERGY_COLUMN:
-        raise HarnessError(f"--per must be query or token, got {per!r}")
-    tasks = tables.tasks
-    if not tasks:
-        raise HarnessError(f"{tables.run.path}: the run has no accuracy results to compare")
-    setups = tables.setups.reset_index()
+def _accuracy(setups: pd.DataFrame, tasks: list[str], task: str | None):
+    """Point, lower and upper accuracy per setup, and what they are."""
     if task is not None:
         if task not in tasks:
             raise HarnessError(f"--task {task!r} is not in the run (tasks: {', '.join(tasks)})")
-        accuracy = setups[f"accuracy_{task}"]
-        what = f"accuracy on {task}"
+        chosen, what = [task], f"accuracy on {task}"
     elif len(tasks) == 1:
-        accuracy = setups[f"accuracy_{tasks[0]}"]
-        what = f"accuracy on {tasks[0]}"
+        chosen, what = tasks, f"accuracy on {tasks[0]}"
     else:
-        cols = [f"accuracy_{t}" for t in tasks]
-        accuracy = setups[cols].mean(axis=1, skipna=False)
-        what = f"mean accuracy over {', '.join(tasks)}"
+        chosen, what = tasks, f"mean accuracy over {', '.join(tasks)}"
+    cols = [f"accuracy_{t}" for t in chosen]
+    # the mean of the bounds: never narrower than the interval of the mean (see tables)
+    point = setups[cols].mean(axis=1, skipna=False)
+    low = setups[[f"{c}_ci_low" for c in cols]].mean(axis=1, skipna=False)
+    high = setups[[f"{c}_ci_high" for c in cols]].mean(axis=1, skipna=False)
+    return point, low, high, what
+
+
+def _energy_at(tables: Tables, batch_size: int | None, energy_col: str) -> pd.DataFrame:
+    """Per setup: energy figure, batch size, prompt and new tokens at ``batch_size`` (None: each
+    setup's largest). Ties at a batch size go to the most new tokens, then the longest prompt."""
+    c = tables.cases
+    infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
+    infer["energy_method"] = infer["energy_method"].fillna("unknown")
+    if batch_size is not None:
+        infer = infer[infer["batch_size"] == batch_size]
+    order = ["batch_size", "new_tokens", "prompt_tokens"]
+    top = infer.sort_values(order, ascending=False, kind="stable").drop_duplicates(SETUP)
+    return top.set_index(SETUP)[[energy_col, "batch_size", "prompt_tokens", "new_tokens"]]
+
+
+def _common_batch(tables: Tables, setups: pd.Index) -> int | None:
+    """The largest batch size every one of ``setups`` measured, or None."""
+    c = tables.cases
+    infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
+    infer["energy_method"] = infer["energy_method"].fillna("unknown")
+    sizes = infer.groupby(SETUP)["batch_size"].agg(lambda s: set(s.dropna().astype(int)))
+    sizes = sizes.reindex(setups)
+    if sizes.isna().any() or sizes.empty:
+        return None
+    common = set.intersection(*sizes.tolist())
+    return max(common) if common else None
+
+
+@dataclass
+class Candidates:
+    frame: pd.DataFrame
+    what: str
+    #: the batch size all candidates are compared at (None: each at its headline shape)
+    batch_size: int | None
+    #: setups left out because their energy was obtained by the other method
+    left_out: pd.DataFrame = field(default_factory=pd.DataFrame)
+    method: str | None = None
+
+
+def candidate_set(
+    tables: Tables,
+    task: str | None,
+    per: str,
+    *,
+    by: str = "lower",
+    method: str | None = None,
+    batch_size: int | None = None,
+) -> Candidates:
+    """Setups with an accuracy and an energy figure, of one energy method, at one batch size."""
+    if per not in ENERGY_COLUMN:
+        raise HarnessError(f"--per must be query or token, got {per!r}")
+    if by not in JUDGED_BY:
+        raise HarnessError(f"--accuracy-by must be lower or point, got {by!r}")
+    if method is not None and method not in METHODS:
+        raise HarnessError(f"--method must be measured or estimated, got {method!r}")
+    if batch_size is not None and batch_size < 1:
+        raise HarnessError(f"--batch-size must be >= 1, got {batch_size}")
+    tasks = tables.tasks
+    if not tasks:
+        raise HarnessError(f"{tables.run.path}: the run has no accuracy results to compare")
+    setups = tables.setups
+    point, low, high, what = _accuracy(setups, tasks, task)
     energy_col = ENERGY_COLUMN[per]
+    have_acc = point.notna()
+    all_energy = _energy_at(tables, batch_size, energy_col)
+    with_figures = setups.index[have_acc.to_numpy() & setups.index.isin(all_energy.index)]
+    if batch_size is None:
+        batch_size_used = _common_batch(tables, with_figures)
+    else:
+        batch_size_used = batch_size
+        if not len(with_figures):
+            raise HarnessError(f"--batch-size {batch_size}: no setup with an accuracy measured it")
+    energy = _energy_at(tables, batch_size_used, energy_col).reindex(setups.index)
     out = pd.DataFrame(
         {
-            "setup": setup_label(setups),
-            "accuracy": accuracy,
-            energy_col: setups[energy_col],
-            "batch_size": setups["headline_batch_size"],
-            "energy_method": setups["energy_method"],
+            "setup": setup_label(setups.reset_index()).to_numpy(),
+            "accuracy": point.to_numpy(),
+            "accuracy_ci_low": low.to_numpy(),
+            "accuracy_ci_high": high.to_numpy(),
+            energy_col: energy[energy_col].to_numpy(),
+            "batch_size": energy["batch_size"].to_numpy(),
+            "energy_method": setups.reset_index()["energy_method"].fillna("unknown").to_numpy(),
         }
     )
+    out["judged_accuracy"] = out["accuracy_ci_low" if by == "lower" else "accuracy"]
     out = out[out["accuracy"].notna() & out[energy_col].notna()].reset_index(drop=True)
+    methods = set(out["energy_method"])
+    if method is None:
+        method = "measured" if "measured" in methods else (sorted(methods)[0] if methods else None)
+    left_out = out[out["energy_method"] != method].reset_index(drop=True)
+    out = out[out["energy_method"] == method].reset_index(drop=True)
     out["on_front"] = pareto_mask(out[energy_col].to_numpy(), out["accuracy"].to_numpy())
-    return out, what
+    return Candidates(out, what, batch_size_used, left_out, method)
+
+
+def candidates(tables: Tables, task: str | None, per: str, **options) -> tuple[pd.DataFrame, str]:
+    """The candidate frame (with ``on_front``) and a description of the accuracy used."""
+    c = candidate_set(tables, task, per, **options)
+    return c.frame, c.what
 
 
 @dataclass
@@ -98,13 +202,19 @@ class Recommendation:
     candidates: pd.DataFrame
     chosen: pd.Series | None
     most_accurate: pd.Series | None
+    by: str = "lower"
+    batch_size: int | None = None
+    method: str | None = None
+    left_out: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: the latency target (s) and its column, when one was given (--max-latency)
     max_latency: float | None = None
     latency_column: str | None = None
 
     @property
     def front(self) -> pd.DataFrame:
-        front = self.candidates[self.candidates["on_front"]].drop(columns="on_front")
+        front = self.candidates[self.candidates["on_front"]].drop(
+            columns=["on_front", "judged_accuracy"]
+        )
         return front.sort_values(self.energy_column).reset_index(drop=True)
 
     @property
@@ -127,7 +237,15 @@ class Recommendation:
 
     @property
     def mixes_methods(self) -> bool:
+        """Never: candidates are of one method (those of the other are in ``left_out``)."""
         return self.candidates["energy_method"].nunique() > 1
+
+    @property
+    def mixed_batch_sizes(self) -> list[int]:
+        """The batch sizes compared when the candidates share none (empty when they do)."""
+        if self.batch_size is not None:
+            return []
+        return sorted({int(b) for b in self.candidates["batch_size"].dropna()})
 
 
 def recommend(
@@ -135,11 +253,16 @@ def recommend(
     min_accuracy: float,
     task: str | None = None,
     per: str = "query",
+    *,
+    by: str = "lower",
+    method: str | None = None,
+    batch_size: int | None = None,
     max_latency: float | None = None,
     latency: str = "p90",
-):
-    """The least-energy setup whose accuracy is at least ``min_accuracy`` (and whose headline
-    latency is at most ``max_latency`` seconds, when given; see harness/report/knobs.py).
+) -> Recommendation:
+    """The least-energy setup whose accuracy (its lower bound, or with ``by="point"`` its point
+    estimate) is at least ``min_accuracy``, and whose latency at the batch size compared is at
+    most ``max_latency`` seconds when given (``latency``: p90 or ttft; harness/report/knobs.py).
 
     ``chosen`` is None when no setup meets the target. The most accurate setup (ties: the cheaper)
     is the reference for the saving. Setups differ by hardware profile, so knobs (a power limit, a
@@ -147,17 +270,17 @@ def recommend(
     """
     from harness.report.knobs import latency_column, with_latency_and_knobs
 
-    cands, what = candidates(tables, task, per)
-    energy_col = ENERGY_COLUMN[per]
+    c = candidate_set(tables, task, per, by=by, method=method, batch_size=batch_size)
+    cands = with_latency_and_knobs(c.frame, tables, latency)
     latency_col = latency_column(latency)
-    cands = with_latency_and_knobs(cands, tables, latency)
-    ok = cands[cands["accuracy"] >= min_accuracy]
+    energy_col = ENERGY_COLUMN[per]
+    ok = cands[cands["judged_accuracy"] >= min_accuracy]
     if max_latency is not None:
         ok = ok[ok[latency_col] <= max_latency]
     chosen = None
     if len(ok):
         chosen = ok.sort_values(
-            [energy_col, "accuracy"], ascending=[True, False], kind="stable"
+            [energy_col, "judged_accuracy"], ascending=[True, False], kind="stable"
         ).iloc[0]
     most = None
     if len(cands):
@@ -165,5 +288,17 @@ def recommend(
             ["accuracy", energy_col], ascending=[False, True], kind="stable"
         ).iloc[0]
     return Recommendation(
-        what, per, energy_col, min_accuracy, cands, chosen, most, max_latency, latency_col
+        c.what,
+        per,
+        energy_col,
+        min_accuracy,
+        cands,
+        chosen,
+        most,
+        by=by,
+        batch_size=c.batch_size,
+        method=c.method,
+        left_out=c.left_out,
+        max_latency=max_latency,
+        latency_column=latency_col,
     )

@@ -11,9 +11,14 @@ The 95% confidence interval is the **Student t-interval on the mean**,
 
 For repetition noise, which is close to symmetric, mean and median nearly coincide; for skewed
 data the interval describes the mean and may not contain the median. A lower bound below zero
-is clipped to zero for quantities that cannot be negative. With n = 1 there is no
-interval (NaN), except for accuracy, whose evaluator reports a standard error over the samples of
-one pass: then the interval is ``accuracy ± 1.96 · stderr`` (normal approximation).
+is clipped to zero for quantities that cannot be negative. With n = 1 there is no interval (NaN).
+
+**Accuracy** is a proportion of the task's samples answered right, and repeating the evaluation
+does not sample new questions, so its interval is not one over repetitions: it is **Wilson's score
+interval** for a proportion p over the n samples evaluated (``samples``; else n recovered from the
+evaluator's standard error, ``se² = p(1−p)/(n−1)``). Wilson's and not Wald's ``p ± 1.96·se``: Wald's
+can pass 1 (or 0), and it has zero width at p = 0 or 1, as if a perfect score on 20 questions were
+certain; Wilson's stays inside [0, 1] and keeps its coverage for small n and extreme p.
 
 The coefficient of variation is ``s / mean`` (NaN for n < 2 or a zero mean).
 
@@ -29,10 +34,35 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.stopping import t_quantile
+from harness.stopping import ci_half_width, t_quantile
 
 #: two-sided 95% normal quantile, for intervals from a reported standard error
 Z95 = 1.959963984540054
+
+
+def wilson(p, n, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson's score interval of a proportion ``p`` over ``n`` trials (arrays; NaN where n < 1).
+
+    ``(p + z²/2n ± z·sqrt(p(1−p)/n + z²/4n²)) / (1 + z²/n)``: always inside [0, 1].
+    """
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.where(n >= 1, n, np.nan)
+        z2n = z * z / n
+        center = (p + z2n / 2) / (1 + z2n)
+        half = z * np.sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n)
+    return np.clip(center - half, 0.0, 1.0), np.clip(center + half, 0.0, 1.0)
+
+
+def samples_from_stderr(p, stderr) -> np.ndarray:
+    """n from an evaluator's standard error of a proportion, ``se² = p(1−p)/(n−1)`` (lm-eval's
+    sample standard error); NaN where it cannot tell (se = 0 at p = 0 or 1)."""
+    p = np.asarray(p, dtype=float)
+    se = np.asarray(stderr, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = p * (1 - p) / (se * se) + 1
+    return np.where(np.isfinite(n) & (se > 0), np.round(n), np.nan)
 
 
 def t975(df: np.ndarray | Sequence[float] | float) -> np.ndarray:
@@ -60,7 +90,7 @@ def describe(values: Iterable[float]) -> dict[str, float]:
         return {"median": nan, "mean": nan, "ci_low": nan, "ci_high": nan, "n": 0, "cv": nan}
     mean = float(x.mean())
     sd = float(x.std(ddof=1)) if n > 1 else math.nan
-    half = float(t975(n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
+    half = ci_half_width(x.tolist()) if n > 1 else math.nan  # the stopping rule's own
     return {
         "median": float(np.median(x)),
         "mean": mean,
@@ -83,8 +113,8 @@ def aggregate(
 
     Returns one row per group, indexed by ``keys``, with for each metric ``m`` the columns ``m``
     (median), ``m_ci_low``, ``m_ci_high`` and ``m_cv``, plus ``n`` (repetitions in the group).
-    An ``accuracy`` metric with a single value and an ``accuracy_stderr`` column gets
-    ``accuracy ± 1.96 · stderr`` as its interval. Lower bounds are clipped at 0 except for the
+    An ``accuracy`` metric gets Wilson's interval over its samples (``samples``, else n from
+    ``accuracy_stderr``) where those are known. Lower bounds are clipped at 0 except for the
     ``signed`` metrics (energy less idle can be negative; a time or an energy cannot).
     """
     metrics = [m for m in metrics if m in frame.columns]
@@ -102,11 +132,17 @@ def aggregate(
     parts: dict[str, pd.Series] = {}
     for m in metrics:
         low, high = mean[m] - half[m], mean[m] + half[m]
-        if m == "accuracy" and "accuracy_stderr" in frame.columns:
-            se = grouped["accuracy_stderr"].median()
-            one = count[m] == 1
-            low = low.where(~one, median[m] - Z95 * se)
-            high = high.where(~one, median[m] + Z95 * se)
+        if m == "accuracy":
+            n_samples = pd.Series(np.nan, index=median.index)
+            if "samples" in frame.columns:
+                n_samples = grouped["samples"].median()
+            if "accuracy_stderr" in frame.columns:
+                derived = samples_from_stderr(median[m], grouped["accuracy_stderr"].median())
+                n_samples = n_samples.where(n_samples.notna(), derived)
+            w_low, w_high = wilson(median[m].to_numpy(), n_samples.to_numpy())
+            known = n_samples.notna() & median[m].notna()
+            low = low.where(~known, pd.Series(w_low, index=median.index))
+            high = high.where(~known, pd.Series(w_high, index=median.index))
         if m not in signed:
             low = low.clip(lower=0)
         parts[m] = median[m]

@@ -50,6 +50,7 @@ CASE_IDENTITY = [
     "hardware",
     "device",
     "device_name",
+    "node",
     "workload",
     "batch_size",
     "prompt_tokens",
@@ -58,6 +59,7 @@ CASE_IDENTITY = [
     "task",
     "metric",
     "energy_sources",
+    "stop_reason",
 ]
 CASE_METRICS = [
     "duration_s",
@@ -97,6 +99,7 @@ SETUP_FACTS = [
     "quantization",
     "device",
     "device_name",
+    "node",
     "energy_sources",
 ]
 
@@ -164,16 +167,36 @@ class Grid:
         return energy_j / J_PER_KWH * self.pue * self.intensity_g_per_kwh
 
 
+def _number(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 def grid_of(run: Run) -> Grid:
-    """The run's carbon block looked up by harness.carbon; else what the records carry."""
-    block = run.carbon_block
-    if block:
-        found = carbon.settings(block)
-        return Grid(found["intensity_g_per_kwh"], found["pue"], found["origin"])
+    """The grid intensity and PUE the run used: as recorded in its manifest when it ran, else as
+    its records carry them; looked up again from the carbon block only for runs that recorded
+    neither (codecarbon's data change between versions, a report must not).
+    """
+    recorded = run.manifest.get("carbon")
+    if isinstance(recorded, dict) and _number(recorded.get("intensity_g_per_kwh")) is not None:
+        pue = _number(recorded.get("pue"))
+        origin = recorded.get("origin") or "given in the suite"
+        return Grid(
+            _number(recorded["intensity_g_per_kwh"]),
+            pue if pue is not None else 1.0,
+            f"{origin}, as recorded when the run was made",
+        )
     g = run.frame["intensity_g_per_kwh"].median()
     pue = run.frame["pue"].median()
     if pd.notna(g):
-        return Grid(float(g), float(pue) if pd.notna(pue) else 1.0, "the records")
+        return Grid(float(g), float(pue) if pd.notna(pue) else 1.0, "as recorded in the records")
+    block = run.carbon_block
+    if block:
+        found = carbon.settings(block)
+        return Grid(found["intensity_g_per_kwh"], found["pue"], f"{found['origin']}, looked up now")
     return Grid()
 
 

@@ -1,9 +1,10 @@
 """Accuracy: one lm-eval pass over a task, on the model already loaded, inside one meter window.
 
-The task is any lm-eval task: one of the YAML tasks in ``suites/tasks`` (local JSONL data, no
-network) or a name in lm-eval's own registry (its data must then be in the Hugging Face cache or
-reachable). The model is the one ``load_model`` returned, wrapped in lm-eval's ``HFLM``, so the
-accuracy belongs to exactly the variant (dtype, quantisation) that the energy figures describe.
+The task is any lm-eval task: one of the YAML tasks in ``harness/data/tasks`` (local JSONL data,
+no network) or a name in lm-eval's own registry (its data must then be in the Hugging Face cache
+or reachable). The model is the one the variant's engine loaded (``harness/engines``), scored
+through the lm-eval model that engine gives (``HFLM`` for transformers), so the accuracy belongs
+to exactly the variant (dtype, quantisation) that the energy figures describe.
 Evaluation is deterministic, so a case is one pass: one repetition.
 
 The window holds what the evaluation costs: building the requests, the model's forward passes
@@ -33,7 +34,7 @@ _EXPECTED_WARNINGS = (
 
 
 def tasks_dir() -> Path:
-    """The folder of the harness's own lm-eval task YAMLs (suites/tasks)."""
+    """The folder of the harness's own lm-eval task YAMLs (harness/data/tasks)."""
     from harness.models.corpus import tasks_dir as corpus_tasks_dir
 
     return corpus_tasks_dir()
@@ -184,14 +185,19 @@ class AccuracyWorkload(Workload):
         self.limit = _optional_int(self.spec, "limit", 1)
         self.num_fewshot = _optional_int(self.spec, "num_fewshot", 0)
         self.batch_size = _optional_int(self.spec, "batch_size", 1) or 1
-        self.loaded = None
+        self.engine = None
+
+    @property
+    def loaded(self):
+        """What the engine loaded (for the transformers engine: model, tokenizer, device)."""
+        return self.engine.loaded if self.engine is not None else None
 
     def planned_repetitions(self) -> int | None:
         return 1
 
     def setup(self) -> dict:
+        from harness.engines import create_engine, engine_name
         from harness.hardware import apply_profile, describe
-        from harness.models import load_model
 
         case = self.ctx.case
         apply_profile(case["hardware"])
@@ -205,19 +211,14 @@ class AccuracyWorkload(Workload):
                 raise HarnessError(
                     f"lm-eval task {self.task!r} could not be loaded: {first}"
                 ) from None
-            self.loaded = load_model(
+            self.engine = create_engine(engine_name(case.get("variant")))
+            static = self.engine.load(
                 case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
             )
-            from lm_eval.models.huggingface import HFLM
-
-            self.lm = HFLM(
-                pretrained=self.loaded.model,
-                tokenizer=self.loaded.tokenizer,
-                batch_size=self.batch_size,
-            )
-        self._memory = PeakMemory(self.loaded.device)
+            self.lm = self.engine.lm_eval_model(self.batch_size)
+        self._memory = PeakMemory(self.engine.device)
         return {
-            **self.loaded.columns(),
+            **static,
             "device_name": describe(case["hardware"])["device_name"],
             "task": self.task,
             "batch_size": self.batch_size,
@@ -264,13 +265,6 @@ class AccuracyWorkload(Workload):
         return Repetition(measurement=m, columns=columns)
 
     def teardown(self) -> None:
-        import gc
-
-        device = self.loaded.device if self.loaded is not None else None
         self.lm = None
-        self.loaded = None
-        gc.collect()
-        if device is not None and device.type == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
+        if self.engine is not None:
+            self.engine.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.records import WORK_FIELDS
+from harness.store import last_line
 from harness.workloads.base import Repetition, Workload
 
 #: at most this much of the program's output is kept in the case folder
@@ -32,11 +33,6 @@ def _status_text(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exited with status {returncode}"
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 class CommandWorkload(Workload):
@@ -81,7 +77,7 @@ class CommandWorkload(Workload):
         self.exit_status = done.returncode
         self._keep_output(done)
         if done.returncode != 0:
-            why = _last_line(done.stderr) or _last_line(done.stdout)
+            why = last_line(done.stderr) or last_line(done.stdout)
             msg = f"command {_status_text(done.returncode)}"
             raise HarnessError(f"{msg}: {why[:300]}" if why else msg)
         return done
@@ -110,7 +106,7 @@ class CommandWorkload(Workload):
 
     def _reported(self, stdout: str) -> dict:
         """The numeric column fields of a JSON object on the last output line."""
-        line = _last_line(stdout)
+        line = last_line(stdout)
         if not line.startswith("{"):
             return {}
         try:

@@ -27,7 +27,6 @@ per-query energies are derived from these by ``harness.records.derive``.
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 import time
@@ -61,36 +60,6 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def fixed_prompts(model, tokenizer, batch_size: int, prompt_tokens: int, seed: int = PROMPT_SEED):
-    """``batch_size`` prompts of exactly ``prompt_tokens`` ids: seeded, no special tokens.
-
-    Random ids rather than text: a tokenizer turns text into a varying number of tokens, and the
-    cost of a forward pass does not depend on which ids it is given.
-    """
-    import torch
-
-    vocab = model.get_input_embeddings().num_embeddings
-    if tokenizer is not None:
-        vocab = min(vocab, len(tokenizer))
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    allowed = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
-    if allowed.numel() == 0:
-        raise HarnessError("the model's vocabulary has no ordinary tokens to build prompts from")
-    gen = torch.Generator().manual_seed(seed)
-    picks = torch.randint(0, allowed.numel(), (batch_size, prompt_tokens), generator=gen)
-    input_ids = allowed[picks]
-    return input_ids, torch.ones_like(input_ids)
-
-
-def _context_length(model) -> int | None:
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 class InferWorkload(Workload):
     """``{type: infer, batch_size, prompt_tokens, new_tokens}``: see the module's docstring."""
 
@@ -101,87 +70,58 @@ class InferWorkload(Workload):
         self.batch_size = _positive_int(self.spec, "batch_size")
         self.prompt_tokens = _positive_int(self.spec, "prompt_tokens")
         self.new_tokens = _positive_int(self.spec, "new_tokens")
-        self.loaded = None
+        self.engine = None
         #: full generate calls per repetition, and prefill-only calls (set after warmup)
         self.calls: int | None = None
         self.prefill_calls: int | None = None
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> dict:
+        from harness.engines import create_engine, engine_name
         from harness.hardware import apply_profile, describe
-        from harness.models import load_model
 
         case = self.ctx.case
         apply_profile(case["hardware"])
-        self.loaded = load_model(
+        self.engine = create_engine(engine_name(case.get("variant")))
+        static = self.engine.load(
             case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
         )
-        model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        limit = _context_length(model)
+        limit = self.engine.context_length()
         total = self.prompt_tokens + self.new_tokens
         if limit is not None and total > limit:
             raise HarnessError(
                 f"infer workload: prompt_tokens + new_tokens = {total} exceeds the context length "
-                f"of model {self.loaded.name!r} ({limit})"
+                f"of model {static.get('model')!r} ({limit})"
             )
-        input_ids, attention_mask = fixed_prompts(
-            model, tokenizer, self.batch_size, self.prompt_tokens
-        )
-        self.input_ids = input_ids.to(self.loaded.device)
-        self.attention_mask = attention_mask.to(self.loaded.device)
-        pad = getattr(tokenizer, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(tokenizer, "eos_token_id", None)
-        # the same arguments for every call, built once
-        self._generate_kwargs = {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "do_sample": False,
-            "num_beams": 1,
-            "use_cache": True,
-            "pad_token_id": pad if pad is not None else 0,
-        }
-        self._memory = PeakMemory(self.loaded.device)
-        self._sync = None
-        if self.loaded.device.type == "cuda":
-            import torch
-
-            self._sync = functools.partial(torch.cuda.synchronize, self.loaded.device)
+        self.prompts = self.engine.prompts(self.batch_size, self.prompt_tokens, PROMPT_SEED)
+        self.input_ids, self.attention_mask = self.prompts.input_ids, self.prompts.attention_mask
+        self._memory = PeakMemory(self.engine.device)
         return {
-            **self.loaded.columns(),
+            **static,
             "device_name": describe(case["hardware"])["device_name"],
             "batch_size": self.batch_size,
             "prompt_tokens": self.prompt_tokens,
             "new_tokens": self.new_tokens,
         }
 
+    @property
+    def loaded(self):
+        """What the engine loaded (for the transformers engine: model, tokenizer, device)."""
+        return self.engine.loaded if self.engine is not None else None
+
     # ---------------------------------------------------------------- calls
     def generate(self, new_tokens: int):
         """One greedy call producing exactly ``new_tokens`` tokens per prompt; returns the ids."""
-        import torch
-
-        with torch.inference_mode():
-            out = self.loaded.model.generate(
-                **self._generate_kwargs, max_new_tokens=new_tokens, min_new_tokens=new_tokens
-            )
-        # min_new_tokens keeps every row from ending early; the shape is a cheap guard on that
-        expected = (self.batch_size, self.prompt_tokens + new_tokens)
-        if out.shape != expected:
-            raise HarnessError(
-                f"generate returned shape {tuple(out.shape)}, expected {expected}: "
-                "the model stopped before new_tokens"
-            )
-        return out
+        return self.engine.generate(self.prompts, new_tokens)
 
     def _timed_calls(self, count: int, new_tokens: int) -> list[float]:
         """Seconds of each of ``count`` calls (a GPU is synchronised so each time is complete)."""
-        clock, sync, generate = time.perf_counter, self._sync, self.generate
+        clock, sync, generate = time.perf_counter, self.engine.synchronize, self.generate
         times = []
         for _ in range(count):
             t0 = clock()
             generate(new_tokens)
-            if sync is not None:
-                sync()
+            sync()
             times.append(clock() - t0)
         return times
 
@@ -268,13 +208,5 @@ class InferWorkload(Workload):
         }
 
     def teardown(self) -> None:
-        import gc
-
-        device = self.loaded.device if self.loaded is not None else None
-        self.loaded = None
-        self._generate_kwargs = {}
-        gc.collect()
-        if device is not None and device.type == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
+        if self.engine is not None:
+            self.engine.close()

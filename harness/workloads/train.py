@@ -15,7 +15,6 @@ lose AdamW's small updates); float16 and quantised variants are refused.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -111,18 +110,17 @@ def _positive_int(spec: dict, key: str) -> int:
 
 
 def save_atomically(model, tokenizer, folder: Path) -> Path:
-    """save_pretrained into a temporary sibling folder, then swap it into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    """save_pretrained into a staging folder beside ``folder``, then swap it into place whole."""
+    from harness import store
+
+    staging = store.staging_folder(folder)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return store.replace_folder(staging, folder)
 
 
 class Trainer:
@@ -232,7 +230,7 @@ class TrainWorkload(Workload):
         import torch
 
         from harness import hardware
-        from harness.models import load_model
+        from harness.engines import create_engine, engine_name
 
         spec = self.spec
         self.steps = _positive_int(spec, "steps")
@@ -255,14 +253,17 @@ class TrainWorkload(Workload):
         hardware.apply_profile(hw)
         # always start from the seeded initialisation (artifacts_dir=None), never from an
         # earlier run's checkpoint, so that every train case does the same work
-        self.loaded = load_model(
+        self.engine = create_engine(engine_name(variant))
+        static = self.engine.load(
             self.ctx.case["model"], {**variant, "dtype": "float32"}, hw, artifacts_dir=None
         )
+        self.model_name = static["model"]
+        net, tokenizer = self.engine.trainable()
         text_file = spec.get("text_file")
         self.trainer = Trainer(
-            self.loaded.model,
-            self.loaded.tokenizer,
-            self.loaded.device,
+            net,
+            tokenizer,
+            self.engine.device,
             steps=self.steps,
             batch_size=self.batch_size,
             seq_len=self.seq_len,
@@ -272,9 +273,9 @@ class TrainWorkload(Workload):
             text_file=Path(text_file) if text_file else None,
         )
         self.chunks = chunk_sizes(self.steps, min(MAX_CHUNKS, self.steps))
-        self.memory = PeakMemory(self.loaded.device)
+        self.memory = PeakMemory(self.engine.device)
         self.saved_path: Path | None = None
-        columns = self.loaded.columns()
+        columns = dict(static)
         columns.pop("trained", None)  # a train case always starts from the seeded init
         columns["dtype"] = dtype
         if dtype == "bfloat16":
@@ -327,8 +328,9 @@ class TrainWorkload(Workload):
     def _save(self) -> None:
         from harness.models.builtin import checkpoint_dir
 
-        folder = checkpoint_dir(self.ctx.artifacts_dir, self.loaded.name)
-        self.saved_path = save_atomically(self.loaded.model, self.loaded.tokenizer, folder)
+        folder = checkpoint_dir(self.ctx.artifacts_dir, self.model_name)
+        net, tokenizer = self.engine.trainable()
+        self.saved_path = save_atomically(net, tokenizer, folder)
 
     def summary(self) -> dict[str, Any]:
         t = self.trainer
@@ -344,6 +346,12 @@ class TrainWorkload(Workload):
             "chunks": len(self.chunks),
         }
 
+    @property
+    def loaded(self):
+        """What the engine loaded (for the transformers engine: model, tokenizer, device)."""
+        return self.engine.loaded if getattr(self, "engine", None) is not None else None
+
     def teardown(self) -> None:
         self.trainer = None
-        self.loaded = None
+        if getattr(self, "engine", None) is not None:
+            self.engine.close()

@@ -1,0 +1,173 @@
+"""The code's layout holds: no import cycle, Ray in one module, the runner imported by two.
+
+The import graph is read from the source (every ``import`` statement, also those inside
+functions, where most of this project's imports are; ``if TYPE_CHECKING:`` blocks are left out,
+they never run), so a cycle that would only bite at run time on some path fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "harness"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
+    """The modules (of any package) that ``path`` imports, anywhere in it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                # ``from harness import store`` imports harness.store (its package harness is
+                # already imported as its parent); ``from harness.x import f`` imports harness.x
+                sub = f"{base}.{alias.name}"
+                found.add(sub if sub in known else base)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    known = _modules()
+    return {
+        name: {m for m in _imports(path, name, known) if m in known and m != name}
+        for name, path in known.items()
+    }
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a path ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def walk(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state:
+                cycle = walk(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = walk(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path):
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    # an import inside a function counts; one under TYPE_CHECKING does not
+    src = tmp_path / "m.py"
+    src.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import harness.runner\n"
+        "def f():\n    from harness import store\n    import harness.meter\n"
+    )
+    known = {"harness.store": src, "harness.meter": src, "harness.runner": src}
+    assert _imports(src, "harness.m", known) >= {"harness.store", "harness.meter"}
+    assert "harness.runner" not in _imports(src, "harness.m", known)
+
+
+def test_no_import_cycle_among_harness_modules():
+    graph = import_graph()
+    assert len(graph) > 50  # the whole package was read
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_ray_is_imported_only_by_the_ray_launcher():
+    known = _modules()
+    importers = {
+        name
+        for name, path in known.items()
+        if any(m == "ray" or m.startswith("ray.") for m in _imports(path, name, known))
+    }
+    assert importers == {"harness.launchers.ray"}
+
+
+def test_only_the_cli_and_the_public_api_import_the_runner():
+    importers = {name for name, deps in import_graph().items() if "harness.runner" in deps}
+    assert importers <= {"harness", "harness.cli", "harness.commands.run"}
+    assert "harness.commands.run" in importers and "harness" in importers
+
+
+@pytest.mark.parametrize("layer", ["harness.sensors", "harness.workloads", "harness.engines"])
+def test_lower_layers_know_nothing_of_launchers_or_the_runner(layer):
+    graph = import_graph()
+    for name, deps in graph.items():
+        if name == layer or name.startswith(layer + "."):
+            above = {d for d in deps if d.startswith(("harness.launchers", "harness.runner"))}
+            assert not above, f"{name} imports {sorted(above)}"
+
+
+#: writes that are not files the project produces: a worker's inherited descriptors in the fork
+#: server, and the kernel's /proc/self/clear_refs knob (harness.workloads.memory)
+NOT_PROJECT_FILES = {"harness/launchers/forkserver.py", "harness/workloads/memory.py"}
+
+
+def test_every_file_is_written_through_the_one_atomic_helper():
+    """store.write_bytes (and replace_folder for a checkpoint folder) is the only writer."""
+    import re
+
+    writer = re.compile(
+        r"os\.replace\(|os\.rename\(|\.rename\((?!columns)|\.replace\(path\)|\.write_text\("
+        r"|\.write_bytes\(|open\([^)]*['\"][wa]b?['\"]|\.to_csv\([^)]*path|savefig\((?!buf)"
+    )
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in NOT_PROJECT_FILES or rel == "harness/store.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if writer.search(code) and "store." not in code and "write_bytes(self" not in code:
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert not offenders, "files written beside store.write_bytes:\n" + "\n".join(offenders)
