@@ -1,4 +1,5 @@
-"""Knobs in the report: each setup's latency and knob settings, and the figures against them.
+"""Knobs in the report: each setup's latency and knob settings, for recommend and the figures
+against a knob (drawn in harness/report/plots.py).
 
 A setup's knobs are its hardware profile's (``gpu-200w``, ``cpu-1200mhz``); the values shown are
 those the windows recorded (``power_limit_w``, ``cpu_max_mhz``: what the machine reported, not what
@@ -9,13 +10,11 @@ case's repetitions.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.report.tables import Tables
+from harness.report.tables import SETUP, Tables
 
 #: --latency choice -> column
 LATENCY_COLUMN = {"p90": "latency_p90_s", "ttft": "ttft_s"}
@@ -61,31 +60,23 @@ def headline_latency_and_knobs(tables: Tables) -> pd.DataFrame:
     return out
 
 
-def with_latency_and_knobs(cands: pd.DataFrame, tables: Tables, latency: str) -> pd.DataFrame:
-    """``cands`` (recommend's candidates: setup label, energy_method, batch_size...) with the
-    latency of the inference case each is compared at and, where any setup recorded one, the knob
-    columns. Several prompt/new-token lengths at one batch size: the most new tokens, then the
-    longest prompt (the headline rule)."""
-    from harness.report.recommend import setup_label
-
+def latency_and_knobs_by_batch(tables: Tables, latency: str) -> pd.DataFrame:
+    """Per setup (SETUP columns) and batch size (``batch``): the infer case's latency and, where
+    any setup recorded one, the knob columns. Several prompt/new-token lengths at one batch
+    size: the most new tokens, then the longest prompt (the headline rule)."""
     col = latency_column(latency)
     c = tables.cases
     infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
     infer["energy_method"] = infer["energy_method"].fillna("unknown")
-    infer["setup"] = setup_label(infer)
     order = ["batch_size", "new_tokens", "prompt_tokens"]
     infer = infer.sort_values(order, ascending=False, kind="stable")
-    infer["_batch"] = pd.to_numeric(infer["batch_size"], errors="coerce").astype(float)
-    infer = infer.drop_duplicates(["setup", "energy_method", "_batch"])
+    infer["batch"] = pd.to_numeric(infer["batch_size"], errors="coerce").astype(float)
+    infer = infer.drop_duplicates([*SETUP, "batch"])
     infer = infer.join(_recorded_knobs(tables), on="case_id")
     if col not in infer.columns:
         infer[col] = np.nan
     keep = [col, *[k for k in KNOB_COLUMNS if infer[k].notna().any()]]
-    extra = infer[["setup", "energy_method", "_batch", *keep]]
-    cands = cands.drop(columns=[k for k in keep if k in cands.columns])
-    cands = cands.assign(_batch=pd.to_numeric(cands["batch_size"], errors="coerce").astype(float))
-    out = cands.merge(extra, on=["setup", "energy_method", "_batch"], how="left")
-    return out.drop(columns="_batch")
+    return infer[[*SETUP, "batch", *keep]].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------ figures
@@ -118,61 +109,3 @@ def knob_points(tables: Tables, knob: str) -> pd.DataFrame:
     s.loc[s["energy_method"] == "estimated", "series"] += " (est.)"
     spread = s.groupby("series")[knob].nunique()
     return s[s["series"].isin(spread[spread > 1].index)]
-
-
-def energy_and_latency_vs_knob(tables: Tables, path: Path, knob: str) -> Path | None:
-    """Energy per token and latency against a knob, one line per model/variant."""
-    from harness.report import plots
-
-    s = knob_points(tables, knob)
-    if s.empty:
-        return None
-    _, xlabel, what = KNOB_AXES[knob]
-    colors = plots._colors(s["series"])
-    fig = plots.plt.figure(figsize=(12, 5.5))
-    axes = [fig.add_axes((0.07, 0.13, 0.31, 0.7)), fig.add_axes((0.45, 0.13, 0.31, 0.7))]
-    panels = (
-        ("energy_per_token_j", "energy per generated token (J)"),
-        ("latency_p90_s", "p90 latency of a batch (s)"),
-    )
-    for series, g in s.groupby("series", sort=False):
-        g = g.sort_values(knob)
-        for ax, (col, _) in zip(axes, panels, strict=True):
-            if g[col].notna().any():
-                ax.errorbar(
-                    g[knob],
-                    g[col],
-                    yerr=plots._yerr(g, col),
-                    marker="o",
-                    ms=5,
-                    capsize=2,
-                    lw=1.2,
-                    color=colors[series],
-                    label=series,
-                )
-    for ax, (_, ylabel) in zip(axes, panels, strict=True):
-        ax.set_xlabel(xlabel, fontsize=9)
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    axes[0].set_title("Energy per token", fontsize=10)
-    axes[1].set_title("Latency", fontsize=10)
-    handles = [
-        plots.Line2D([], [], color=c, marker="o", lw=1.2, label=n) for n, c in colors.items()
-    ]
-    plots._legend_right(fig, handles, "model/variant")
-    fig.suptitle(
-        f"Energy per token and latency against {what} (headline batch size; bars: 95% CI)\n"
-        f"{plots.method_note(s['energy_method'])}",
-        fontsize=11,
-        x=0.45,
-    )
-    return plots._save(fig, path)
-
-
-def energy_vs_power_limit(tables: Tables, path: Path) -> Path | None:
-    return energy_and_latency_vs_knob(tables, path, "power_limit_w")
-
-
-def energy_vs_cpu_max_mhz(tables: Tables, path: Path) -> Path | None:
-    return energy_and_latency_vs_knob(tables, path, "cpu_max_mhz")

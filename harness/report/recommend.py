@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.report.knobs import latency_and_knobs_by_batch, latency_column
 from harness.report.tables import SETUP, Tables
 
 ENERGY_COLUMN = {"query": "energy_per_query_j", "token": "energy_per_token_j"}
@@ -248,6 +249,20 @@ class Recommendation:
         return sorted({int(b) for b in self.candidates["batch_size"].dropna()})
 
 
+def _with_latency_and_knobs(cands: pd.DataFrame, tables: Tables, latency: str) -> pd.DataFrame:
+    """The candidates with the latency of the infer case each is compared at (its batch size)
+    and the knobs its windows recorded (harness/report/knobs.py)."""
+    extra = latency_and_knobs_by_batch(tables, latency)
+    extra["setup"] = setup_label(extra)
+    added = [c for c in extra.columns if c not in (*SETUP, "batch", "setup")]
+    extra = extra[["setup", "energy_method", "batch", *added]]
+    cands = cands.drop(columns=[c for c in added if c in cands.columns])
+    cands = cands.assign(batch=pd.to_numeric(cands["batch_size"], errors="coerce").astype(float))
+    return cands.merge(extra, on=["setup", "energy_method", "batch"], how="left").drop(
+        columns="batch"
+    )
+
+
 def recommend(
     tables: Tables,
     min_accuracy: float,
@@ -268,10 +283,8 @@ def recommend(
     is the reference for the saving. Setups differ by hardware profile, so knobs (a power limit, a
     frequency cap) are compared as any other part of a setup.
     """
-    from harness.report.knobs import latency_column, with_latency_and_knobs
-
     c = candidate_set(tables, task, per, by=by, method=method, batch_size=batch_size)
-    cands = with_latency_and_knobs(c.frame, tables, latency)
+    cands = _with_latency_and_knobs(c.frame, tables, latency)
     latency_col = latency_column(latency)
     energy_col = ENERGY_COLUMN[per]
     ok = cands[cands["judged_accuracy"] >= min_accuracy]
