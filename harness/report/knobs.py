@@ -3,9 +3,9 @@ against a knob (drawn in harness/report/plots.py).
 
 A setup's knobs are its hardware profile's (``gpu-200w``, ``cpu-1200mhz``); the values shown are
 those the windows recorded (``power_limit_w``, ``cpu_max_mhz``: what the machine reported, not what
-the suite asked for). Latency is the headline inference case's: ``latency_p90_s`` (the 90th
-percentile of its generate calls) or ``ttft_s`` (time to the first token), the median over the
-case's repetitions.
+the suite asked for). Latency is an inference case's ``latency_p90_s`` (the 90th percentile of
+its generate calls) or ``ttft_s`` (time to the first token), the median over its repetitions:
+for recommend the case at the batch size compared, for the figures the headline case.
 """
 
 from __future__ import annotations
