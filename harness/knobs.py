@@ -46,18 +46,7 @@ Echo = Callable[[str], None]
 
 def knobs_of(hw: dict) -> list[str]:
     """The knob fields a profile sets, in the order they are applied."""
-    return [k for k in KNOB_FIELDS_ORDER if hw.get(k) is not None]
-
-
-#: a board mode first (it may move clocks and limits), then the CPU's, then the GPU's
-KNOB_FIELDS_ORDER = (
-    "knob_command",
-    "cpu_governor",
-    "cpu_max_mhz",
-    "power_limit_w",
-    "gpu_locked_clocks_mhz",
-)
-assert set(KNOB_FIELDS_ORDER) == set(KNOB_FIELDS)
+    return [k for k in KNOB_FIELDS if hw.get(k) is not None]
 
 
 def machine_file() -> Path:

@@ -186,13 +186,14 @@ class KnobCommand(_Strict):
         return self
 
 
-#: the knob fields of a hardware profile (harness/knobs.py sets them for the profile's cases)
+#: the knob fields of a hardware profile, in the order harness/knobs.py sets them: a board's mode
+#: first (it may move clocks and limits), then the CPU's, then the GPU's
 KNOB_FIELDS = (
+    "knob_command",
+    "cpu_governor",
+    "cpu_max_mhz",
     "power_limit_w",
     "gpu_locked_clocks_mhz",
-    "cpu_max_mhz",
-    "cpu_governor",
-    "knob_command",
 )
 
 
