@@ -13,3 +13,11 @@ class SensorError(HarnessError):
 
 class SensorPermissionError(SensorError):
     """A sensor exists but this user may not read it."""
+
+
+class KnobError(HarnessError):
+    """A hardware knob (power limit, frequency cap, board mode) could not be read or set."""
+
+
+class KnobPermissionError(KnobError):
+    """A knob exists but this user may not change it; the message says how to grant it."""

@@ -71,6 +71,8 @@ class Measurement:
     #: mean clock (GPU SM clock, else CPU frequency) and summed enforced power limit at the end
     clock_mhz: float | None = None
     power_limit_w: float | None = None
+    #: the CPU's frequency cap at the end (highest cpufreq scaling_max_freq), where readable
+    cpu_max_mhz: float | None = None
     #: per device: {"start": {...}, "end": {...}} as the devices reported them
     thermal: dict[str, dict] = field(default_factory=dict)
 
@@ -104,6 +106,7 @@ class Measurement:
             "temp_end_c": self.temp_end_c,
             "clock_mhz": self.clock_mhz,
             "power_limit_w": self.power_limit_w,
+            "cpu_max_mhz": self.cpu_max_mhz,
         }
 
 
@@ -618,6 +621,8 @@ class Meter:
         m.clock_mhz = statistics.fmean(clocks) if clocks else None
         limits = [v["power_limit_w"] for v in end.values() if "power_limit_w" in v]
         m.power_limit_w = sum(limits) if limits else None
+        caps = [v["cpu_max_mhz"] for v in end.values() if "cpu_max_mhz" in v]
+        m.cpu_max_mhz = max(caps) if caps else None
         if self.max_temp_drift_c is None:
             return
         for dev, edges in m.thermal.items():

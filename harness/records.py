@@ -53,7 +53,7 @@ TIME = [
 ]
 WORK = ["tokens_in", "tokens_out", "samples", "queries"]
 #: the machine's state in the window, where it reports it (ARCHITECTURE.md, Measurement rules)
-MACHINE = ["power_limit_w", "temp_start_c", "temp_end_c", "clock_mhz"]
+MACHINE = ["power_limit_w", "cpu_max_mhz", "temp_start_c", "temp_end_c", "clock_mhz"]
 ENERGY = [
     "energy_j",
     "energy_dynamic_j",
@@ -141,6 +141,7 @@ def measurement_columns(m: Measurement, idle_w: dict[str, float] | None = None) 
         "temp_end_c": m.temp_end_c,
         "clock_mhz": m.clock_mhz,
         "power_limit_w": m.power_limit_w,
+        "cpu_max_mhz": m.cpu_max_mhz,
     }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import store
+from harness import knobs, store
 from harness.errors import HarnessError
 from harness.launchers import INTERRUPTED, Job, get_launcher
 from harness.lock import MachineLock
@@ -210,6 +210,8 @@ def orchestrate_run(
     cases = select(expand(suite_obj), only)
     if not cases:
         raise HarnessError(f"--only {only}: no case matches")
+    if ray is not None:
+        knobs.refuse_on_ray(cases)  # knobs: the runner sets them on its own machine only
     if ray is None and (missing := missing_extra(cases)):
         raise HarnessError(missing)  # before any case runs, not once per case
     # no Ray, a bad resources entry or an address where nothing answers is one line and exit 2,
@@ -243,6 +245,7 @@ def orchestrate_run(
             store.reserve_space(run_dir)
         except OSError as e:
             raise store.write_error(e) from None
+        knobs.restore_left_over(run_dir, echo)  # knobs a dead run left set, before measuring
         workdir = Path(manifest.get("workdir") or Path.cwd())
         if not workdir.is_dir():
             workdir = Path.cwd()

@@ -194,6 +194,33 @@ class Measurement(_Strict):
         return self
 
 
+class KnobCommand(_Strict):
+    """A board's own tool as a knob (Jetson ``nvpmodel``): see harness/knobs.py."""
+
+    #: prints the current setting; its last output line is saved as the original
+    query: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
+    set: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    #: ``{original}`` in an argument is replaced by what ``query`` printed
+    restore: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _original_needs_query(self) -> KnobCommand:
+        if self.query is None and any("{original}" in a for a in self.restore):
+            raise ValueError("restore: uses {original} but there is no query to read it")
+        return self
+
+
+#: the knob fields of a hardware profile, in the order harness/knobs.py sets them: a board's mode
+#: first (it may move clocks and limits), then the CPU's, then the GPU's
+KNOB_FIELDS = (
+    "knob_command",
+    "cpu_governor",
+    "cpu_max_mhz",
+    "power_limit_w",
+    "gpu_locked_clocks_mhz",
+)
+
+
 class Hardware(_Strict):
     name: str
     device: str = "cpu"
@@ -202,6 +229,14 @@ class Hardware(_Strict):
     edge: bool = False
     #: Ray resources a node must offer to run this profile's cases (harness run --ray)
     resources: dict[str, float] | None = None
+    #: knobs, set before the profile's cases and restored after them (harness/knobs.py)
+    power_limit_w: Annotated[float, Field(gt=0)] | None = None
+    gpu_locked_clocks_mhz: (
+        Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)] | None
+    ) = None
+    cpu_max_mhz: Annotated[float, Field(gt=0)] | None = None
+    cpu_governor: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] | None = None
+    knob_command: KnobCommand | None = None
 
     _name = field_validator("name")(_check_name)
 
@@ -211,6 +246,22 @@ class Hardware(_Strict):
         if not _DEVICE.match(value):
             raise ValueError(f"{excerpt(value)} is not a device (cpu or cuda:N)")
         return value
+
+    @model_validator(mode="after")
+    def _gpu_knobs(self) -> Hardware:
+        for knob in ("power_limit_w", "gpu_locked_clocks_mhz"):
+            if getattr(self, knob) is not None and not self.device.startswith("cuda"):
+                raise ValueError(f"{knob}: a GPU knob needs a cuda:N device, not {self.device}")
+        clocks = self.gpu_locked_clocks_mhz
+        if clocks is not None and clocks[0] > clocks[1]:
+            raise ValueError(f"gpu_locked_clocks_mhz: give [lowest, highest], not {clocks}")
+        return self
+
+    def case_dict(self) -> dict:
+        """The profile as cases carry it: knobs left unset are left out, so that the case ids of
+        profiles without knobs stay what they were before knobs existed."""
+        data = self.model_dump()
+        return {k: v for k, v in data.items() if k not in KNOB_FIELDS or v is not None}
 
 
 class Model(_Strict):
@@ -611,7 +662,7 @@ def expand(suite: Suite) -> list[dict]:
                 short_counts[short] = short_counts.get(short, 0) + 1
     cases: list[dict] = []
     for hw in suite.hardware:
-        hw_dict = hw.model_dump()
+        hw_dict = hw.case_dict()
         for model in suite.models:
             first = [(w, i) for w, i in shapes if w.type == "train"]
             then = [(w, i) for w, i in shapes if w.type in ("infer", "accuracy")]

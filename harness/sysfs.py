@@ -118,3 +118,27 @@ class IntFile:
             self.close()
         except Exception:
             pass
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a sysfs attribute as ``echo text > path`` does (in place, never a new file).
+
+    A missing file is not created: sysfs cannot, and a fake tree must not grow one. Errors
+    become ``SensorPermissionError`` / ``SensorError`` naming the file.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    except PermissionError as e:
+        raise SensorPermissionError(f"cannot write {path}: permission denied") from e
+    except FileNotFoundError as e:
+        raise SensorError(f"{path} does not exist") from e
+    except OSError as e:
+        raise SensorError(f"cannot open {path} for writing: {e.strerror or e}") from e
+    try:
+        os.write(fd, f"{text}\n".encode())
+    except PermissionError as e:
+        raise SensorPermissionError(f"cannot write {path}: permission denied") from e
+    except OSError as e:  # EINVAL: the kernel refused the value
+        raise SensorError(f"{path} refused {text!r}: {e.strerror or e}") from e
+    finally:
+        os.close(fd)

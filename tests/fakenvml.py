@@ -101,7 +101,14 @@ class FakeGpu:
     errors: dict[str, Exception] = field(default_factory=dict)
     temp_c: int | Callable[[], int] | None = None
     sm_clock_mhz: int | None = None
+    #: the power management limit (mW): what the enforced limit reads, and what a set changes
     power_limit_mw: int | None = None
+    #: (lowest, highest) limit the board accepts (mW); None: the constraints call is unsupported
+    power_limit_range_mw: tuple[int, int] | None = None
+    #: (low, high) locked SM clocks (MHz), None when unlocked
+    locked_clocks_mhz: tuple[int, int] | None = None
+    #: every change made through the setters, in order: ("power_limit_mw", 200000), ...
+    changes: list[tuple] = field(default_factory=list)
 
 
 class _Value:
@@ -235,6 +242,35 @@ def module(gpus: list[FakeGpu], init_error: Exception | None = None) -> types.Mo
 
     def nvmlDeviceGetEnforcedPowerLimit(gpu):
         return optional(gpu, "nvmlDeviceGetEnforcedPowerLimit", gpu.power_limit_mw)
+
+    def nvmlDeviceGetPowerManagementLimit(gpu):
+        return optional(gpu, "nvmlDeviceGetPowerManagementLimit", gpu.power_limit_mw)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(gpu):
+        check(gpu, "nvmlDeviceGetPowerManagementLimitConstraints")
+        if gpu.power_limit_range_mw is None:
+            raise NVMLError(ERRORS["NVML_ERROR_NOT_SUPPORTED"])
+        return list(gpu.power_limit_range_mw)
+
+    def nvmlDeviceSetPowerManagementLimit(gpu, limit_mw):
+        check(gpu, "nvmlDeviceSetPowerManagementLimit")
+        if gpu.power_limit_mw is None:
+            raise NVMLError(ERRORS["NVML_ERROR_NOT_SUPPORTED"])
+        low, high = gpu.power_limit_range_mw or (0, 2**32 - 1)
+        if not low <= limit_mw <= high:
+            raise NVMLError(ERRORS["NVML_ERROR_INVALID_ARGUMENT"])
+        gpu.power_limit_mw = int(limit_mw)
+        gpu.changes.append(("power_limit_mw", int(limit_mw)))
+
+    def nvmlDeviceSetGpuLockedClocks(gpu, low_mhz, high_mhz):
+        check(gpu, "nvmlDeviceSetGpuLockedClocks")
+        gpu.locked_clocks_mhz = (int(low_mhz), int(high_mhz))
+        gpu.changes.append(("locked_clocks_mhz", gpu.locked_clocks_mhz))
+
+    def nvmlDeviceResetGpuLockedClocks(gpu):
+        check(gpu, "nvmlDeviceResetGpuLockedClocks")
+        gpu.locked_clocks_mhz = None
+        gpu.changes.append(("locked_clocks_mhz", None))
 
     def nvmlSystemGetDriverVersion():
         return "550.54.15"

@@ -239,6 +239,41 @@ def make_cpufreq(root: Path, khz: list[int], max_khz: int | None = None) -> list
     return [_write(base / f"policy{n}" / "scaling_cur_freq", f) for n, f in enumerate(khz)]
 
 
+def make_cpufreq_policies(
+    root: Path,
+    cpus: int = 2,
+    max_khz: int = 3_000_000,
+    cur_khz: int = 2_000_000,
+    cpuinfo_khz: tuple[int, int] = (800_000, 3_600_000),
+    min_khz: int = 800_000,
+    governor: str = "powersave",
+    governors: tuple[str, ...] = ("performance", "powersave"),
+) -> list[Path]:
+    """One cpufreq policy per CPU, as intel_pstate or acpi-cpufreq lay them out; returns the
+    policy folders.
+
+    ``devices/system/cpu/cpufreq/policyN/`` holds the files; ``devices/system/cpu/cpuN/cpufreq``
+    links to its policy, as in the kernel's tree.
+    """
+    base = root / "devices" / "system" / "cpu"
+    folders = []
+    for n in range(cpus):
+        policy = base / "cpufreq" / f"policy{n}"
+        _write(policy / "affected_cpus", n)
+        _write(policy / "related_cpus", n)
+        _write(policy / "cpuinfo_min_freq", cpuinfo_khz[0])
+        _write(policy / "cpuinfo_max_freq", cpuinfo_khz[1])
+        _write(policy / "scaling_min_freq", min_khz)
+        _write(policy / "scaling_max_freq", max_khz)
+        _write(policy / "scaling_cur_freq", cur_khz)
+        _write(policy / "scaling_governor", governor)
+        _write(policy / "scaling_available_governors", " ".join(governors))
+        _write(policy / "scaling_driver", "intel_pstate")
+        _link(base / f"cpu{n}" / "cpufreq", policy)
+        folders.append(policy)
+    return folders
+
+
 # ---------------------------------------------------------------------- hwmon
 def _new_hwmon(root: Path, device: Path, name: str) -> Path:
     """An hwmon folder under ``device`` linked from class/hwmon as the next free hwmonN.

@@ -182,6 +182,7 @@ def _measure(as_json: bool, sensor_names: str, sample_hz: float, tdp_w, command:
             "temp_end_c": m.temp_end_c,
             "clock_mhz": m.clock_mhz,
             "power_limit_w": m.power_limit_w,
+            "cpu_max_mhz": m.cpu_max_mhz,
             "command": list(command),
         }
         click.echo(json.dumps(out, indent=2))

@@ -142,5 +142,11 @@ def _dry_run(suite, resume, only) -> int:
     for case in cases:
         done = resume is not None and store.is_done(resume, case["case_id"])
         click.echo(f"{case['case_id']}  {case['case']}{'  (done)' if done else ''}")
+    from harness.knobs import describe as knob_text
+
+    for hw in dict.fromkeys(c["hardware"]["name"] for c in cases):
+        hw_dict = next(c["hardware"] for c in cases if c["hardware"]["name"] == hw)
+        if knob_text(hw_dict):  # what the run would change on this machine, and restore
+            click.echo(f"knobs of {hw}: {knob_text(hw_dict)}")
     click.echo(f"{loaded.name}: {len(cases)} cases")
     return 0

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness import store
+from harness import knobs, store
 from harness.launchers import (
     INTERRUPTED,
     Job,
@@ -210,6 +210,8 @@ class Launcher:
                 server = ForkServer(preload_for(cases))
             except OSError as e:  # every worker then starts afresh, as without a server
                 job.say(f"fork server not used ({e}); each case starts a new interpreter")
+        # knobs: a profile's are set before its cases (and its idle baseline), restored after
+        profile_knobs = knobs.ProfileKnobs(job.run_dir, job.say)
         try:
             for case in cases:
                 train = deps.get(case["case_id"])
@@ -218,6 +220,12 @@ class Launcher:
                     yield case, write_failed(job.run_dir, case, not_run(*failed[train]))
                     continue
                 hw = case["hardware"]["name"]
+                refused = profile_knobs.enter(case["hardware"])  # None, or why they are not set
+                if refused is not None:
+                    job.started(case)
+                    failed[case["case_id"]] = (case["case"], refused)
+                    yield case, write_failed(job.run_dir, case, refused)
+                    continue
                 if idle_s > 0 and hw not in idle:
                     job.say(f"idle baseline of {hw}: {idle_s:g} s")
                     idle[hw] = measure_idle(job.measurement, idle_s)
@@ -236,5 +244,6 @@ class Launcher:
                     failed[case["case_id"]] = (case["case"], result.get("error") or "failed")
                 yield case, result
         finally:
+            profile_knobs.close()
             if server is not None:
                 server.close()

@@ -118,6 +118,20 @@ def leaderboard(run_dirs: tuple[Path, ...], output: Path | None) -> int:
     default=None,
     help="Compare every setup at this batch size (default: the largest one all measured).",
 )
+@click.option(
+    "--max-latency",
+    type=float,
+    default=None,
+    metavar="S",
+    help="Latency target in seconds, at the batch size compared (see --latency).",
+)
+@click.option(
+    "--latency",
+    type=click.Choice(["p90", "ttft"]),
+    default="p90",
+    show_default=True,
+    help="What --max-latency bounds: the p90 latency of a batch, or the time to first token.",
+)
 def recommend(
     run_dir: Path,
     min_accuracy: float,
@@ -126,15 +140,20 @@ def recommend(
     by: str,
     method: str | None,
     batch_size: int | None,
+    max_latency: float | None,
+    latency: str,
 ) -> int:
-    """The setup with the least energy that meets --min-accuracy, the Pareto front, and the saving
-    against the most accurate setup. Exit 1 when no setup meets the target."""
+    """The setup with the least energy that meets --min-accuracy (and --max-latency), knobs
+    included, the Pareto front, and the saving against the most accurate setup. Exit 1 when no
+    setup meets the targets."""
     from harness.report.load import open_run
     from harness.report.recommend import recommend as pick
     from harness.report.tables import build_tables
 
     if not 0 <= min_accuracy <= 1:  # also refuses NaN
         raise HarnessError(f"--min-accuracy must be a fraction between 0 and 1, got {min_accuracy}")
+    if max_latency is not None and not max_latency > 0:  # also refuses NaN
+        raise HarnessError(f"--max-latency must be a positive number of seconds, got {max_latency}")
     r = pick(
         build_tables(open_run(run_dir)),
         min_accuracy,
@@ -143,6 +162,8 @@ def recommend(
         by=by,
         method=method,
         batch_size=batch_size,
+        max_latency=max_latency,
+        latency=latency,
     )
     unit = f"J/{per}"
     if r.candidates.empty:
@@ -151,6 +172,8 @@ def recommend(
             + (f" at batch size {batch_size}" if batch_size else "")
         )
     judged = "95% lower bound of " if by == "lower" else ""
+    if r.chosen is None and max_latency is not None:
+        return _none_within_latency(r, min_accuracy, latency, unit, judged)
     if r.chosen is None:
         m = r.most_accurate
         click.echo(
@@ -163,7 +186,7 @@ def recommend(
     click.echo(
         f"recommended: {c['setup']} at batch {_cell(c['batch_size'])}: {r.what} {c['accuracy']:.4g} "
         f"(95% interval {c['accuracy_ci_low']:.4g}–{c['accuracy_ci_high']:.4g}), "
-        f"{c[r.energy_column]:.4g} {unit} ({c['energy_method']})"
+        f"{c[r.energy_column]:.4g} {unit} ({c['energy_method']})" + _latency_text(r, c, latency)
     )
     if c["setup"] == m["setup"]:
         click.echo("it is also the most accurate setup: no saving against it")
@@ -193,6 +216,40 @@ def recommend(
     click.echo(f"\nPareto front ({r.what} against {unit}, {r.method} energy):")
     click.echo(text_table(r.front))
     return 0
+
+
+def _latency_text(r, row, latency: str) -> str:
+    """``, p90 latency 0.12 s, power_limit_w 250`` for the chosen setup (knobs as recorded)."""
+    from harness.report.knobs import KNOB_COLUMNS, LATENCY_WHAT
+
+    parts = []
+    if r.max_latency is not None and pd.notna(row.get(r.latency_column)):
+        parts.append(f"{LATENCY_WHAT[latency]} {row[r.latency_column]:.4g} s")
+    parts += [f"{k} {row[k]:g}" for k in KNOB_COLUMNS if k in row and pd.notna(row[k])]
+    return "".join(f", {p}" for p in parts)
+
+
+def _none_within_latency(r, min_accuracy: float, latency: str, unit: str, judged: str) -> int:
+    """Exit 1 with what came closest: the fastest of the setups accurate enough."""
+    from harness.report.knobs import LATENCY_WHAT
+
+    what = LATENCY_WHAT[latency]
+    target = f"{judged}{r.what} >= {min_accuracy:g} within {what} <= {r.max_latency:g} s"
+    judged = "judged_accuracy" if "judged_accuracy" in r.candidates else "accuracy"
+    accurate = r.candidates[r.candidates[judged] >= min_accuracy]
+    timed = accurate[accurate[r.latency_column].notna()]
+    if accurate.empty:
+        m = r.most_accurate
+        click.echo(f"no setup reaches {target}; the best accuracy seen is {m['accuracy']:.4g}")
+    elif timed.empty:
+        click.echo(f"no setup reaches {target}: none of those accurate enough has a {what} figure")
+    else:
+        f = timed.sort_values(r.latency_column).iloc[0]
+        click.echo(
+            f"no setup reaches {target}; the fastest accurate enough is {f['setup']} "
+            f"({what} {f[r.latency_column]:.4g} s, {f[r.energy_column]:.4g} {unit})"
+        )
+    return 1
 
 
 @click.command()

@@ -443,6 +443,8 @@ FIGURE_TEXT = {
     "power_traces.png": "Sampled power of the costliest traced cases.",
     "carbon_by_hour.png": "The same run at each hour of the day: its CO2e had it run then "
     "(the intensity file's mean per hour, UTC).",
+    "energy_vs_power_limit.png": "Energy per token and p90 latency against the GPU power limit.",
+    "energy_vs_cpu_max_mhz.png": "Energy per token and p90 latency against the CPU frequency cap.",
 }
 
 

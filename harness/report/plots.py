@@ -27,6 +27,7 @@ from matplotlib.ticker import (  # noqa: E402
     NullLocator,
 )
 
+from harness.report import knobs as report_knobs  # noqa: E402
 from harness.report.recommend import pareto_by_method, setup_label  # noqa: E402
 from harness.report.tables import Tables  # noqa: E402
 
@@ -508,6 +509,60 @@ def carbon_by_hour(tables: Tables, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def energy_and_latency_vs_knob(tables: Tables, path: Path, knob: str) -> Path | None:
+    """Energy per token and latency against a knob, one line per model/variant."""
+    s = report_knobs.knob_points(tables, knob)
+    if s.empty:
+        return None
+    _, xlabel, what = report_knobs.KNOB_AXES[knob]
+    colors = _colors(s["series"])
+    fig = plt.figure(figsize=(12, 5.5))
+    axes = [fig.add_axes((0.07, 0.13, 0.31, 0.7)), fig.add_axes((0.45, 0.13, 0.31, 0.7))]
+    panels = (
+        ("energy_per_token_j", "energy per generated token (J)"),
+        ("latency_p90_s", "p90 latency of a batch (s)"),
+    )
+    for series, g in s.groupby("series", sort=False):
+        g = g.sort_values(knob)
+        for ax, (col, _) in zip(axes, panels, strict=True):
+            if g[col].notna().any():
+                ax.errorbar(
+                    g[knob],
+                    g[col],
+                    yerr=_yerr(g, col),
+                    marker="o",
+                    ms=5,
+                    capsize=2,
+                    lw=1.2,
+                    color=colors[series],
+                    label=series,
+                )
+    for ax, (_, ylabel) in zip(axes, panels, strict=True):
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Energy per token", fontsize=10)
+    axes[1].set_title("Latency", fontsize=10)
+    handles = [Line2D([], [], color=c, marker="o", lw=1.2, label=n) for n, c in colors.items()]
+    _legend_right(fig, handles, "model/variant")
+    fig.suptitle(
+        f"Energy per token and latency against {what} (headline batch size; bars: 95% CI)\n"
+        f"{method_note(s['energy_method'])}",
+        fontsize=11,
+        x=0.45,
+    )
+    return _save(fig, path)
+
+
+def energy_vs_power_limit(tables: Tables, path: Path) -> Path | None:
+    return energy_and_latency_vs_knob(tables, path, "power_limit_w")
+
+
+def energy_vs_cpu_max_mhz(tables: Tables, path: Path) -> Path | None:
+    return energy_and_latency_vs_knob(tables, path, "cpu_max_mhz")
+
+
 FIGURES = {
     "pareto.png": pareto,
     "energy_per_token_vs_params.png": energy_per_token_vs_params,
@@ -516,13 +571,18 @@ FIGURES = {
     "power_traces.png": power_traces,
     "carbon_by_hour.png": carbon_by_hour,
 }
+#: drawn only for a run that swept a hardware knob (harness/report/knobs.py)
+KNOB_FIGURES = {
+    "energy_vs_power_limit.png": energy_vs_power_limit,
+    "energy_vs_cpu_max_mhz.png": energy_vs_cpu_max_mhz,
+}
 
 
 def draw_all(tables: Tables, folder: Path) -> dict[str, Path]:
     """Every figure the run has data for, by file name."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, draw in FIGURES.items():
+    for name, draw in {**FIGURES, **KNOB_FIGURES}.items():
         p = draw(tables, folder / name)
         if p is not None:
             out[name] = p

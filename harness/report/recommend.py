@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.report.knobs import latency_and_knobs_by_batch, latency_column
 from harness.report.tables import SETUP, Tables
 
 ENERGY_COLUMN = {"query": "energy_per_query_j", "token": "energy_per_token_j"}
@@ -206,6 +207,9 @@ class Recommendation:
     batch_size: int | None = None
     method: str | None = None
     left_out: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: the latency target (s) and its column, when one was given (--max-latency)
+    max_latency: float | None = None
+    latency_column: str | None = None
 
     @property
     def front(self) -> pd.DataFrame:
@@ -245,6 +249,20 @@ class Recommendation:
         return sorted({int(b) for b in self.candidates["batch_size"].dropna()})
 
 
+def _with_latency_and_knobs(cands: pd.DataFrame, tables: Tables, latency: str) -> pd.DataFrame:
+    """The candidates with the latency of the infer case each is compared at (its batch size)
+    and the knobs its windows recorded (harness/report/knobs.py)."""
+    extra = latency_and_knobs_by_batch(tables, latency)
+    extra["setup"] = setup_label(extra)
+    added = [c for c in extra.columns if c not in (*SETUP, "batch", "setup")]
+    extra = extra[["setup", "energy_method", "batch", *added]]
+    cands = cands.drop(columns=[c for c in added if c in cands.columns])
+    cands = cands.assign(batch=pd.to_numeric(cands["batch_size"], errors="coerce").astype(float))
+    return cands.merge(extra, on=["setup", "energy_method", "batch"], how="left").drop(
+        columns="batch"
+    )
+
+
 def recommend(
     tables: Tables,
     min_accuracy: float,
@@ -254,17 +272,24 @@ def recommend(
     by: str = "lower",
     method: str | None = None,
     batch_size: int | None = None,
+    max_latency: float | None = None,
+    latency: str = "p90",
 ) -> Recommendation:
     """The least-energy setup whose accuracy (its lower bound, or with ``by="point"`` its point
-    estimate) is at least ``min_accuracy``.
+    estimate) is at least ``min_accuracy``, and whose latency at the batch size compared is at
+    most ``max_latency`` seconds when given (``latency``: p90 or ttft; harness/report/knobs.py).
 
     ``chosen`` is None when no setup meets the target. The most accurate setup (ties: the cheaper)
-    is the reference for the saving.
+    is the reference for the saving. Setups differ by hardware profile, so knobs (a power limit, a
+    frequency cap) are compared as any other part of a setup.
     """
     c = candidate_set(tables, task, per, by=by, method=method, batch_size=batch_size)
-    cands = c.frame
+    cands = _with_latency_and_knobs(c.frame, tables, latency)
+    latency_col = latency_column(latency)
     energy_col = ENERGY_COLUMN[per]
     ok = cands[cands["judged_accuracy"] >= min_accuracy]
+    if max_latency is not None:
+        ok = ok[ok[latency_col] <= max_latency]
     chosen = None
     if len(ok):
         chosen = ok.sort_values(
@@ -287,4 +312,6 @@ def recommend(
         batch_size=c.batch_size,
         method=c.method,
         left_out=c.left_out,
+        max_latency=max_latency,
+        latency_column=latency_col,
     )

@@ -1,10 +1,11 @@
-"""The CPU's thermal state: package temperature (hwmon) and current frequency (cpufreq).
+"""The CPU's thermal state: package temperature (hwmon), current frequency and cap (cpufreq).
 
 Read at window edges beside the GPUs' (the NVML source reports its own), so that a measurement
 says how hot and how fast the machine was. Package temperatures come from ``coretemp``
 (``Package id N``), ``k10temp`` / ``zenpower`` (``Tctl``, ``Tdie``); the frequency is the mean of
 ``scaling_cur_freq`` over at most ``MAX_POLICIES`` cpufreq policies, so a 128-core machine does
-not pay 128 file reads per window edge. Files are held open (``IntFile``): a read is ~2 µs.
+not pay 128 file reads per window edge; the cap (``cpu_max_mhz``) is the highest
+``scaling_max_freq`` of the same policies, as the ``cpu_max_mhz`` knob (harness/knobs.py) left it. Files are held open (``IntFile``): a read is ~2 µs.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ class CpuThermal:
 
     name = "cpu-thermal"
 
-    def __init__(self, temps: dict[str, IntFile], freqs: list[IntFile]):
+    def __init__(self, temps: dict[str, IntFile], freqs: list[IntFile], caps: list[IntFile] = ()):
         self._temps = temps
         self._freqs = freqs
+        self._caps = list(caps)
 
     @classmethod
     def find(cls) -> CpuThermal | None:
@@ -38,17 +40,10 @@ class CpuThermal:
                 temps.update(_package_temps(dev, temps))
         except OSError:
             pass
-        freqs: list[IntFile] = []
         policies = sysfs_path("devices", "system", "cpu", "cpufreq")
-        try:
-            for p in sorted(policies.glob("policy*/scaling_cur_freq"))[:MAX_POLICIES]:
-                try:
-                    freqs.append(IntFile(p))
-                except SensorError:
-                    continue
-        except OSError:
-            pass
-        return cls(temps, freqs) if temps or freqs else None
+        freqs = _policy_files(policies, "scaling_cur_freq")
+        caps = _policy_files(policies, "scaling_max_freq")
+        return cls(temps, freqs, caps) if temps or freqs or caps else None
 
     def thermal(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -66,11 +61,33 @@ class CpuThermal:
                     continue
             if khz:
                 out.setdefault("cpu", {})["clock_mhz"] = sum(khz) / len(khz) / 1000.0
+        caps = []
+        for f in self._caps:
+            try:
+                caps.append(f.read())
+            except SensorError:
+                continue
+        if caps:
+            out.setdefault("cpu", {})["cpu_max_mhz"] = max(caps) / 1000.0
         return out
 
     def close(self) -> None:
-        for f in [*self._temps.values(), *self._freqs]:
+        for f in [*self._temps.values(), *self._freqs, *self._caps]:
             f.close()
+
+
+def _policy_files(policies: Path, name: str) -> list[IntFile]:
+    """``name`` of at most ``MAX_POLICIES`` cpufreq policies, held open."""
+    out: list[IntFile] = []
+    try:
+        for p in sorted(policies.glob(f"policy*/{name}"))[:MAX_POLICIES]:
+            try:
+                out.append(IntFile(p))
+            except SensorError:
+                continue
+    except OSError:
+        pass
+    return out
 
 
 def _package_temps(dev: Path, taken: dict[str, IntFile]) -> dict[str, IntFile]:
