@@ -16,6 +16,7 @@ the runner (``PR_SET_PDEATHSIG``), and a worker with the server, which takes its
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -78,6 +79,12 @@ def _exec_worker(request: dict, log_fd: int) -> None:
                 sys.path.insert(0, entry)
         if request.get("cwd"):
             os.chdir(request["cwd"])
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            # the intra-op thread pool's state came over with the fork, its threads did not:
+            # size it afresh (the profile's threads, else torch's default, as the server has it)
+            torch.set_num_threads(int(env.get("OMP_NUM_THREADS") or 0) or torch.get_num_threads())
+        gc.enable()
         from harness import worker
 
         status = worker.main(request["argv"])
@@ -104,6 +111,8 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
             importlib.import_module(name)
         except Exception as e:  # the worker will meet the same error and report it for its case
             print(f"fork server: {name} not preloaded: {e}", file=sys.stderr)
+    gc.collect()
+    gc.freeze()  # what the imports made is shared with each fork, never copied by a collection
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         # a CUDA context does not survive a fork: say so, and the runner starts workers afresh

@@ -65,11 +65,8 @@ def failure_reason(exc: BaseException, node: str | None = None) -> str:
 
 
 class Board:
-    """The run's small shared state: idle baselines per node and profile, and cases started.
-
-    One async actor per run, on the driver's node. ``next_started`` returns when a case has
-    started, so the driver hears of it without polling.
-    """
+    """The run's idle baselines per node and profile, and the cases started: an async actor on
+    the driver's node; ``next_started`` returns once a case starts, so nobody polls."""
 
     def __init__(self, idle: dict | None = None):
         self.idle = {k: dict(v) for k, v in (idle or {}).items() if isinstance(v, dict)}
@@ -371,11 +368,14 @@ class _Driver:
             yield from self._submit_all(nodes)
             news, checked = self.board.next_started.remote(), time.monotonic()
             while self.in_flight:
-                wait = [news, *self.in_flight]
+                wait = [*self.in_flight] + ([news] if news is not None else [])
                 done, _ = self.ray.wait(wait, num_returns=1, timeout=PLACEMENT_CHECK_S)
                 if news in done:
-                    self._heard(self.ray.get(news))
-                    news = self.board.next_started.remote()
+                    try:
+                        self._heard(self.ray.get(news))
+                        news = self.board.next_started.remote()
+                    except self.ray.exceptions.RayError:  # its node died: no notices, no cache
+                        news = self.board = None
                 ready, _ = self.ray.wait(
                     list(self.in_flight), num_returns=len(self.in_flight), timeout=0
                 )
