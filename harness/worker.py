@@ -47,7 +47,7 @@ MODEL_IMPORTS = (
     "harness.workloads.train",
 )
 #: the workloads that run a model in-process, and so import MODEL_IMPORTS
-MODEL_WORKLOADS = ("train", "infer", "accuracy")
+MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy")
 #: what every worker imports
 BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.report.stats")
 

@@ -318,6 +318,7 @@ FIGURE_TEXT = {
     "batch_scaling.png": "Throughput and energy per token against batch size.",
     "training_energy_vs_params.png": "Training energy against parameter count (log-log).",
     "power_traces.png": "Sampled power of the costliest traced cases.",
+    "techniques.png": "Accuracy retained against energy per query saved, by technique.",
 }
 
 
