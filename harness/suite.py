@@ -499,6 +499,10 @@ def _format_error(err: dict) -> str:
         what = f"must be >= {_num(ctx.get('ge'))}"
     elif kind == "greater_than":
         what = f"must be > {_num(ctx.get('gt'))}"
+    elif kind == "less_than":
+        what = f"must be < {_num(ctx.get('lt'))}"
+    elif kind == "less_than_equal":
+        what = f"must be <= {_num(ctx.get('le'))}"
     elif kind in ("int_parsing", "int_type", "int_from_float"):
         what = f"must be a whole number, not {given!r}"
     elif kind in ("float_parsing", "float_type"):
