@@ -721,12 +721,19 @@ def expand(suite: Suite) -> list[dict]:
         "carbon": suite.carbon.model_dump(),
     }
     shapes = [(w, _shapes(w)) for w in suite.workloads]
-    # a short readable name when it is unique, else the long one
-    short_counts: dict[str, int] = {}
+    # a short readable name when no two workloads give it to the same model and variant, else
+    # the long one
+    uses: dict[str, dict[tuple[str, str], int]] = {}
     for w, items in shapes:
+        if w.type == "command":
+            continue
         for _, short, _ in items:
-            if w.type != "command":
-                short_counts[short] = short_counts.get(short, 0) + 1
+            seen = uses.setdefault(short, {})
+            for m in suite.models:
+                for v in suite.variants:
+                    if _applies(w, m.name, v):
+                        seen[(m.name, v.name)] = seen.get((m.name, v.name), 0) + 1
+    short_ok = {short: all(n == 1 for n in seen.values()) for short, seen in uses.items()}
     cases: list[dict] = []
     models = models_in_making_order(suite)
     for hw in suite.hardware:
@@ -741,7 +748,7 @@ def expand(suite: Suite) -> list[dict]:
                             continue
                         for spec, short, long in items:
                             spec = _with_source_model(spec, suite, model)
-                            shape = short if short_counts[short] == 1 else long
+                            shape = short if short_ok[short] else long
                             cases.append(
                                 {
                                     "case": f"{model.name}/{variant.name}/{hw.name}/{shape}",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import pytest
 from fakeruns import accuracy_case, infer_case, train_case, write_run
