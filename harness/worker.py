@@ -45,6 +45,8 @@ MODEL_IMPORTS = (
     "harness.workloads.infer",
     "harness.workloads.accuracy",
     "harness.workloads.train",
+    "harness.workloads.distill",
+    "harness.workloads.finetune",
 )
 #: the workloads that run a model in-process, and so import MODEL_IMPORTS
 MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy")
