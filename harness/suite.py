@@ -869,7 +869,7 @@ def _one_maker_per_model(cases: list[dict]) -> None:
         if kind in PRODUCING_WORKLOADS:
             key = (c["hardware"]["name"], c["model"]["name"])
             makers.setdefault(key, set()).add(
-                kind if kind != "train" else f"train{c['workload'].get('task') or ''}"
+                f"train (task {c['workload']['task']})" if c["workload"].get("task") else kind
             )
     for (_, model), kinds in makers.items():
         if len(kinds) > 1:

@@ -39,8 +39,6 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     if not making.forecasts.empty:
         write_csv(making.forecasts, out / "forecasts.csv")
     drawn = draw_all(tables, out / "figures") if figures else {}
-    if figures:
-        drawn.update(techniques.draw(making, out / "figures"))
     text = techniques.with_techniques(
         render(tables, board, drawn), making.sentence, techniques.sections(making, tables)
     )

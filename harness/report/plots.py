@@ -469,12 +469,20 @@ def power_traces(tables: Tables, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def techniques(tables: Tables, path: Path) -> Path | None:
+    """Accuracy retained against energy per query saved, by technique (report/techniques.py)."""
+    from harness.report.techniques import build, figure
+
+    return figure(build(tables).techniques, path)
+
+
 FIGURES = {
     "pareto.png": pareto,
     "energy_per_token_vs_params.png": energy_per_token_vs_params,
     "batch_scaling.png": batch_scaling,
     "training_energy_vs_params.png": training_energy_vs_params,
     "power_traces.png": power_traces,
+    "techniques.png": techniques,
 }
 
 

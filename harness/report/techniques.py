@@ -732,7 +732,14 @@ def figure(tech: pd.DataFrame, path: Path) -> Path | None:
     t = tech[tech["accuracy_retained_pct"].notna() & tech["energy_per_query_saved_pct"].notna()]
     if t.empty:
         return None
-    from harness.report.plots import _save, plt
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness import store
 
     fig, ax = plt.subplots(figsize=(9, 6))
     kinds = list(dict.fromkeys(t["technique"]))
@@ -770,12 +777,16 @@ def figure(tech: pd.DataFrame, path: Path) -> Path | None:
         f"energy: {', '.join(methods)}",
         fontsize=11,
     )
-    return _save(fig, path)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=100, format="png", pil_kwargs={"compress_level": 1})
+    finally:
+        plt.close(fig)
+    store.write_bytes(path, buf.getvalue())
+    return path
 
 
 # --- all of it, for build_report --------------------------------------------------------------
-
-FIGURE = "techniques.png"
 
 
 @dataclass
@@ -818,9 +829,3 @@ def sections(making: Making, tables: Tables) -> list[str]:
         making_section(making.produced, tables.run.queries_lifetime),
         forecast_section(making.forecasts),
     ]
-
-
-def draw(making: Making, folder: Path) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = figure(making.techniques, folder / FIGURE)
-    return {FIGURE: path} if path is not None else {}
