@@ -789,7 +789,26 @@ def expand(suite: Suite) -> list[dict]:
     if not out:
         raise HarnessError("workloads: the suite expands to no cases")
     _one_maker_per_model(out)
+    _sources_are_made(out)
     return out
+
+
+def _sources_are_made(cases: list[dict]) -> None:
+    """A distill case's teacher (a finetune case's source model) is made by a case of the run."""
+    made: set[tuple[str, str]] = set()
+    for c in cases:
+        w = c["workload"]
+        source = w.get("teacher") if w["type"] == "distill" else None
+        if w["type"] == "finetune" and not str(w.get("from")).startswith(("path:", "hf:")):
+            source = w.get("from")
+        if source is not None and (c["hardware"]["name"], source) not in made:
+            field = "teacher" if w["type"] == "distill" else "from"
+            raise HarnessError(
+                f"workloads: {c['case']} starts from {source}, which no train, distill or finetune "
+                f"case of the suite makes on {c['hardware']['name']} ({field} needs one)"
+            )
+        if w["type"] in PRODUCING_WORKLOADS:
+            made.add((c["hardware"]["name"], c["model"]["name"]))
 
 
 def _applies(w: BaseModel, model: str, variant: Variant) -> bool:

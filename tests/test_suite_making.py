@@ -130,6 +130,10 @@ def test_finetune_from_a_model_of_the_run():
             "models.kid: made by distill and train workloads",
         ),
         ([{**DISTILL, "alpha": 1.5}], "workloads.0.alpha: must be <= 1"),
+        (
+            [{**TRAIN, "models": ["kid"]}, DISTILL],
+            "kid-kd/fp32/cpu/distill-teach starts from teach, which no train, distill or finetune",
+        ),
     ],
 )
 def test_making_workloads_that_cannot_work_are_refused(workloads, message):
