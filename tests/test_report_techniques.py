@@ -126,8 +126,14 @@ def test_report_has_the_answer_the_table_the_figure_and_the_forecasts(tmp_path):
     assert lines[0].startswith("# Report")
     answer = next(line for line in lines[:4] if line.startswith("**Answer:**"))
     # within 0.05 of the best (0.80): tiny-l/int8w (0.78) is the smallest such setup
-    assert "the smallest setup within 0.05 of the best accuracy is tiny-l/int8w/cpu" in answer
-    assert "saves 40% energy per query" in answer and "kWh" in answer and "gCO2e" in answer
+    assert answer.startswith(
+        "**Answer:** the smallest setup within 0.05 of the best accuracy (0.800, tiny-l/fp32/cpu)"
+        " is tiny-l/int8w/cpu (accuracy 0.780); against the full-size tiny-l/fp32/cpu"
+    )
+    # 2 J/query against 1.2; making: 400 J of training against that plus 3 J of quantisation
+    assert "saves 40% energy per query and costs 0.75% more to make" in answer
+    saved_kwh = ((2.0 - 1.2) * 1000 - 3) / 3.6e6
+    assert f"over 1,000 queries it saves {saved_kwh:.3g} kWh" in answer and "gCO2e" in answer
     assert "## Techniques" in text and "## What each setup cost to make" in text
     assert "## Training forecasts" in text and "Actual inside the 95% interval: 1 of 1" in text
     assert (out / "figures" / "techniques.png").stat().st_size > 1000

@@ -473,55 +473,71 @@ def scratch_comparisons(tables: Tables, produced: pd.DataFrame) -> list[Comparis
 # --- the answer -------------------------------------------------------------------------------
 
 
+def _label(row) -> str:
+    return f"{row['model']}/{row['variant']}/{row['hardware']}"
+
+
 def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | None:
-    """One sentence: the smallest setup within ``tolerance`` of the best accuracy, what it saves."""
+    """One sentence: the smallest setup within ``tolerance`` of the best accuracy, and what it
+    saves against the full-size setup (the most accurate plain variant of the largest model).
+
+    Accuracy means over different task sets do not compare, so the setups measured on every task
+    of the run are the candidates when there are any. Making includes a teacher's or source's
+    own training on both sides: deploying the small setup needs it made.
+    """
     s = produced.reset_index()
     s = s[s["accuracy"].notna() & s["energy_per_query_j"].notna()]
+    every = ";".join(tables.tasks)
+    if (s["accuracy_tasks"] == every).any():
+        s = s[s["accuracy_tasks"] == every]
     if s.empty:
         return None
     best = s.loc[s["accuracy"].idxmax()]
     near = s[s["accuracy"] >= best["accuracy"] - tolerance]
-    small = near.sort_values(["model_size_mb", "params", "energy_per_query_j"], kind="stable").iloc[
-        0
-    ]
+    small = near.sort_values(["model_size_mb", "params", "energy_per_query_j"], kind="stable")
+    small = small.iloc[0]
+    plain = s[~s.apply(_is_derived, axis=1)]
+    plain = plain if not plain.empty else s
+    largest = plain[plain["params"] == plain["params"].max()]
+    full = largest.loc[largest["accuracy"].idxmax()]
     n = tables.run.queries_lifetime
-    label = f"{small['model']}/{small['variant']}/{small['hardware']}"
-    best_label = f"{best['model']}/{best['variant']}/{best['hardware']}"
-    acc = f"accuracy {small['accuracy']:.3f} against the best {best['accuracy']:.3f} ({best_label})"
-    within = f"within {tolerance:.2f} of the best accuracy"
     method = (
         "estimated"
-        if "estimated" in (small["energy_method"], best["energy_method"])
+        if "estimated" in (small["energy_method"], full["energy_method"])
         else "measured"
     )
+    head = (
+        f"**Answer:** the smallest setup within {tolerance:.2f} of the best accuracy "
+        f"({best['accuracy']:.3f}, {_label(best)}) is {_label(small)} "
+        f"(accuracy {small['accuracy']:.3f})"
+    )
+    if _label(small) == _label(full):
+        return (
+            f"{head}, the full-size setup itself: no smaller setup of this run is accurate "
+            f"enough (energy {method})."
+        )
 
     def making(row) -> float:
         up = row.get("upstream_produce_j")
         return row["produce_j"] + (up if pd.notna(up) else 0.0)
 
-    if small[SETUP].equals(best[SETUP]) or label == best_label:
-        return (
-            f"**Answer:** the smallest setup {within} is the most accurate one, {label} "
-            f"({acc.split(' against')[0]}): no smaller setup of this run is accurate enough "
-            f"(energy {method})."
-        )
-    epq_saved = 100 * (1 - small["energy_per_query_j"] / best["energy_per_query_j"])
-    make_s, make_b = making(small), making(best)
-    make_saved = 100 * (1 - make_s / make_b) if pd.notna(make_s) and make_b > 0 else math.nan
-    life_saved_j = (best["energy_per_query_j"] - small["energy_per_query_j"]) * n
-    if pd.notna(make_s) and pd.notna(make_b):
-        life_saved_j += make_b - make_s
+    epq_saved = 100 * (1 - small["energy_per_query_j"] / full["energy_per_query_j"])
+    make_s, make_f = making(small), making(full)
+    make_saved = 100 * (1 - make_s / make_f) if pd.notna(make_s) and make_f > 0 else math.nan
+    life_saved_j = (full["energy_per_query_j"] - small["energy_per_query_j"]) * n
+    if pd.notna(make_s) and pd.notna(make_f):
+        life_saved_j += make_f - make_s
     kwh = life_saved_j / J_PER_KWH
     co2 = tables.grid.co2e_g(life_saved_j) if tables.grid.known else math.nan
     make_text = (
-        f"{_saves(make_saved)} to make (its own making and its teacher's or source's)"
+        f"{_saves(make_saved)} to make (with its teacher's or source's making)"
         if math.isfinite(make_saved)
         else "an unknown share to make (not made in this run)"
     )
     co2_text = f" and {abs(co2):.3g} gCO2e" if math.isfinite(co2) else ""
     verb = "saves" if life_saved_j >= 0 else "costs"
     return (
-        f"**Answer:** the smallest setup {within} is {label} ({acc}); it "
+        f"{head}; against the full-size {_label(full)} (accuracy {full['accuracy']:.3f}) it "
         f"{_saves(epq_saved)} energy per query and {make_text}; over {n:,} queries it {verb} "
         f"{abs(kwh):.3g} kWh{co2_text}{'' if verb == 'saves' else ' more'} (energy {method})."
     )
@@ -529,9 +545,9 @@ def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | No
 
 def _saves(value: float) -> str:
     """'saves 49%' or 'costs 12% more'."""
-    if value >= 0:
-        return f"saves {value:.0f}%"
-    return f"costs {-value:.0f}% more"
+    size = abs(value)
+    text = f"{size:.0f}%" if size >= 10 else f"{size:.2g}%"
+    return f"saves {text}" if value >= 0 else f"costs {text} more"
 
 
 # --- markdown ---------------------------------------------------------------------------------
