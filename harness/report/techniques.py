@@ -57,7 +57,10 @@ TECHNIQUE_COLUMNS = [
     "break_even_queries",
     "break_even_queries_ci_low",
     "break_even_queries_ci_high",
+    "note",
 ]
+#: a J/query change past this share, where the technique does the same work, is doubted
+SAME_WORK_TOLERANCE = 0.15
 PRODUCE_COLUMNS = [
     "produce_j",
     "produce_j_ci_low",
@@ -317,6 +320,23 @@ def _source_of(s: pd.DataFrame, key, makers: pd.DataFrame) -> tuple[tuple | None
     return pick, str(maker["workload"])
 
 
+def _doubt(setup: pd.Series, epq, epq_src) -> str | None:
+    """A warning where a figure contradicts what the technique does (never a silent figure)."""
+    prune = setup.get("prune")
+    magnitude = prune is not None and pd.notna(prune) and setup.get("prune_method") != "neurons"
+    quant = setup.get("quantization")
+    if not magnitude or (isinstance(quant, str) and quant):
+        return None
+    if pd.notna(epq) and pd.notna(epq_src) and epq_src > 0:
+        if abs(epq / epq_src - 1) > SAME_WORK_TOLERANCE:
+            return (
+                "magnitude pruning keeps the dense shapes (the same work per query): a J/query "
+                "change this large is doubtful (the machine's other load varies between cases), "
+                "not a saving to count on"
+            )
+    return None
+
+
 def techniques_table(tables: Tables, produced: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each derived setup against its source (see the module's docstring)."""
     s = produced if produced is not None else add_produce(tables)
@@ -379,6 +399,7 @@ def techniques_table(tables: Tables, produced: pd.DataFrame | None = None) -> pd
                 # fewest queries: cheapest making, largest saving; most: the other way round
                 "break_even_queries_ci_low": own_lo / saved_hi if saved_hi > 0 else math.inf,
                 "break_even_queries_ci_high": own_hi / saved_lo if saved_lo > 0 else math.inf,
+                "note": _doubt(r, epq, epq_src),
             }
         )
     return pd.DataFrame(rows, columns=TECHNIQUE_COLUMNS)
@@ -633,6 +654,9 @@ def techniques_section(tech: pd.DataFrame, comparisons: list[Comparison]) -> str
         "holds one value per byte, see docs/methodology.md). All columns: `techniques.csv`.\n",
         table(rows, cols, len(rows)),
     ]
+    notes = [r for r in tech.to_dict("records") if r.get("note")]
+    if notes:
+        parts.append("\n".join(f"- **{r['setup']}**: {r['note']}." for r in notes) + "\n")
     if comparisons:
         lines = ["\n**Made another way** (accuracy points, 95% interval of the difference):\n"]
         for c in comparisons:
@@ -777,10 +801,11 @@ def figure(tech: pd.DataFrame, path: Path) -> Path | None:
         xerr = np.where(np.isfinite(xerr), np.clip(xerr, 0, None), 0)
         yerr = np.where(np.isfinite(yerr), np.clip(yerr, 0, None), 0)
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=cmap(i % 10), label=kind, capsize=3)
-        for xi, yi, name in zip(x, y, g["setup"], strict=True):
-            ax.annotate(
-                f"{kind}: {name}", (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7
-            )
+        for k, (xi, yi, name) in enumerate(zip(x, y, g["setup"], strict=True)):
+            # model/variant names the point; alternate above and below so neighbours stay legible
+            offset = (6, 6) if (i + k) % 2 == 0 else (6, -11)
+            short = name.rsplit("/", 1)[0]
+            ax.annotate(short, (xi, yi), textcoords="offset points", xytext=offset, fontsize=7)
     ax.axhline(100, color="grey", lw=0.8, ls="--")
     ax.axvline(0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("energy per query saved against the source (%)")
