@@ -144,3 +144,29 @@ def test_report_has_the_answer_the_table_the_figure_and_the_forecasts(tmp_path):
     assert set(tech["technique"]) == {"int8-weight", "distill"}
     forecasts = pd.read_csv(out / "forecasts.csv")
     assert forecasts["forecast_error_pct"].iloc[0] == pytest.approx(100 * (41 - 40) / 40)
+
+
+def test_a_magnitude_pruned_variant_that_seems_much_cheaper_is_flagged(tmp_path):
+    cases = [
+        train_case("tiny-l", "fp32", "cpu", [100.0] * 4, params=8e6),
+        infer_case("tiny-l", "fp32", "cpu", 8, 2.0, params=8e6),
+        _variant(
+            infer_case("tiny-l", "p30", "cpu", 8, 1.0, params=8e6),
+            prune=0.3,
+            prune_method="magnitude",
+            produce_variant_j=1.0,
+        ),
+        _variant(
+            infer_case("tiny-l", "n30", "cpu", 8, 1.0, params=8e6),
+            prune=0.3,
+            prune_method="neurons",
+            produce_variant_j=1.0,
+        ),
+    ]
+    run = write_run(tmp_path, cases)
+    (run / "measurements.parquet").unlink()
+    (run / "measurements.csv").unlink()
+    t = build(build_tables(open_run(run))).techniques.set_index("setup")
+    assert "dense shapes" in t.loc["tiny-l/p30/cpu", "note"]
+    assert t.loc["tiny-l/p30/cpu", "technique"] == "prune 0.3 magnitude"
+    assert pd.isna(t.loc["tiny-l/n30/cpu", "note"])  # removing neurons does remove work
