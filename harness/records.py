@@ -78,9 +78,12 @@ MEMORY = ["peak_rss_mb", "peak_vram_mb"]
 #: embodied_g and co2e_total_g are filled at report time (harness.carbon.boundary)
 CARBON = ["intensity_g_per_kwh", "pue", "co2e_g", "embodied_g", "co2e_total_g", "water_l"]
 ACCURACY = ["metric", "accuracy", "accuracy_stderr"]
+#: a training case's forecast of its total, made after its first steps (workloads/forecast.py);
+#: produce_j and produced_from are per setup, in the report's summary
+MAKING = ["forecast_j", "forecast_j_ci_low", "forecast_j_ci_high"]
 
 #: the column order of measurements.csv; workloads may add more columns after these
-COLUMNS = IDENTITY + TIME + WORK + MACHINE + ENERGY + DERIVED + MEMORY + CARBON + ACCURACY
+COLUMNS = IDENTITY + TIME + WORK + MACHINE + ENERGY + DERIVED + MEMORY + CARBON + ACCURACY + MAKING
 
 #: columns holding text (identity, labels); every other column of COLUMNS is numeric
 TEXT_COLUMNS = {

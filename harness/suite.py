@@ -20,9 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.errors import HarnessError
 
 DTYPES = ("float32", "bfloat16", "float16")
-QUANTIZATIONS = ("int8-dynamic",)
+QUANTIZATIONS = ("int8-dynamic", "int8-weight", "int4-weight")
+#: weight-only quantisations done by torchao (an optional package, see variant_refusal)
+TORCHAO_QUANTIZATIONS = ("int8-weight", "int4-weight")
 SOURCE_PREFIXES = ("builtin:", "path:", "hf:")
-MODEL_WORKLOADS = ("train", "infer", "accuracy")
+MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy")
+#: workloads that make a model (and save it under artifacts/models/<model name>)
+PRODUCING_WORKLOADS = ("train", "distill", "finetune")
 #: short names for dtypes in readable case names are the variant names; these are for docs
 # \Z, not $: "$" also matches before a final newline, and a name must not end in one
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?\Z")
@@ -159,6 +163,10 @@ class Measurement(_Strict):
     #: a window whose hottest device warms or cools by more than this gets a warning
     max_temp_drift_c: Annotated[float, Field(gt=0)] | None = None
     estimate: Estimate = Field(default_factory=Estimate)
+    #: a training case (train, distill, finetune) forecasts its total after this share of steps
+    forecast_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    #: a training case whose forecast energy passes this is stopped (failed, with the reason)
+    energy_budget_j: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("sensors", mode="before")
     @classmethod
@@ -298,21 +306,130 @@ class Model(_Strict):
 class Variant(_Strict):
     name: str
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    quantization: Literal["int8-dynamic"] | None = None
+    quantization: Literal["int8-dynamic", "int8-weight", "int4-weight"] | None = None
+    #: share of the weights of the decoder's linear layers pruned on load (0 < prune < 1)
+    prune: Annotated[float, Field(gt=0, lt=1)] | None = None
+    #: magnitude (the default): zero the smallest weights (same shapes); neurons: remove whole
+    #: MLP neurons (the matrices shrink)
+    prune_method: Literal["magnitude", "neurons"] | None = None
 
     _name = field_validator("name")(_check_name)
 
+    @property
+    def derived(self) -> bool:
+        """A variant that changes the trained weights (quantised or pruned): never trained."""
+        return bool(self.quantization or self.prune)
 
-class TrainWorkload(_Strict):
+    @model_validator(mode="after")
+    def _combination(self) -> Variant:
+        if self.quantization == "int8-dynamic" and self.dtype != "float32":
+            raise ValueError(
+                f"quantization: int8-dynamic quantises a float32 model; set dtype: float32, "
+                f"not {self.dtype}"
+            )
+        if self.prune is None and self.prune_method is not None:
+            raise ValueError("prune_method: needs prune (the share of weights to prune)")
+        return self
+
+    def case_dict(self) -> dict:
+        """The variant as a case holds it: pruning keys only when it prunes, so that the cases
+        of variants that do not keep the ids they had before pruning existed."""
+        out = self.model_dump()
+        if self.prune is None:
+            out.pop("prune")
+            out.pop("prune_method")
+        elif self.prune_method is None:
+            out["prune_method"] = "magnitude"
+        return out
+
+
+def variant_refusal(variant: Variant, device: str) -> str | None:
+    """Why ``variant`` cannot run on ``device`` here, or None when it can."""
+    if variant.quantization == "int8-dynamic" and device != "cpu":
+        return f"int8-dynamic runs on the cpu only (torch's dynamic quantisation), not {device}"
+    if variant.quantization in TORCHAO_QUANTIZATIONS:
+        import importlib.util
+
+        if importlib.util.find_spec("torchao") is None:
+            return (
+                f"{variant.quantization} needs torchao, which is not installed "
+                "(pip install 'energy-harness[ml]')"
+            )
+    return None
+
+
+def _check_selection(field: str, chosen: list[str] | None, known: list[str]) -> None:
+    for name in chosen or []:
+        if name not in known:
+            raise ValueError(f"{field}: unknown name {name!r} (known: {', '.join(known)})")
+
+
+class _Selects(_Strict):
+    #: the models and variants of the suite this workload runs (all when absent)
+    models: Annotated[list[str], Field(min_length=1)] | None = None
+    variants: Annotated[list[str], Field(min_length=1)] | None = None
+
+
+def _check_task(value: str | None) -> str | None:
+    if value is not None:
+        from harness.models.corpus import TASKS
+
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r} (known: {', '.join(TASKS)})")
+    return value
+
+
+class TrainWorkload(_Selects):
     type: Literal["train"]
     steps: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=1)]
     seq_len: Annotated[int, Field(ge=1)]
     lr: Annotated[float, Field(gt=0)] | None = None
     text_file: str | None = None
+    #: train on this generated task's training questions instead of the corpus
+    task: str | None = None
+
+    _task = field_validator("task")(_check_task)
+
+    @model_validator(mode="after")
+    def _one_text(self) -> TrainWorkload:
+        if self.task and self.text_file:
+            raise ValueError("give task or text_file, not both")
+        return self
 
 
-class InferWorkload(_Strict):
+class DistillWorkload(_Selects):
+    type: Literal["distill"]
+    #: the suite model whose trained checkpoint teaches (a train case of the run makes it)
+    teacher: str
+    steps: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    seq_len: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0)] | None = None
+    text_file: str | None = None
+    #: softmax temperature of the soft targets
+    temperature: Annotated[float, Field(gt=0)] = 2.0
+    #: weight of the soft-target loss; 1 - alpha goes to the ordinary next-token loss
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+class FinetuneWorkload(_Selects):
+    # "from" is a Python keyword: the field is from_, read and written as "from"
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+
+    type: Literal["finetune"]
+    #: a suite model made by a case of this run, or a path:/hf: source
+    from_: str = Field(alias="from")
+    task: str
+    steps: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    seq_len: Annotated[int, Field(ge=1)] = 32
+    lr: Annotated[float, Field(gt=0)] | None = None
+
+    _task = field_validator("task")(_check_task)
+
+
+class InferWorkload(_Selects):
     type: Literal["infer"]
     batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
     prompt_tokens: Annotated[int, Field(ge=1)]
@@ -326,7 +443,7 @@ class InferWorkload(_Strict):
         return value
 
 
-class AccuracyWorkload(_Strict):
+class AccuracyWorkload(_Selects):
     type: Literal["accuracy"]
     tasks: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     limit: Annotated[int, Field(ge=1)] | None = None
@@ -367,7 +484,12 @@ class CommandWorkload(_Strict):
 
 
 Workload = Annotated[
-    TrainWorkload | InferWorkload | AccuracyWorkload | CommandWorkload,
+    TrainWorkload
+    | DistillWorkload
+    | FinetuneWorkload
+    | InferWorkload
+    | AccuracyWorkload
+    | CommandWorkload,
     Field(discriminator="type"),
 ]
 
@@ -375,6 +497,8 @@ Workload = Annotated[
 class Report(_Strict):
     #: queries served over a deployment's life, to weigh training energy against inference
     queries_lifetime: Annotated[int, Field(ge=0)] = 1_000_000
+    #: the answer sentence's "accurate enough": within this many accuracy points of the best
+    accuracy_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
 
 
 class Suite(_Strict):
@@ -407,13 +531,58 @@ class Suite(_Strict):
             raise ValueError("models: train/infer/accuracy workloads need at least one model")
         if uses_models and not self.variants:
             raise ValueError("variants: train/infer/accuracy workloads need at least one variant")
-        only_train = all(w.type == "train" for w in self.workloads)
-        if only_train and all(v.quantization for v in self.variants):
+        only_train = all(w.type in PRODUCING_WORKLOADS for w in self.workloads)
+        if only_train and all(v.derived for v in self.variants):
             raise ValueError(
-                "variants: every variant is quantized and train runs only unquantized variants, "
-                "so the suite has no cases"
+                "variants: every variant is quantized or pruned and training runs only the "
+                "others, so the suite has no cases"
             )
+        model_names = [m.name for m in self.models]
+        variant_names = [v.name for v in self.variants]
+        for i, w in enumerate(self.workloads):
+            if w.type == "command":
+                continue
+            _check_selection(f"workloads.{i}.models", w.models, model_names)
+            _check_selection(f"workloads.{i}.variants", w.variants, variant_names)
+            if w.type == "distill" and w.teacher not in model_names:
+                raise ValueError(
+                    f"workloads.{i}.teacher: {w.teacher!r} is not a model of the suite "
+                    f"(known: {', '.join(model_names)})"
+                )
+            if w.type == "finetune":
+                _check_finetune(i, w, self.models)
+        for hw in self.hardware:
+            for v in self.variants:
+                why = variant_refusal(v, hw.device)
+                if why and _variant_used(self, v.name):
+                    raise ValueError(f"variants.{v.name}: cannot run on {hw.name}: {why}")
         return self
+
+
+def _check_finetune(i: int, w: FinetuneWorkload, models: list[Model]) -> None:
+    by_name = {m.name: m for m in models}
+    external = w.from_.startswith(("path:", "hf:"))
+    if not external and w.from_ not in by_name:
+        raise ValueError(
+            f"workloads.{i}.from: {w.from_!r} is neither a model of the suite nor a path:/hf: "
+            f"source (models: {', '.join(by_name)})"
+        )
+    source = w.from_ if external else by_name[w.from_].source
+    for m in models:
+        if (w.models is None or m.name in w.models) and m.name != w.from_ and m.source != source:
+            raise ValueError(
+                f"workloads.{i}.models: {m.name} ({m.source}) cannot be fine-tuned from "
+                f"{w.from_} ({source}): the fine-tuned model keeps its source's architecture; "
+                f"give it source {source!r} or pick models with models:"
+            )
+
+
+def _variant_used(suite: Suite, variant: str) -> bool:
+    """Whether some infer/accuracy workload runs ``variant`` (training refuses derived ones)."""
+    return any(
+        w.type in ("infer", "accuracy") and (w.variants is None or variant in w.variants)
+        for w in suite.workloads
+    )
 
 
 def _unique_names(field: str, items: list, what: str = "name") -> None:
@@ -462,6 +631,10 @@ def _format_error(err: dict) -> str:
         what = f"must be >= {_num(ctx.get('ge'))}"
     elif kind == "greater_than":
         what = f"must be > {_num(ctx.get('gt'))}"
+    elif kind == "less_than":
+        what = f"must be < {_num(ctx.get('lt'))}"
+    elif kind == "less_than_equal":
+        what = f"must be <= {_num(ctx.get('le'))}"
     elif kind in ("int_parsing", "int_type", "int_from_float"):
         what = f"must be a whole number, not {excerpt(given)}"
     elif kind in ("float_parsing", "float_type"):
@@ -481,10 +654,10 @@ def _format_error(err: dict) -> str:
     elif kind == "union_tag_invalid":
         what = (
             f"unknown workload type {excerpt(ctx.get('tag'))} "
-            "(known: train, infer, accuracy, command)"
+            f"(known: {', '.join((*MODEL_WORKLOADS, 'command'))})"
         )
     elif kind == "union_tag_not_found":
-        what = "needs a type (train, infer, accuracy or command)"
+        what = f"needs a type ({', '.join(MODEL_WORKLOADS)} or command)"
     elif kind == "value_error":
         what = str(ctx.get("error") or err.get("msg", "")).removeprefix("Value error, ")
     else:
@@ -600,7 +773,39 @@ def _shapes(workload: BaseModel) -> list[tuple[dict, str, str]]:
         }
         if w.lr is not None:  # absent: the train workload's default
             spec["lr"] = w.lr
+        if w.task:  # absent when not given, so that existing train cases keep their ids
+            spec["task"] = w.task
+            short = f"train-{w.task}"
+            return [(spec, short, f"{short}-s{w.steps}-b{w.batch_size}-l{w.seq_len}")]
         return [(spec, "train", f"train-s{w.steps}-b{w.batch_size}-l{w.seq_len}")]
+    if w.type == "distill":
+        spec = {
+            "type": "distill",
+            "teacher": w.teacher,
+            "steps": w.steps,
+            "batch_size": w.batch_size,
+            "seq_len": w.seq_len,
+            "text_file": w.text_file,
+            "temperature": w.temperature,
+            "alpha": w.alpha,
+        }
+        if w.lr is not None:
+            spec["lr"] = w.lr
+        short = f"distill-{w.teacher}"
+        return [(spec, short, f"{short}-s{w.steps}-b{w.batch_size}-l{w.seq_len}")]
+    if w.type == "finetune":
+        spec = {
+            "type": "finetune",
+            "from": w.from_,
+            "task": w.task,
+            "steps": w.steps,
+            "batch_size": w.batch_size,
+            "seq_len": w.seq_len,
+        }
+        if w.lr is not None:
+            spec["lr"] = w.lr
+        short = f"finetune-{w.task}"
+        return [(spec, short, f"{short}-s{w.steps}-b{w.batch_size}-l{w.seq_len}")]
     if w.type == "infer":
         return [
             (
@@ -654,32 +859,41 @@ def expand(suite: Suite) -> list[dict]:
         "carbon": suite.carbon.model_dump(),
     }
     shapes = [(w, _shapes(w)) for w in suite.workloads]
-    # a short readable name when it is unique, else the long one
-    short_counts: dict[str, int] = {}
+    # a short readable name when no two workloads give it to the same model and variant, else
+    # the long one
+    uses: dict[str, dict[tuple[str, str], int]] = {}
     for w, items in shapes:
+        if w.type == "command":
+            continue
         for _, short, _ in items:
-            if w.type != "command":
-                short_counts[short] = short_counts.get(short, 0) + 1
+            seen = uses.setdefault(short, {})
+            for m in suite.models:
+                for v in suite.variants:
+                    if _applies(w, m.name, v):
+                        seen[(m.name, v.name)] = seen.get((m.name, v.name), 0) + 1
+    short_ok = {short: all(n == 1 for n in seen.values()) for short, seen in uses.items()}
     cases: list[dict] = []
+    models = models_in_making_order(suite)
     for hw in suite.hardware:
         hw_dict = hw.case_dict()
-        for model in suite.models:
-            first = [(w, i) for w, i in shapes if w.type == "train"]
+        for model in models:
+            first = [(w, i) for w, i in shapes if w.type in PRODUCING_WORKLOADS]
             then = [(w, i) for w, i in shapes if w.type in ("infer", "accuracy")]
             for group in (first, then):
                 for variant in suite.variants:
                     for w, items in group:
-                        if w.type == "train" and variant.quantization:
+                        if not _applies(w, model.name, variant):
                             continue
                         for spec, short, long in items:
-                            shape = short if short_counts[short] == 1 else long
+                            spec = _with_source_model(spec, suite, model)
+                            shape = short if short_ok[short] else long
                             cases.append(
                                 {
                                     "case": f"{model.name}/{variant.name}/{hw.name}/{shape}",
                                     **common,
                                     "hardware": hw_dict,
                                     "model": model.model_dump(),
-                                    "variant": variant.model_dump(),
+                                    "variant": variant.case_dict(),
                                     "workload": spec,
                                 }
                             )
@@ -712,7 +926,114 @@ def expand(suite: Suite) -> list[dict]:
         raise HarnessError(f"workloads: two cases are both named {dup}")
     if not out:
         raise HarnessError("workloads: the suite expands to no cases")
+    _one_maker_per_model(out)
+    _sources_are_made(out)
     return out
+
+
+def _sources_are_made(cases: list[dict]) -> None:
+    """A distill case's teacher (a finetune case's source model) is made by a case of the run."""
+    made: set[tuple[str, str]] = set()
+    for c in cases:
+        w = c["workload"]
+        source = w.get("teacher") if w["type"] == "distill" else None
+        if w["type"] == "finetune" and not str(w.get("from")).startswith(("path:", "hf:")):
+            source = w.get("from")
+        if source is not None and (c["hardware"]["name"], source) not in made:
+            field = "teacher" if w["type"] == "distill" else "from"
+            raise HarnessError(
+                f"workloads: {c['case']} starts from {source}, which no train, distill or finetune "
+                f"case of the suite makes on {c['hardware']['name']} ({field} needs one)"
+            )
+        if w["type"] in PRODUCING_WORKLOADS:
+            made.add((c["hardware"]["name"], c["model"]["name"]))
+
+
+def _applies(w: BaseModel, model: str, variant: Variant) -> bool:
+    """Whether a model workload runs for this model and variant (its selections, its kind)."""
+    if w.models is not None and model not in w.models:
+        return False
+    if w.variants is not None and variant.name not in w.variants:
+        return False
+    if w.type in PRODUCING_WORKLOADS and variant.derived:
+        return False  # a quantised or pruned variant is made from a trained model, not trained
+    if w.type == "distill" and w.teacher == model:
+        return False  # a model does not learn from itself
+    if w.type == "finetune" and w.from_ == model:
+        return False  # the fine-tuned model gets its own name (its checkpoint is another)
+    return True
+
+
+def _with_source_model(spec: dict, suite: Suite, model: Model) -> dict:
+    """A distill or finetune shape with the model entry it starts from (its source, its name)."""
+    by_name = {m.name: m for m in suite.models}
+    if spec["type"] == "distill":
+        return {**spec, "teacher_model": by_name[spec["teacher"]].model_dump()}
+    if spec["type"] == "finetune":
+        origin = spec["from"]
+        if origin in by_name:
+            return {**spec, "from_model": by_name[origin].model_dump()}
+        entry = {**model.model_dump(), "source": origin}
+        return {**spec, "from_model": entry}
+    return spec
+
+
+def _source_model(w: BaseModel) -> str | None:
+    """The suite model whose checkpoint a distill or finetune workload starts from."""
+    if w.type == "distill":
+        return w.teacher
+    if w.type == "finetune" and not w.from_.startswith(("path:", "hf:")):
+        return w.from_
+    return None
+
+
+def models_in_making_order(suite: Suite) -> list[Model]:
+    """The suite's models, each after the models its distill/finetune cases start from.
+
+    Without distill or finetune workloads this is the suite's own order.
+    """
+    after: dict[str, set[str]] = {m.name: set() for m in suite.models}
+    for w in suite.workloads:
+        source = _source_model(w) if w.type in ("distill", "finetune") else None
+        if source is None:
+            continue
+        for m in suite.models:
+            if (w.models is None or m.name in w.models) and m.name != source:
+                after[m.name].add(source)
+    ordered: list[Model] = []
+    placed: set[str] = set()
+    pending = list(suite.models)
+    while pending:
+        ready = [m for m in pending if after[m.name] <= placed]
+        if not ready:
+            names = ", ".join(m.name for m in pending)
+            raise HarnessError(
+                f"workloads: the models {names} each start from another's checkpoint"
+            )
+        first = ready[0]
+        ordered.append(first)
+        placed.add(first.name)
+        pending.remove(first)
+    return ordered
+
+
+def _one_maker_per_model(cases: list[dict]) -> None:
+    """A model's checkpoint is made by one kind of case: a train and a distill of the same model
+    would overwrite each other's weights, and its later cases would measure whichever came last."""
+    makers: dict[tuple[str, str], set[str]] = {}
+    for c in cases:
+        kind = c["workload"]["type"]
+        if kind in PRODUCING_WORKLOADS:
+            key = (c["hardware"]["name"], c["model"]["name"])
+            makers.setdefault(key, set()).add(
+                f"train (task {c['workload']['task']})" if c["workload"].get("task") else kind
+            )
+    for (_, model), kinds in makers.items():
+        if len(kinds) > 1:
+            raise HarnessError(
+                f"models.{model}: made by {' and '.join(sorted(kinds))} workloads; give each "
+                "way of making it its own model entry and pick it with the workloads' models:"
+            )
 
 
 def select(cases: list[dict], pattern: str | None) -> list[dict]:

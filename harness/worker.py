@@ -45,9 +45,11 @@ MODEL_IMPORTS = (
     "harness.workloads.infer",
     "harness.workloads.accuracy",
     "harness.workloads.train",
+    "harness.workloads.distill",
+    "harness.workloads.finetune",
 )
 #: the workloads that run a model in-process, and so import MODEL_IMPORTS
-MODEL_WORKLOADS = ("train", "infer", "accuracy")
+MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy")
 #: what every worker imports
 BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.report.stats")
 

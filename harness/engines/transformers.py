@@ -41,6 +41,9 @@ class TransformersEngine(Engine):
     name = "transformers"
 
     def __init__(self) -> None:
+        #: a context-manager factory (a meter's ``window``) around making a variant on load
+        #: (pruning, quantising), so that the workload can publish what making it cost
+        self.making_window = None
         self._sync = None
         self._prompts: Prompts | None = None
         self._generate_kwargs: dict = {}
@@ -50,7 +53,7 @@ class TransformersEngine(Engine):
     ) -> dict:
         from harness.models import load_model
 
-        self.loaded = load_model(model, variant, hardware, artifacts_dir)
+        self.loaded = load_model(model, variant, hardware, artifacts_dir, self.making_window)
         self.device = self.loaded.device
         if self.device.type == "cuda":
             import torch

@@ -99,25 +99,48 @@ def write_failed(run_dir: Path, case: dict, reason: str, node: str | None = None
     return result
 
 
-def dependencies(cases: list[dict]) -> dict[str, str]:
-    """case id -> the train case whose checkpoint it loads (the last train of its model before it).
+#: workloads that make a model's checkpoint (artifacts/models/<model name>)
+PRODUCERS = ("train", "distill", "finetune")
 
-    A builtin model's infer and accuracy cases load what the train case before them saved:
-    locally they run after it, on a cluster they are given its checkpoint. Either way, when the
-    train case fails they are not run (``not_run``): measuring untrained weights would publish
-    figures of a model nobody asked for.
+
+def loads_checkpoint_of(case: dict) -> str | None:
+    """The suite model whose checkpoint of this run a case loads, or None.
+
+    infer and accuracy cases of a builtin model load that model's; a distill case loads its
+    teacher's and a finetune case its ``from`` model's; a train case starts from the seeded
+    initialisation.
     """
-    last_train: dict[str, str] = {}
+    workload = case.get("workload") or {}
+    kind = workload.get("type")
+    if kind == "train":
+        return None
+    if kind == "distill":
+        return workload.get("teacher")
+    if kind == "finetune":
+        source = str(workload.get("from") or "")
+        return None if source.startswith(("path:", "hf:")) else source
+    # the model's own checkpoint, when a case of the run makes one (see dependencies)
+    return (case.get("model") or {}).get("name")
+
+
+def dependencies(cases: list[dict]) -> dict[str, str]:
+    """case id -> the case whose checkpoint it loads (the last case before it that made it).
+
+    A builtin model's infer and accuracy cases load what the train (or distill, finetune) case
+    before them saved, and a distill or finetune case loads its teacher's or source's: locally
+    they run after it, on a cluster they are given its checkpoint. Either way, when that case
+    fails they are not run (``not_run``): measuring untrained weights would publish figures of a
+    model nobody asked for.
+    """
+    last_maker: dict[str, str] = {}
     deps: dict[str, str] = {}
     for case in cases:
         model = case.get("model") or {}
-        if not str(model.get("source") or "").startswith("builtin:"):
-            continue
-        name = model.get("name")
-        if (case.get("workload") or {}).get("type") == "train":
-            last_train[name] = case["case_id"]
-        elif name in last_train:
-            deps[case["case_id"]] = last_train[name]
+        loads = loads_checkpoint_of(case)
+        if loads is not None and loads in last_maker:
+            deps[case["case_id"]] = last_maker[loads]
+        if (case.get("workload") or {}).get("type") in PRODUCERS:
+            last_maker[model.get("name")] = case["case_id"]
     return deps
 
 

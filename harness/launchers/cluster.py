@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from harness import store
 from harness.errors import HarnessError
+from harness.launchers import PRODUCERS, loads_checkpoint_of
 
 #: the per-node resource every node declares once and every case takes whole
 NODE_RESOURCE = "harness_node"
@@ -183,12 +184,10 @@ def replace_artifacts(artifacts_dir: Path, files: dict[str, bytes]) -> None:
 
 def model_artifacts(artifacts_dir: Path, case: dict) -> dict[str, bytes]:
     """The trained checkpoint a builtin model's case would load here, as files (or nothing)."""
-    model = case.get("model") or {}
-    if not str(model.get("source") or "").startswith("builtin:"):
+    name = loads_checkpoint_of(case)  # training starts from the seeded initialisation: None
+    if name is None:
         return {}
-    if (case.get("workload") or {}).get("type") == "train":
-        return {}  # training starts from the seeded initialisation
-    prefix = f"models/{model.get('name')}"
+    prefix = f"models/{name}"
     return {f"{prefix}/{k}": v for k, v in read_tree(Path(artifacts_dir) / prefix).items()}
 
 
@@ -292,7 +291,7 @@ def measure_on_node(
             record["node"] = node
         files = read_tree(store.case_dir(scratch, case["case_id"]), skip={store.RESULT_FILE})
         trained = None
-        if (case.get("workload") or {}).get("type") == "train":
+        if (case.get("workload") or {}).get("type") in PRODUCERS:
             ok = result.get("status") == store.OK
             trained = {"status": result.get("status"), "error": result.get("error")}
             trained.update(case=case.get("case"), files=model_artifacts_of(scratch, case, ok))

@@ -342,7 +342,7 @@ class _Driver:
         if entry := payload.get("idle"):
             self._save_idle({entry["node"]: {entry["profile"]: entry["entry"]}})
         case = self.cases[cid]
-        if (case.get("workload") or {}).get("type") == "train":
+        if (case.get("workload") or {}).get("type") in launchers.PRODUCERS:
             trained = self.ray.get(self.checkpoints[cid])
             if trained.get("files"):
                 cluster.replace_artifacts(self.job.run_dir / cluster.ARTIFACTS, trained["files"])

@@ -3,12 +3,17 @@
 Sources: ``builtin:<name>`` (the family in ``builtin.py``, trained by the ``train`` workload),
 ``path:/dir`` (a ``save_pretrained`` folder) and ``hf:org/name`` (the Hugging Face cache; the
 harness never needs the network when HF_HUB_OFFLINE=1). Variants: dtype float32 / bfloat16 /
-float16, and ``quantization: int8-dynamic`` (torch dynamic quantisation of nn.Linear, CPU only).
+float16, ``quantization: int8-dynamic`` (torch dynamic quantisation of nn.Linear, CPU only),
+``int8-weight`` / ``int4-weight`` (torchao weight-only quantisation; see ``variants.py``) and
+``prune`` (magnitude or whole-neuron pruning). A variant is made from the loaded model on load;
+the caller may give a ``making_window`` in which that happens, so that its energy is measured.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +26,7 @@ if TYPE_CHECKING:
 
 SOURCES = ("builtin", "path", "hf")
 DTYPES = ("float32", "bfloat16", "float16")
-QUANTIZATIONS = ("int8-dynamic",)
+QUANTIZATIONS = ("int8-dynamic", "int8-weight", "int4-weight")
 _BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
 MB = 2**20  # model_size_mb and memory figures are in MiB
 
@@ -45,9 +50,16 @@ class LoadedModel:
     trained: bool | None
     #: the folder the weights came from (None for a freshly initialised builtin)
     path: Path | None
+    #: share of weights pruned, and how (magnitude: zeroed; neurons: removed)
+    prune: float | None = None
+    prune_method: str | None = None
+    #: parameters as stored (a magnitude-pruned model keeps its zeros; ``params`` counts nonzero)
+    params_stored: int | None = None
+    #: the energy and time of making the variant on load (quantising, pruning), when measured
+    making: dict | None = None
 
     def columns(self) -> dict[str, Any]:
-        return {
+        out = {
             "model": self.name,
             "model_source": self.source,
             "params": self.params,
@@ -56,6 +68,12 @@ class LoadedModel:
             "quantization": self.quantization,
             "trained": self.trained,
         }
+        if self.prune is not None:
+            out.update(prune=self.prune, prune_method=self.prune_method)
+            out["params_stored"] = self.params_stored
+        if self.making:
+            out.update(self.making)
+        return out
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -85,9 +103,28 @@ def _variant(variant: dict | None) -> tuple[str, str | None]:
     return dtype, quant
 
 
+def _prune_of(variant: dict | None) -> tuple[float | None, str]:
+    variant = variant or {}
+    fraction = variant.get("prune")
+    method = variant.get("prune_method") or "magnitude"
+    if fraction is None:
+        return None, method
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise HarnessError(f"prune must be a share between 0 and 1, not {fraction!r}")
+    if method not in ("magnitude", "neurons"):
+        raise HarnessError(f"unknown prune_method {method!r} (known: magnitude, neurons)")
+    return float(fraction), method
+
+
 def _check_device(dtype: str, quant: str | None, device: torch.device) -> None:
     if quant == "int8-dynamic" and device.type != "cpu":
         raise HarnessError(f"int8-dynamic quantization runs on the cpu only, not on {device}")
+    if quant in ("int8-weight", "int4-weight"):
+        from harness.models.variants import torchao_refusal
+
+        why = torchao_refusal()
+        if why:
+            raise HarnessError(f"{quant}: {why}")
     # float16 on the CPU works in torch >= 2.1 (slowly); older builds lack the kernels
     if dtype == "float16" and device.type == "cpu":
         import torch
@@ -123,6 +160,10 @@ def _tensor_bytes(value: Any, seen: set[int]) -> int:
         return sum(_tensor_bytes(v, seen) for v in value)
     if not isinstance(value, torch.Tensor):
         return 0
+    flatten = getattr(type(value), "__tensor_flatten__", None)
+    if flatten is not None:  # a tensor subclass (torchao's quantised weights): its inner tensors
+        names, _ = value.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(value, n), seen) for n in names)
     try:
         key = value.data_ptr()
     except RuntimeError:
@@ -137,6 +178,14 @@ def model_size_mb(model: torch.nn.Module) -> float:
     """MiB of the state_dict as held in memory: int8 packed weights count one byte each."""
     seen: set[int] = set()
     return sum(_tensor_bytes(v, seen) for v in model.state_dict().values()) / MB
+
+
+def made_checkpoint(artifacts_dir: Path | None, name: str) -> Path | None:
+    """The checkpoint a case of this run saved for a path:/hf: model (a fine-tune), if any."""
+    if artifacts_dir is None:
+        return None
+    folder = Path(artifacts_dir) / "models" / name
+    return folder if (folder / "config.json").is_file() else None
 
 
 def _estimate_params(kind: str, ref: str, trust_remote_code: bool) -> int | None:
@@ -178,12 +227,18 @@ def _load_pretrained(where: str, what: str, dtype: Any, trust_remote_code: bool)
 
 
 def load_model(
-    model: dict, variant: dict | None, hardware: dict, artifacts_dir: Path | None = None
+    model: dict,
+    variant: dict | None,
+    hardware: dict,
+    artifacts_dir: Path | None = None,
+    making_window: Callable[[str], Any] | None = None,
 ) -> LoadedModel:
     """Load ``model`` (a suite's model entry) as ``variant`` on ``hardware``'s device.
 
     A builtin model is loaded from ``artifacts_dir/models/<name>`` when the train workload saved
     it there (``trained=True``), else freshly initialised with a fixed seed (``trained=False``).
+    ``making_window(name)``: a context manager (a meter window) around pruning and quantising,
+    whose ``measurement`` becomes the ``produce_variant_j`` / ``produce_variant_s`` columns.
     """
     import torch
 
@@ -194,6 +249,7 @@ def load_model(
     name = model.get("name") or ref
     trust = bool(model.get("trust_remote_code", False))
     dtype, quant = _variant(variant)
+    prune, prune_method = _prune_of(variant)
     device = hw_mod.torch_device(hardware)
     _check_device(dtype, quant, device)
 
@@ -203,6 +259,8 @@ def load_model(
 
         builtin.check_name(ref)
         where = builtin.trained_checkpoint(artifacts_dir, name, ref)
+    elif made_here := made_checkpoint(artifacts_dir, name):
+        where = made_here  # a train, distill or finetune case of this run made it from the source
     elif kind == "path":
         where = Path(ref).expanduser()
         if not where.exists():
@@ -214,6 +272,7 @@ def load_model(
     else:
         where = ref
 
+    made = kind != "builtin" and where is not None and where == made_checkpoint(artifacts_dir, name)
     estimate = _estimate_params(kind, str(where) if kind != "builtin" else ref, trust)
     if estimate is not None:
         # a quantised model is first loaded in float32
@@ -230,7 +289,7 @@ def load_model(
         trained = False
     else:
         net, tokenizer = _load_pretrained(str(where), source, torch_dtype, trust)
-        trained = True if kind == "builtin" else None
+        trained = True if kind == "builtin" or made else None
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -241,8 +300,28 @@ def load_model(
 
     params = _count_params(net)
     net = net.to(device).eval()
-    if quant == "int8-dynamic":
-        net = quantize_int8_dynamic(net)
+    params_stored = None
+    making = None
+    if quant or prune is not None:
+        from harness.models import variants
+
+        window = making_window("make-variant") if making_window else contextlib.nullcontext()
+        with window as w:
+            if prune is not None:
+                net = variants.prune(net, prune, prune_method)
+                params_stored = _count_params(net)
+                params = variants.nonzero_params(net)
+            if quant == "int8-dynamic":
+                net = quantize_int8_dynamic(net)
+            elif quant in ("int8-weight", "int4-weight"):
+                net = variants.quantize_weight_only(net, quant)
+        m = getattr(w, "measurement", None)
+        if m is not None:
+            making = {
+                "produce_variant_j": m.total_j,
+                "produce_variant_s": m.duration_s,
+                "produce_variant_method": m.method,
+            }
     return LoadedModel(
         model=net,
         tokenizer=tokenizer,
@@ -255,6 +334,10 @@ def load_model(
         model_size_mb=model_size_mb(net),
         trained=trained,
         path=Path(where) if kind != "hf" and where is not None else None,
+        prune=prune,
+        prune_method=prune_method if prune is not None else None,
+        params_stored=params_stored,
+        making=making,
     )
 
 

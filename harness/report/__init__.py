@@ -17,6 +17,7 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     Returns the report folder. A path that is not a run folder raises HarnessError.
     ``figures=False`` skips the plots (most of the time a report takes).
     """
+    from harness.report import techniques
     from harness.report.csvsafe import write_csv
     from harness.report.leaderboard import leaderboard
     from harness.report.load import open_run
@@ -29,12 +30,19 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     out = run.path / "report"
     out.mkdir(exist_ok=True)
     board = leaderboard(tables)
-    write_csv(tables.summary, out / "summary.csv")
+    making = techniques.build(tables)
+    write_csv(techniques.summary_with_produce(tables, making), out / "summary.csv")
     write_csv(board, out / "leaderboard.csv")
     write_csv(tables.cases, out / "cases.csv")
     _write_carbon(tables, out)
+    if not making.techniques.empty:
+        write_csv(making.techniques, out / "techniques.csv")
+    if not making.forecasts.empty:
+        write_csv(making.forecasts, out / "forecasts.csv")
     drawn = draw_all(tables, out / "figures") if figures else {}
-    text = render(tables, board, drawn)
+    text = techniques.with_techniques(
+        render(tables, board, drawn), making.sentence, techniques.sections(making, tables)
+    )
     from harness import store
 
     store.write_text(out / "report.md", text)

@@ -563,12 +563,20 @@ def energy_vs_cpu_max_mhz(tables: Tables, path: Path) -> Path | None:
     return energy_and_latency_vs_knob(tables, path, "cpu_max_mhz")
 
 
+def techniques(tables: Tables, path: Path) -> Path | None:
+    """Accuracy retained against energy per query saved, by technique (report/techniques.py)."""
+    from harness.report.techniques import build, figure
+
+    return figure(build(tables).techniques, path)
+
+
 FIGURES = {
     "pareto.png": pareto,
     "energy_per_token_vs_params.png": energy_per_token_vs_params,
     "batch_scaling.png": batch_scaling,
     "training_energy_vs_params.png": training_energy_vs_params,
     "power_traces.png": power_traces,
+    "techniques.png": techniques,
     "carbon_by_hour.png": carbon_by_hour,
 }
 #: drawn only for a run that swept a hardware knob (harness/report/knobs.py)

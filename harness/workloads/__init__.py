@@ -1,4 +1,4 @@
-"""Workloads by type name: train, infer, accuracy, command."""
+"""Workloads by type name: train, distill, finetune, infer, accuracy, command."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from harness.workloads.base import Context, Repetition, Workload
 
 REGISTRY = {
     "train": "harness.workloads.train:TrainWorkload",
+    "distill": "harness.workloads.distill:DistillWorkload",
+    "finetune": "harness.workloads.finetune:FinetuneWorkload",
     "infer": "harness.workloads.infer:InferWorkload",
     "accuracy": "harness.workloads.accuracy:AccuracyWorkload",
     "command": "harness.workloads.command:CommandWorkload",

@@ -212,6 +212,7 @@ class AccuracyWorkload(Workload):
                     f"lm-eval task {self.task!r} could not be loaded: {first}"
                 ) from None
             self.engine = create_engine(engine_name(case.get("variant")))
+            self.engine.making_window = self.ctx.meter.window  # a variant's making is measured
             static = self.engine.load(
                 case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
             )

@@ -83,6 +83,7 @@ class InferWorkload(Workload):
         case = self.ctx.case
         apply_profile(case["hardware"])
         self.engine = create_engine(engine_name(case.get("variant")))
+        self.engine.making_window = self.ctx.meter.window  # a variant's making is measured
         static = self.engine.load(
             case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.workloads import forecast as forecast_mod
 from harness.workloads.base import Repetition, Workload
 from harness.workloads.memory import PeakMemory
 
@@ -64,6 +65,23 @@ def corpus_token_ids(tokenizer, n_tokens: int, seed: int = DATA_SEED) -> list[in
             ids += row
             ids.append(eos)
         doc_seed += 1_000_003
+    return ids
+
+
+def task_token_ids(tokenizer, task: str) -> list[int]:
+    """The training questions of a generated task with their answers, one document each.
+
+    ``"after 12 comes 13"``: the task's *train* split (facts the corpus states), so the test
+    split that the accuracy workload asks stays held out.
+    """
+    from harness.models.corpus import task_examples
+
+    docs = [f"{e['question']} {e['choices'][e['answer']]}" for e in task_examples(task, "train")]
+    ids: list[int] = []
+    for row in tokenizer(docs, add_special_tokens=False)["input_ids"]:
+        ids += row
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
     return ids
 
 
@@ -139,6 +157,7 @@ class Trainer:
         weight_decay: float = DEFAULTS["weight_decay"],
         autocast_dtype=None,
         text_file: Path | None = None,
+        task: str | None = None,
         seed: int = DATA_SEED,
     ):
         import torch
@@ -146,7 +165,9 @@ class Trainer:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.steps, self.batch_size, self.seq_len, self.lr = steps, batch_size, seq_len, lr
         self.autocast_dtype = autocast_dtype
-        if text_file is not None:
+        if task is not None:
+            ids = task_token_ids(tokenizer, task)
+        elif text_file is not None:
             ids = text_file_token_ids(tokenizer, Path(text_file))
         else:
             ids = corpus_token_ids(tokenizer, steps * batch_size * seq_len, seed=seed)
@@ -162,9 +183,13 @@ class Trainer:
         import torch
 
         if self.autocast_dtype is None:
-            return self.model(input_ids=x, labels=x).loss
+            return self.objective(x)
         with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
-            return self.model(input_ids=x, labels=x).loss
+            return self.objective(x)
+
+    def objective(self, x):
+        """The loss of one batch: next-token cross-entropy (distillation adds the teacher's)."""
+        return self.model(input_ids=x, labels=x).loss
 
     def run_steps(self, n: int) -> list[float]:
         """Train ``n`` more steps; returns their losses."""
@@ -224,7 +249,24 @@ class Trainer:
 
 
 class TrainWorkload(Workload):
+    """Train a model from its seeded initialisation; distill and finetune change what it starts
+    from and what it learns (``load``, ``make_trainer``), never how it is measured."""
+
     type = "train"
+
+    def lr_default(self, kind: str) -> float:
+        return DEFAULTS["lr"] if kind == "builtin" else FINETUNE_LR
+
+    def load(self, variant: dict, hw: dict) -> dict:
+        """Load the model to train into ``self.engine``; its static columns."""
+        # always start from the seeded initialisation (artifacts_dir=None), never from an
+        # earlier run's checkpoint, so that every train case does the same work
+        return self.engine.load(
+            self.ctx.case["model"], {**variant, "dtype": "float32"}, hw, artifacts_dir=None
+        )
+
+    def make_trainer(self, net, tokenizer, **kwargs) -> Trainer:
+        return Trainer(net, tokenizer, self.engine.device, task=self.spec.get("task"), **kwargs)
 
     def setup(self) -> dict:
         import torch
@@ -239,31 +281,27 @@ class TrainWorkload(Workload):
         from harness.models import parse_source
 
         kind, _ = parse_source(self.ctx.case["model"].get("source", ""))
-        lr = float(spec.get("lr") or (DEFAULTS["lr"] if kind == "builtin" else FINETUNE_LR))
+        lr = float(spec.get("lr") or self.lr_default(kind))
         variant = dict(self.ctx.case.get("variant") or {})
         dtype = variant.get("dtype") or "float32"
-        if variant.get("quantization"):
+        if variant.get("quantization") or variant.get("prune"):
+            what = variant.get("quantization") or f"pruned {variant['prune']:g}"
             raise HarnessError(
-                f"train workload: a quantised variant ({variant['quantization']}) cannot be "
+                f"{self.type} workload: a quantised or pruned variant ({what}) cannot be "
                 "trained; train float32 or bfloat16"
             )
         if dtype not in ("float32", "bfloat16"):
-            raise HarnessError(f"train workload: train float32 or bfloat16, not {dtype}")
+            raise HarnessError(f"{self.type} workload: train float32 or bfloat16, not {dtype}")
         hw = self.ctx.case["hardware"]
         hardware.apply_profile(hw)
-        # always start from the seeded initialisation (artifacts_dir=None), never from an
-        # earlier run's checkpoint, so that every train case does the same work
         self.engine = create_engine(engine_name(variant))
-        static = self.engine.load(
-            self.ctx.case["model"], {**variant, "dtype": "float32"}, hw, artifacts_dir=None
-        )
-        self.model_name = static["model"]
+        static = self.load(variant, hw)
+        self.model_name = self.ctx.case["model"]["name"]
         net, tokenizer = self.engine.trainable()
         text_file = spec.get("text_file")
-        self.trainer = Trainer(
+        self.trainer = self.make_trainer(
             net,
             tokenizer,
-            self.engine.device,
             steps=self.steps,
             batch_size=self.batch_size,
             seq_len=self.seq_len,
@@ -275,6 +313,13 @@ class TrainWorkload(Workload):
         self.chunks = chunk_sizes(self.steps, min(MAX_CHUNKS, self.steps))
         self.memory = PeakMemory(self.engine.device)
         self.saved_path: Path | None = None
+        m = self.ctx.settings
+        fraction = float(m.get("forecast_fraction") or forecast_mod.DEFAULT_FRACTION)
+        self.blocks = forecast_mod.block_bounds(forecast_mod.forecast_steps(self.steps, fraction))
+        self.measured_blocks: list[forecast_mod.Block] = []
+        self.forecast: dict | None = None
+        self.budget_j = m.get("energy_budget_j")
+        self.over_budget: str | None = None
         columns = dict(static)
         columns.pop("trained", None)  # a train case always starts from the seeded init
         columns["dtype"] = dtype
@@ -282,6 +327,8 @@ class TrainWorkload(Workload):
             columns["precision"] = "bf16 autocast, float32 master weights"
         columns["device_name"] = hardware.describe(hw)["device_name"]
         columns.update(seq_len=self.seq_len, batch_size=self.batch_size, steps=self.steps, lr=lr)
+        if spec.get("task"):
+            columns["task"] = spec["task"]
         return columns
 
     def planned_repetitions(self) -> int:
@@ -299,15 +346,53 @@ class TrainWorkload(Workload):
             n_chunks = max(1, min(len(self.chunks), fit))
             self.chunks = chunk_sizes(self.steps, n_chunks)
 
+    def _train(self, n: int) -> list[float]:
+        """``n`` steps; the forecast's blocks (nested windows) open and close on their steps."""
+        losses: list[float] = []
+        meter = self.ctx.meter
+        end = self.trainer.step + n
+        while self.trainer.step < end and self.over_budget is None:
+            step = self.trainer.step
+            block = next((i for i, (a, b) in enumerate(self.blocks) if a <= step < b), None)
+            if block is None or self.forecast is not None:
+                losses += self.trainer.run_steps(end - step)
+                break
+            first, last = self.blocks[block]
+            if step == first:
+                meter.begin(f"forecast-{block}")
+            stop = min(end, last)
+            losses += self.trainer.run_steps(stop - step)
+            if stop == last:
+                self.engine.synchronize()
+                m = meter.end(f"forecast-{block}")
+                self.measured_blocks.append(
+                    forecast_mod.Block(last - first, m.total_j, m.duration_s)
+                )
+                if block == len(self.blocks) - 1:
+                    self._forecast()
+        return losses
+
+    def _forecast(self) -> None:
+        self.forecast = forecast_mod.forecast(self.measured_blocks, self.steps)
+        if self.budget_j is not None and self.forecast["forecast_j"] > float(self.budget_j):
+            f = self.forecast
+            self.over_budget = (
+                f"energy budget: after {f['forecast_after_steps']} of {self.steps} steps the "
+                f"forecast is {f['forecast_j']:.4g} J (95% {f['forecast_j_ci_low']:.4g}-"
+                f"{f['forecast_j_ci_high']:.4g}), more than energy_budget_j {self.budget_j:g} J"
+            )
+
     def run(self, repetition: int) -> Repetition:
+        if self.over_budget:
+            raise HarnessError(self.over_budget)
         if repetition >= len(self.chunks):
-            raise HarnessError(f"train workload: only {len(self.chunks)} chunks are planned")
-        n = self.chunks[repetition]
+            raise HarnessError(f"{self.type} workload: only {len(self.chunks)} chunks are planned")
         first_step = self.trainer.step
         self.memory.reset()
         with self.ctx.meter.window(f"train-{repetition}") as w:
-            losses = self.trainer.run_steps(n)
+            losses = self._train(self.chunks[repetition])
         memory = self.memory.read()
+        n = self.trainer.step - first_step  # fewer than the chunk when the budget stopped it
         tokens = n * self.batch_size * self.seq_len
         if self.trainer.step == self.steps:
             self._save()
@@ -318,9 +403,10 @@ class TrainWorkload(Workload):
                 "first_step": first_step + 1,
                 "samples": n * self.batch_size,
                 "tokens_in": tokens,
-                "loss": sum(losses) / len(losses),
+                "loss": sum(losses) / len(losses) if losses else None,
                 "seq_len": self.seq_len,
                 "batch_size": self.batch_size,
+                **(self.forecast or {}),
                 **memory,
             },
         )
@@ -344,6 +430,7 @@ class TrainWorkload(Workload):
             "tokens_per_s": tokens / t.train_s if t.train_s > 0 else None,
             "saved_path": str(self.saved_path) if self.saved_path else None,
             "chunks": len(self.chunks),
+            "forecast": self.forecast,
         }
 
     @property

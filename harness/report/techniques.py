@@ -1,0 +1,872 @@
+"""What a smaller model costs to make, what it saves per query, and when it pays back.
+
+``produce_j`` of a setup (model × variant × hardware) is the energy of the cases that made it: the
+train, distill or finetune case that made its model's checkpoint, plus, for a quantised or pruned
+variant, the window in which the variant was made on load (``produce_variant_j``, the median over
+the setup's cases: each made the same variant once). A distilled student's teacher, or a
+fine-tune's source model, is not part of it: that making is shown apart (``upstream_produce_j``),
+because the teacher was made anyway, for its own use.
+
+The techniques table sets each derived setup against its source: a quantised or pruned variant
+against the unmodified variant of the same model, a distilled student against its teacher, a
+fine-tune against the model it started from. Break-even is the number of queries after which the
+setup that is cheaper to run has paid back its extra making cost: the technique's own making
+energy ÷ the energy per query it saves. Intervals of ratios are conservative (low ÷ high, high ÷
+low of the two 95% intervals).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.records import J_PER_KWH
+from harness.report.tables import SETUP, Tables
+
+MAKERS = ("train", "distill", "finetune")
+#: the answer sentence's "accurate enough" when the suite does not say (accuracy points)
+DEFAULT_TOLERANCE = 0.05
+TECHNIQUE_COLUMNS = [
+    "technique",
+    "setup",
+    "source",
+    "energy_method",
+    "accuracy",
+    "source_accuracy",
+    "accuracy_tasks",
+    "accuracy_retained_pct",
+    "accuracy_retained_pct_ci_low",
+    "accuracy_retained_pct_ci_high",
+    "params_pct",
+    "size_pct",
+    "tokens_per_s_pct",
+    "tokens_per_s_pct_ci_low",
+    "tokens_per_s_pct_ci_high",
+    "energy_per_query_pct",
+    "energy_per_query_pct_ci_low",
+    "energy_per_query_pct_ci_high",
+    "energy_per_query_saved_pct",
+    "technique_j",
+    "technique_j_ci_low",
+    "technique_j_ci_high",
+    "produce_j",
+    "break_even_queries",
+    "break_even_queries_ci_low",
+    "break_even_queries_ci_high",
+    "note",
+]
+#: a J/query change past this share, where the technique does the same work, is doubted
+SAME_WORK_TOLERANCE = 0.15
+PRODUCE_COLUMNS = [
+    "produce_j",
+    "produce_j_ci_low",
+    "produce_j_ci_high",
+    "produced_from",
+    "upstream_produce_j",
+    "upstream_from",
+    "energy_lifetime_produced_j",
+    "energy_lifetime_produced_kwh",
+    "co2e_lifetime_produced_g",
+]
+FORECAST_COLUMNS = [
+    "case",
+    "workload",
+    "energy_method",
+    "forecast_after_steps",
+    "steps",
+    "forecast_j",
+    "forecast_j_ci_low",
+    "forecast_j_ci_high",
+    "energy_j",
+    "forecast_error_pct",
+    "actual_inside_interval",
+    "forecast_s",
+    "forecast_s_ci_low",
+    "forecast_s_ci_high",
+    "duration_s",
+    "forecast_s_error_pct",
+]
+
+
+def _first(series: pd.Series):
+    found = series.dropna()
+    return found.iloc[0] if len(found) else None
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def making_cases(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per ok train/distill/finetune case: what it made, from what, at what energy.
+
+    ``energy_j`` is the whole case (the sum over its chunks); its interval is that of the mean
+    chunk times the number of chunks, as the summary's ``energy_to_train_j``.
+    """
+    ok = frame[(frame["status"] == "ok") & frame["workload"].isin(MAKERS)]
+    rows = []
+    for cid, g in ok.groupby("case_id", sort=False):
+        from harness.report.stats import describe
+
+        stats = describe(g["energy_j"].dropna().astype(float))
+        n = int(g["energy_j"].notna().sum())
+        row = {
+            "case_id": cid,
+            "case": _first(g["case"]),
+            "workload": _first(g["workload"]),
+            "model": _first(g["model"]),
+            "model_source": _first(g["model_source"]),
+            "variant": _first(g["variant"]),
+            "hardware": _first(g["hardware"]),
+            "energy_method": _first(g["energy_method"]) or "unknown",
+            "task": _first(g["task"]),
+            "teacher": _first(g["teacher"]) if "teacher" in g else None,
+            "finetuned_from": _first(g["finetuned_from"]) if "finetuned_from" in g else None,
+            "energy_j": float(g["energy_j"].sum()),
+            "energy_j_ci_low": n * stats["ci_low"] if n > 1 else math.nan,
+            "energy_j_ci_high": n * stats["ci_high"] if n > 1 else math.nan,
+            "duration_s": float(g["duration_s"].sum()),
+            "steps": float(g["steps"].sum()),
+        }
+        for col in (
+            "forecast_after_steps",
+            "forecast_j",
+            "forecast_j_ci_low",
+            "forecast_j_ci_high",
+            "forecast_s",
+            "forecast_s_ci_low",
+            "forecast_s_ci_high",
+        ):
+            row[col] = _first(g[col]) if col in g else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def forecast_table(makers: pd.DataFrame) -> pd.DataFrame:
+    """Each training case's forecast set against what it then used."""
+    if makers.empty or makers["forecast_j"].isna().all():
+        return pd.DataFrame(columns=FORECAST_COLUMNS)
+    f = makers[makers["forecast_j"].notna()].copy()
+    f["forecast_error_pct"] = 100 * (f["forecast_j"] - f["energy_j"]) / f["energy_j"]
+    f["forecast_s_error_pct"] = 100 * (f["forecast_s"] - f["duration_s"]) / f["duration_s"]
+    f["actual_inside_interval"] = (f["energy_j"] >= f["forecast_j_ci_low"]) & (
+        f["energy_j"] <= f["forecast_j_ci_high"]
+    )
+    return f[FORECAST_COLUMNS].reset_index(drop=True)
+
+
+def _variant_making(frame: pd.DataFrame) -> pd.Series:
+    """Median ``produce_variant_j`` per setup (the energy of making a variant on load)."""
+    if "produce_variant_j" not in frame.columns:
+        return pd.Series(dtype=float)
+    ok = frame[(frame["status"] == "ok") & frame["produce_variant_j"].notna()].copy()
+    ok["energy_method"] = ok["energy_method"].fillna("unknown")
+    if ok.empty:
+        return pd.Series(dtype=float)
+    per_case = ok.groupby(["case_id", *SETUP], sort=False)["produce_variant_j"].first()
+    return per_case.groupby(level=SETUP).median()
+
+
+def _is_derived(setup: pd.Series) -> bool:
+    quant = setup.get("quantization")
+    prune = setup.get("prune")
+    return (isinstance(quant, str) and bool(quant)) or (prune is not None and pd.notna(prune))
+
+
+def _variant_label(setup: pd.Series) -> str:
+    parts = []
+    prune = setup.get("prune")
+    if prune is not None and pd.notna(prune):
+        parts.append(f"prune {float(prune):g} {setup.get('prune_method') or 'magnitude'}")
+    quant = setup.get("quantization")
+    if isinstance(quant, str) and quant:
+        parts.append(quant)
+    return " + ".join(parts)
+
+
+def _maker_of(makers: pd.DataFrame, model: str, hardware: str, method: str) -> pd.Series | None:
+    """The case that made ``model`` (on the same hardware and energy method when there is one)."""
+    if makers.empty:
+        return None
+    m = makers[makers["model"] == model]
+    if m.empty:
+        return None
+    same = m[(m["hardware"] == hardware) & (m["energy_method"] == method)]
+    return (same if not same.empty else m).iloc[-1]
+
+
+def _setup_facts(tables: Tables) -> pd.DataFrame:
+    """The setups with the per-variant facts (prune) that the summary does not carry."""
+    s = tables.setups.copy()
+    frame = tables.run.frame
+    for col in ("prune", "prune_method"):
+        if col in frame.columns:
+            ok = frame[frame["model"].notna()].copy()
+            ok["energy_method"] = ok["energy_method"].fillna("unknown")
+            by = ok.groupby(SETUP, sort=False)[col].agg(_first)
+            s[col] = by.reindex(s.index)
+        else:
+            s[col] = None
+    return s
+
+
+def add_produce(tables: Tables) -> pd.DataFrame:
+    """``produce_j`` (with interval), ``produced_from``, the upstream making shown apart, and the
+    lifetime with the making: ``produce_j`` + ``queries_lifetime`` × energy per query."""
+    s = _setup_facts(tables)
+    makers = making_cases(tables.run.frame)
+    variant_j = _variant_making(tables.run.frame)
+    produce, low, high, origin, up_j, up_from = [], [], [], [], [], []
+    for key, row in s.iterrows():
+        model, variant, hardware, method = key
+        maker = _maker_of(makers, model, hardware, method)
+        derived = _is_derived(row)
+        extra = float(variant_j.get(key, math.nan)) if derived else 0.0
+        if maker is None:
+            produce.append(math.nan)
+            low.append(math.nan)
+            high.append(math.nan)
+            origin.append(None)
+            up_j.append(math.nan)
+            up_from.append(None)
+            continue
+        e, lo, hi = maker["energy_j"], maker["energy_j_ci_low"], maker["energy_j_ci_high"]
+        produce.append(e + extra)
+        low.append(lo + extra)
+        high.append(hi + extra)
+        text = f"{maker['workload']} {maker['case']}"
+        source = _text(maker.get("teacher")) or _text(maker.get("finetuned_from"))
+        if maker["workload"] == "distill" and source:
+            text += f" (teacher {source})"
+        elif maker["workload"] == "finetune" and source:
+            text += f" (from {source})"
+        if derived:
+            text += f"; {_variant_label(row)} on load"
+        origin.append(text)
+        upstream = _maker_of(makers, source, hardware, method) if source else None
+        up_j.append(upstream["energy_j"] if upstream is not None else math.nan)
+        up_from.append(
+            f"{upstream['workload']} {upstream['case']}" if upstream is not None else None
+        )
+    s["produce_j"] = produce
+    s["produce_j_ci_low"] = low
+    s["produce_j_ci_high"] = high
+    s["produced_from"] = origin
+    s["upstream_produce_j"] = up_j
+    s["upstream_from"] = up_from
+    queries = tables.run.queries_lifetime
+    s["energy_lifetime_produced_j"] = s["produce_j"] + queries * s["energy_per_query_j"]
+    s["energy_lifetime_produced_kwh"] = s["energy_lifetime_produced_j"] / J_PER_KWH
+    s["co2e_lifetime_produced_g"] = tables.grid.co2e_g(s["energy_lifetime_produced_j"])
+    return s
+
+
+# --- techniques --------------------------------------------------------------------------------
+
+
+def _acc_pair(s: pd.DataFrame, a, b, tasks: list[str]) -> tuple[float, float, float, float, str]:
+    """Accuracy of ``a`` and ``b`` over the tasks both were measured on, with their bounds."""
+    common = [
+        t
+        for t in tasks
+        if pd.notna(s.at[a, f"accuracy_{t}"]) and pd.notna(s.at[b, f"accuracy_{t}"])
+    ]
+    if not common:
+        return math.nan, math.nan, math.nan, math.nan, ""
+
+    def mean(key, suffix=""):
+        return float(np.mean([s.at[key, f"accuracy_{t}{suffix}"] for t in common]))
+
+    return (
+        mean(a),
+        mean(b),
+        mean(a, "_ci_low") / mean(b, "_ci_high") if mean(b, "_ci_high") > 0 else math.nan,
+        mean(a, "_ci_high") / mean(b, "_ci_low") if mean(b, "_ci_low") > 0 else math.inf,
+        ";".join(common),
+    )
+
+
+def _pct(a, b) -> float:
+    try:
+        return 100.0 * float(a) / float(b) if float(b) > 0 else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _source_of(s: pd.DataFrame, key, makers: pd.DataFrame) -> tuple[tuple | None, str | None]:
+    """The setup a derived setup is set against, and the technique's name."""
+    model, variant, hardware, method = key
+    row = s.loc[key]
+    if _is_derived(row):
+        plain = [
+            k
+            for k in s.index
+            if k[0] == model and k[2] == hardware and k[3] == method and not _is_derived(s.loc[k])
+        ]
+        same_dtype = [k for k in plain if s.at[k, "dtype"] == row.get("dtype")]
+        pick = (same_dtype or plain or [None])[0]
+        return pick, _variant_label(row)
+    maker = _maker_of(makers, model, hardware, method)
+    if maker is None or maker["workload"] == "train":
+        return None, None
+    origin = _text(maker.get("teacher")) or _text(maker.get("finetuned_from"))
+    cands = [k for k in s.index if k[0] == origin and k[2] == hardware and k[3] == method]
+    same = [k for k in cands if k[1] == variant]
+    pick = (same or cands or [None])[0]
+    return pick, str(maker["workload"])
+
+
+def _doubt(setup: pd.Series, epq, epq_src) -> str | None:
+    """A warning where a figure contradicts what the technique does (never a silent figure)."""
+    prune = setup.get("prune")
+    magnitude = prune is not None and pd.notna(prune) and setup.get("prune_method") != "neurons"
+    quant = setup.get("quantization")
+    if not magnitude or (isinstance(quant, str) and quant):
+        return None
+    if pd.notna(epq) and pd.notna(epq_src) and epq_src > 0:
+        if abs(epq / epq_src - 1) > SAME_WORK_TOLERANCE:
+            return (
+                "magnitude pruning keeps the dense shapes (the same work per query): a J/query "
+                "change this large is doubtful (the machine's other load varies between cases), "
+                "not a saving to count on"
+            )
+    return None
+
+
+def techniques_table(tables: Tables, produced: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each derived setup against its source (see the module's docstring)."""
+    s = produced if produced is not None else add_produce(tables)
+    makers = making_cases(tables.run.frame)
+    rows = []
+    for key in s.index:
+        source, technique = _source_of(s, key, makers)
+        if source is None or technique is None:
+            continue
+        r, src = s.loc[key], s.loc[source]
+        acc, acc_src, ret_lo, ret_hi, common = _acc_pair(s, key, source, tables.tasks)
+        if _is_derived(r):
+            own = r["produce_j"] - s.at[source, "produce_j"]  # the variant's making on load
+            own_lo = own_hi = own
+        else:
+            maker = _maker_of(makers, key[0], key[2], key[3])
+            own, own_lo, own_hi = (
+                maker["energy_j"],
+                maker["energy_j_ci_low"],
+                maker["energy_j_ci_high"],
+            )
+        epq, epq_src = r.get("energy_per_query_j"), src.get("energy_per_query_j")
+        saved = epq_src - epq if pd.notna(epq) and pd.notna(epq_src) else math.nan
+        saved_lo = src.get("energy_per_query_j_ci_low") - r.get("energy_per_query_j_ci_high")
+        saved_hi = src.get("energy_per_query_j_ci_high") - r.get("energy_per_query_j_ci_low")
+        rows.append(
+            {
+                "technique": technique,
+                "setup": "/".join(key[:3]),
+                "source": "/".join(source[:3]),
+                "energy_method": key[3],
+                "accuracy": acc,
+                "source_accuracy": acc_src,
+                "accuracy_tasks": common,
+                "accuracy_retained_pct": _pct(acc, acc_src),
+                "accuracy_retained_pct_ci_low": 100 * ret_lo,
+                "accuracy_retained_pct_ci_high": 100 * ret_hi,
+                "params_pct": _pct(r.get("params"), src.get("params")),
+                "size_pct": _pct(r.get("model_size_mb"), src.get("model_size_mb")),
+                "tokens_per_s_pct": _pct(r.get("tokens_per_s"), src.get("tokens_per_s")),
+                "tokens_per_s_pct_ci_low": _pct(
+                    r.get("tokens_per_s_ci_low"), src.get("tokens_per_s_ci_high")
+                ),
+                "tokens_per_s_pct_ci_high": _pct(
+                    r.get("tokens_per_s_ci_high"), src.get("tokens_per_s_ci_low")
+                ),
+                "energy_per_query_pct": _pct(epq, epq_src),
+                "energy_per_query_pct_ci_low": _pct(
+                    r.get("energy_per_query_j_ci_low"), src.get("energy_per_query_j_ci_high")
+                ),
+                "energy_per_query_pct_ci_high": _pct(
+                    r.get("energy_per_query_j_ci_high"), src.get("energy_per_query_j_ci_low")
+                ),
+                "energy_per_query_saved_pct": 100 - _pct(epq, epq_src),
+                "technique_j": own,
+                "technique_j_ci_low": own_lo,
+                "technique_j_ci_high": own_hi,
+                "produce_j": r["produce_j"],
+                "break_even_queries": own / saved if saved > 0 else math.inf,
+                # fewest queries: cheapest making, largest saving; most: the other way round
+                "break_even_queries_ci_low": own_lo / saved_hi if saved_hi > 0 else math.inf,
+                "break_even_queries_ci_high": own_hi / saved_lo if saved_lo > 0 else math.inf,
+                "note": _doubt(r, epq, epq_src),
+            }
+        )
+    return pd.DataFrame(rows, columns=TECHNIQUE_COLUMNS)
+
+
+@dataclass
+class Comparison:
+    """A setup made one way against the same size made another (distilled vs from scratch)."""
+
+    what: str
+    setup: str
+    other: str
+    difference: float  # accuracy points, setup - other
+    low: float
+    high: float
+    tasks: str
+    produce_j: float
+    other_produce_j: float
+
+    @property
+    def verdict(self) -> str:
+        if not math.isfinite(self.low) or not math.isfinite(self.high):
+            return "cannot tell (no interval)"
+        if self.low > 0:
+            return "it beats the other"
+        if self.high < 0:
+            return "it is worse than the other"
+        return "no difference the intervals can tell"
+
+
+def scratch_comparisons(tables: Tables, produced: pd.DataFrame) -> list[Comparison]:
+    """Distilled students against the same source trained from scratch; fine-tunes against the
+    same source trained from scratch on the task."""
+    s = produced
+    makers = making_cases(tables.run.frame)
+    out = []
+    for key in s.index:
+        maker = _maker_of(makers, key[0], key[2], key[3])
+        if (
+            maker is None
+            or maker["workload"] not in ("distill", "finetune")
+            or _is_derived(s.loc[key])
+        ):
+            continue
+        task = maker["task"] if maker["workload"] == "finetune" else None
+        scratch = makers[
+            (makers["workload"] == "train")
+            & (makers["model_source"] == maker["model_source"])
+            & (makers["hardware"] == key[2])
+            & (makers["model"] != key[0])
+        ]
+        scratch = scratch[scratch["task"] == task] if task else scratch[scratch["task"].isna()]
+        others = [(m, key[1], key[2], key[3]) for m in scratch["model"]]
+        others = [o for o in others if o in s.index]
+        if not others:
+            continue
+        other = others[0]
+        common = [
+            t
+            for t in tables.tasks
+            if pd.notna(s.at[key, f"accuracy_{t}"]) and pd.notna(s.at[other, f"accuracy_{t}"])
+        ]
+        if not common:
+            continue
+        diffs, halves = [], []
+        for t in common:
+            a, b = s.at[key, f"accuracy_{t}"], s.at[other, f"accuracy_{t}"]
+            ha = (s.at[key, f"accuracy_{t}_ci_high"] - s.at[key, f"accuracy_{t}_ci_low"]) / 2
+            hb = (s.at[other, f"accuracy_{t}_ci_high"] - s.at[other, f"accuracy_{t}_ci_low"]) / 2
+            diffs.append(a - b)
+            halves.append(math.hypot(ha, hb))  # independent samples: half-widths add in squares
+        d = float(np.mean(diffs))
+        # the mean of the tasks' differences, its half-width the mean of theirs (conservative)
+        h = float(np.mean(halves))
+        what = "distilled" if maker["workload"] == "distill" else f"fine-tuned on {task}"
+        out.append(
+            Comparison(
+                what,
+                "/".join(key[:3]),
+                "/".join(other[:3]),
+                d,
+                d - h,
+                d + h,
+                ";".join(common),
+                s.at[key, "produce_j"],
+                s.at[other, "produce_j"],
+            )
+        )
+    return out
+
+
+# --- the answer -------------------------------------------------------------------------------
+
+
+def _label(row) -> str:
+    return f"{row['model']}/{row['variant']}/{row['hardware']}"
+
+
+def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | None:
+    """One sentence: the smallest setup within ``tolerance`` of the best accuracy, and what it
+    saves against the full-size setup (the most accurate plain variant of the largest model).
+
+    Accuracy means over different task sets do not compare, so the setups measured on every task
+    of the run are the candidates when there are any. Making includes a teacher's or source's
+    own training on both sides: deploying the small setup needs it made.
+    """
+    s = produced.reset_index()
+    s = s[s["accuracy"].notna() & s["energy_per_query_j"].notna()]
+    every = ";".join(tables.tasks)
+    if (s["accuracy_tasks"] == every).any():
+        s = s[s["accuracy_tasks"] == every]
+    if s.empty:
+        return None
+    best = s.loc[s["accuracy"].idxmax()]
+    near = s[s["accuracy"] >= best["accuracy"] - tolerance]
+    small = near.sort_values(["model_size_mb", "params", "energy_per_query_j"], kind="stable")
+    small = small.iloc[0]
+    plain = s[~s.apply(_is_derived, axis=1)]
+    plain = plain if not plain.empty else s
+    largest = plain[plain["params"] == plain["params"].max()]
+    full = largest.loc[largest["accuracy"].idxmax()]
+    n = tables.run.queries_lifetime
+    method = (
+        "estimated"
+        if "estimated" in (small["energy_method"], full["energy_method"])
+        else "measured"
+    )
+    head = (
+        f"**Answer:** the smallest setup within {tolerance:.2f} of the best accuracy "
+        f"({best['accuracy']:.3f}, {_label(best)}) is {_label(small)} "
+        f"(accuracy {small['accuracy']:.3f})"
+    )
+    if _label(small) == _label(full):
+        return (
+            f"{head}, the full-size setup itself: no smaller setup of this run is accurate "
+            f"enough (energy {method})."
+        )
+
+    def making(row) -> float:
+        up = row.get("upstream_produce_j")
+        return row["produce_j"] + (up if pd.notna(up) else 0.0)
+
+    epq_saved = 100 * (1 - small["energy_per_query_j"] / full["energy_per_query_j"])
+    make_s, make_f = making(small), making(full)
+    make_saved = 100 * (1 - make_s / make_f) if pd.notna(make_s) and make_f > 0 else math.nan
+    life_saved_j = (full["energy_per_query_j"] - small["energy_per_query_j"]) * n
+    if pd.notna(make_s) and pd.notna(make_f):
+        life_saved_j += make_f - make_s
+    kwh = life_saved_j / J_PER_KWH
+    co2 = tables.grid.co2e_g(life_saved_j) if tables.grid.known else math.nan
+    make_text = (
+        f"{_saves(make_saved)} to make (with its teacher's or source's making)"
+        if math.isfinite(make_saved)
+        else "an unknown share to make (not made in this run)"
+    )
+    co2_text = f" and {abs(co2):.3g} gCO2e" if math.isfinite(co2) else ""
+    verb = "saves" if life_saved_j >= 0 else "costs"
+    return (
+        f"{head}; against the full-size {_label(full)} (accuracy {full['accuracy']:.3f}) it "
+        f"{_saves(epq_saved)} energy per query and {make_text}; over {n:,} queries it {verb} "
+        f"{abs(kwh):.3g} kWh{co2_text}{'' if verb == 'saves' else ' more'} (energy {method})."
+    )
+
+
+def _saves(value: float) -> str:
+    """'saves 49%' or 'costs 12% more'."""
+    size = abs(value)
+    text = f"{size:.0f}%" if size >= 10 else f"{size:.2g}%"
+    return f"saves {text}" if value >= 0 else f"costs {text} more"
+
+
+# --- markdown ---------------------------------------------------------------------------------
+
+
+def _fmt_range(mid, lo, hi, digits: int = 3) -> str:
+    from harness.report.markdown import fmt
+
+    m = fmt(mid, digits)
+    if not m:
+        return ""
+    if pd.notna(lo) and pd.notna(hi):
+        hi_text = "∞" if isinstance(hi, float) and math.isinf(hi) else fmt(hi, digits)
+        lo_text = "∞" if isinstance(lo, float) and math.isinf(lo) else fmt(lo, digits)
+        return f"{m} ({lo_text}–{hi_text})"
+    return m
+
+
+def techniques_section(tech: pd.DataFrame, comparisons: list[Comparison]) -> str:
+    from harness.report.markdown import fmt, table
+
+    if tech.empty and not comparisons:
+        return ""
+    rows = []
+    for r in tech.to_dict("records"):
+        be = r["break_even_queries"]
+        rows.append(
+            {
+                "t": r["technique"],
+                "setup": r["setup"],
+                "src": r["source"],
+                "m": r["energy_method"],
+                "acc": _fmt_range(
+                    r["accuracy_retained_pct"],
+                    r["accuracy_retained_pct_ci_low"],
+                    r["accuracy_retained_pct_ci_high"],
+                ),
+                "p": fmt(r["params_pct"], 3),
+                "size": fmt(r["size_pct"], 3),
+                "tps": _fmt_range(
+                    r["tokens_per_s_pct"],
+                    r["tokens_per_s_pct_ci_low"],
+                    r["tokens_per_s_pct_ci_high"],
+                ),
+                "epq": _fmt_range(
+                    r["energy_per_query_pct"],
+                    r["energy_per_query_pct_ci_low"],
+                    r["energy_per_query_pct_ci_high"],
+                ),
+                "make": _fmt_range(
+                    r["technique_j"], r["technique_j_ci_low"], r["technique_j_ci_high"]
+                ),
+                "be": "never"
+                if math.isinf(be)
+                else _fmt_range(
+                    be, r["break_even_queries_ci_low"], r["break_even_queries_ci_high"]
+                ),
+            }
+        )
+    cols = [
+        ("t", "technique"),
+        ("setup", "setup"),
+        ("src", "against"),
+        ("m", "energy"),
+        ("acc", "accuracy retained (%)"),
+        ("p", "params (%)"),
+        ("size", "size (%)"),
+        ("tps", "tokens/s (%)"),
+        ("epq", "J/query (%)"),
+        ("make", "J to make"),
+        ("be", "break-even queries"),
+    ]
+    parts = [
+        "## Techniques\n",
+        "Each derived setup against its source: a quantised or pruned variant against the plain "
+        "variant of its model, a distilled student against its teacher, a fine-tune against the "
+        "model it started from. Percentages are of the source's figure; accuracy over the tasks "
+        "both were measured on. *J to make*: the technique's own making (the variant made on "
+        "load; the distillation or fine-tuning case), with the teacher's training not counted. "
+        "Break-even: *J to make* ÷ the energy per query saved (never: it saves nothing per "
+        "query). Brackets: 95% intervals (ratios: the conservative low÷high, high÷low). "
+        "Size: bytes of the weights as held (magnitude pruning keeps its zeros; int4 on a CPU "
+        "holds one value per byte, see docs/methodology.md). All columns: `techniques.csv`.\n",
+        table(rows, cols, len(rows)),
+    ]
+    notes = [r for r in tech.to_dict("records") if r.get("note")]
+    if notes:
+        parts.append("\n".join(f"- **{r['setup']}**: {r['note']}." for r in notes) + "\n")
+    if comparisons:
+        lines = ["\n**Made another way** (accuracy points, 95% interval of the difference):\n"]
+        for c in comparisons:
+            lines.append(
+                f"- {c.setup} ({c.what}) against {c.other} (trained from scratch): "
+                f"{c.difference:+.3f} ({c.low:+.3f} to {c.high:+.3f}) on {c.tasks}: "
+                f"{c.verdict}. Made with {fmt(c.produce_j)} J against {fmt(c.other_produce_j)} J."
+            )
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def making_section(produced: pd.DataFrame, queries: int) -> str:
+    from harness.report.markdown import fmt, table
+
+    s = produced.reset_index()
+    s = s[s["produce_j"].notna()]
+    if s.empty:
+        return ""
+    rows = [
+        {
+            "setup": f"{r['model']}/{r['variant']}/{r['hardware']}",
+            "m": r["energy_method"],
+            "make": _fmt_range(r["produce_j"], r["produce_j_ci_low"], r["produce_j_ci_high"], 4),
+            "from": r["produced_from"],
+            "up": fmt(r["upstream_produce_j"]),
+            "upfrom": r["upstream_from"],
+            "life": fmt(r["energy_lifetime_produced_kwh"]),
+            "co2": fmt(r["co2e_lifetime_produced_g"]),
+        }
+        for r in s.to_dict("records")
+    ]
+    cols = [
+        ("setup", "model/variant/hardware"),
+        ("m", "energy"),
+        ("make", "produce_j (J)"),
+        ("from", "made by"),
+        ("up", "teacher/source J (apart)"),
+        ("upfrom", "teacher/source made by"),
+        ("life", f"kWh: produce_j + {queries:,} queries"),
+        ("co2", "gCO2e lifetime"),
+    ]
+    intro = (
+        "The energy that made each setup (`produce_j`): the case that made its model, plus the "
+        "making of a quantised or pruned variant on load. A teacher's or source model's own "
+        "training is shown apart, not added. Lifetime = produce_j + the queries at the headline "
+        "shape.\n\n"
+    )
+    return "## What each setup cost to make\n\n" + intro + table(rows, cols, len(rows))
+
+
+def forecast_section(forecasts: pd.DataFrame) -> str:
+    from harness.report.markdown import fmt, table
+
+    if forecasts.empty:
+        return ""
+    rows = [
+        {
+            "case": r["case"],
+            "m": r["energy_method"],
+            "after": f"{fmt(r['forecast_after_steps'])} of {fmt(r['steps'])}",
+            "f": _fmt_range(r["forecast_j"], r["forecast_j_ci_low"], r["forecast_j_ci_high"], 4),
+            "a": fmt(r["energy_j"]),
+            "err": fmt(r["forecast_error_pct"], 2),
+            "in": "yes" if r["actual_inside_interval"] else "no",
+            "fs": _fmt_range(r["forecast_s"], r["forecast_s_ci_low"], r["forecast_s_ci_high"], 4),
+            "as": fmt(r["duration_s"]),
+        }
+        for r in forecasts.to_dict("records")
+    ]
+    cols = [
+        ("case", "case"),
+        ("m", "energy"),
+        ("after", "after steps"),
+        ("f", "forecast J (95%)"),
+        ("a", "actual J"),
+        ("err", "error (%)"),
+        ("in", "inside"),
+        ("fs", "forecast s (95%)"),
+        ("as", "actual s"),
+    ]
+    inside = int(forecasts["actual_inside_interval"].sum())
+    intro = (
+        "Each training case forecast its total after its first steps (suite "
+        "`measurement.forecast_fraction`, default 10%): the energy so far plus the remaining steps "
+        "at the mean rate of its measured blocks. "
+        f"Actual inside the 95% interval: {inside} of {len(forecasts)}.\n\n"
+    )
+    return "## Training forecasts\n\n" + intro + table(rows, cols, len(rows))
+
+
+def with_techniques(text: str, sentence: str | None, sections: list[str]) -> str:
+    """report.md with the answer sentence under its title and these sections before Figures."""
+    lines = text.split("\n")
+    if sentence:
+        lines[1:1] = ["", sentence]
+    text = "\n".join(lines)
+    block = "\n".join(s for s in sections if s)
+    if not block:
+        return text
+    marker = "## Figures"
+    if marker in text:
+        head, _, tail = text.partition(marker)
+        return head + block + "\n" + marker + tail
+    return text + "\n" + block
+
+
+# --- the figure -------------------------------------------------------------------------------
+
+
+def figure(tech: pd.DataFrame, path: Path) -> Path | None:
+    """Accuracy retained against energy per query saved, each point labelled by its technique."""
+    t = tech[tech["accuracy_retained_pct"].notna() & tech["energy_per_query_saved_pct"].notna()]
+    if t.empty:
+        return None
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness import store
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    kinds = list(dict.fromkeys(t["technique"]))
+    cmap = plt.get_cmap("tab10")
+    for i, kind in enumerate(kinds):
+        g = t[t["technique"] == kind]
+        x = g["energy_per_query_saved_pct"].to_numpy(float)
+        y = g["accuracy_retained_pct"].to_numpy(float)
+        # saved = 100 - J/query %, so the low end of saved is the high end of J/query
+        xerr = np.array(
+            [
+                x - (100 - g["energy_per_query_pct_ci_high"]),
+                (100 - g["energy_per_query_pct_ci_low"]) - x,
+            ]
+        )
+        yerr = np.array(
+            [y - g["accuracy_retained_pct_ci_low"], g["accuracy_retained_pct_ci_high"] - y]
+        )
+        xerr = np.where(np.isfinite(xerr), np.clip(xerr, 0, None), 0)
+        yerr = np.where(np.isfinite(yerr), np.clip(yerr, 0, None), 0)
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=cmap(i % 10), label=kind, capsize=3)
+        for k, (xi, yi, name) in enumerate(zip(x, y, g["setup"], strict=True)):
+            # model/variant names the point; alternate above and below so neighbours stay legible
+            offset = (6, 6) if (i + k) % 2 == 0 else (6, -11)
+            short = name.rsplit("/", 1)[0]
+            ax.annotate(short, (xi, yi), textcoords="offset points", xytext=offset, fontsize=7)
+    ax.axhline(100, color="grey", lw=0.8, ls="--")
+    ax.axvline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("energy per query saved against the source (%)")
+    ax.set_ylabel("accuracy retained (% of the source's)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="technique", fontsize=8)
+    methods = sorted(set(t["energy_method"]))
+    ax.set_title(
+        "Accuracy retained against energy per query saved (95% intervals)\n"
+        f"energy: {', '.join(methods)}",
+        fontsize=11,
+    )
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=100, format="png", pil_kwargs={"compress_level": 1})
+    finally:
+        plt.close(fig)
+    store.write_bytes(path, buf.getvalue())
+    return path
+
+
+# --- all of it, for build_report --------------------------------------------------------------
+
+
+@dataclass
+class Making:
+    """What build_report writes about making: computed once."""
+
+    produced: pd.DataFrame
+    techniques: pd.DataFrame
+    comparisons: list[Comparison]
+    forecasts: pd.DataFrame
+    sentence: str | None
+
+
+def build(tables: Tables) -> Making:
+    produced = add_produce(tables)
+    report_block = tables.run.suite.get("report") or {}
+    tolerance = report_block.get("accuracy_tolerance", DEFAULT_TOLERANCE)
+    try:
+        tolerance = float(tolerance)
+    except (TypeError, ValueError):
+        tolerance = DEFAULT_TOLERANCE
+    return Making(
+        produced=produced,
+        techniques=techniques_table(tables, produced),
+        comparisons=scratch_comparisons(tables, produced),
+        forecasts=forecast_table(making_cases(tables.run.frame)),
+        sentence=answer(tables, produced, tolerance),
+    )
+
+
+def summary_with_produce(tables: Tables, making: Making) -> pd.DataFrame:
+    """summary.csv with the making columns (produce_j, produced_from, ...) after the others."""
+    extra = making.produced[PRODUCE_COLUMNS].reset_index()
+    return tables.summary.merge(extra, on=SETUP, how="left")
+
+
+def sections(making: Making, tables: Tables) -> list[str]:
+    return [
+        techniques_section(making.techniques, making.comparisons),
+        making_section(making.produced, tables.run.queries_lifetime),
+        forecast_section(making.forecasts),
+    ]

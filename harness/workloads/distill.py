@@ -1,0 +1,109 @@
+"""Distillation: the case's model (the student) learns from a teacher of the same run.
+
+The teacher is the suite model named by ``teacher``, loaded from the checkpoint its train case
+saved (the case is not run when that case failed). Each step the teacher's forward pass (no
+gradients) gives soft targets; the student's loss is
+
+    alpha × T² × KL(softmax(teacher / T) ‖ softmax(student / T)) + (1 − alpha) × cross-entropy
+
+(Hinton et al. 2015; T² keeps the soft-target gradients on the scale of the hard ones). The
+teacher's passes run inside the measured windows: they are part of what distillation costs.
+Everything else (chunks, forecast, budget, saving the student) is the train workload's.
+"""
+
+from __future__ import annotations
+
+from harness.errors import HarnessError
+from harness.workloads.train import Trainer, TrainWorkload
+
+
+def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float):
+    """The mixed loss of one batch of next-token predictions (logits: batch × seq × vocab)."""
+    import torch.nn.functional as F
+
+    s = student_logits[:, :-1].float()
+    t = teacher_logits[:, :-1].float()
+    vocab = s.shape[-1]
+    soft = F.kl_div(
+        F.log_softmax(s.reshape(-1, vocab) / temperature, dim=-1),
+        F.log_softmax(t.reshape(-1, vocab) / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (temperature**2)
+    hard = F.cross_entropy(s.reshape(-1, vocab), labels[:, 1:].reshape(-1))
+    return alpha * soft + (1 - alpha) * hard
+
+
+class DistillTrainer(Trainer):
+    """The train loop with a teacher's soft targets in the loss."""
+
+    def __init__(
+        self, model, tokenizer, device, *, teacher, temperature: float, alpha: float, **kw
+    ):
+        super().__init__(model, tokenizer, device, **kw)
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature, self.alpha = temperature, alpha
+        #: teacher forward passes made (the tests check that the teacher is used)
+        self.teacher_calls = 0
+
+    def objective(self, x):
+        import torch
+
+        with torch.no_grad():
+            teacher_logits = self.teacher(input_ids=x).logits
+        self.teacher_calls += 1
+        student_logits = self.model(input_ids=x).logits
+        return distillation_loss(student_logits, teacher_logits, x, self.temperature, self.alpha)
+
+
+class DistillWorkload(TrainWorkload):
+    type = "distill"
+
+    def load(self, variant: dict, hw: dict) -> dict:
+        from harness.models import load_model
+
+        spec = self.spec
+        teacher_model = spec.get("teacher_model") or {}
+        name = spec.get("teacher")
+        if not teacher_model or not name:
+            raise HarnessError("distill workload: the case names no teacher model")
+        self.teacher = load_model(
+            teacher_model, {"dtype": "float32"}, hw, artifacts_dir=self.ctx.artifacts_dir
+        )
+        if self.teacher.trained is False:
+            raise HarnessError(
+                f"distill workload: teacher {name} has no trained checkpoint in this run "
+                "(give the suite a train workload for it)"
+            )
+        static = super().load(variant, hw)
+        student_vocab = self.engine.loaded.model.get_input_embeddings().num_embeddings
+        teacher_vocab = self.teacher.model.get_input_embeddings().num_embeddings
+        if student_vocab != teacher_vocab:
+            raise HarnessError(
+                f"distill workload: teacher {name} has a vocabulary of {teacher_vocab} tokens, "
+                f"the student {student_vocab}; soft targets need the same vocabulary"
+            )
+        static.update(teacher=name, teacher_params=self.teacher.params)
+        return static
+
+    def make_trainer(self, net, tokenizer, **kwargs) -> Trainer:
+        return DistillTrainer(
+            net,
+            tokenizer,
+            self.engine.device,
+            teacher=self.teacher.model,
+            temperature=float(self.spec.get("temperature", 2.0)),
+            alpha=float(self.spec.get("alpha", 0.5)),
+            **kwargs,
+        )
+
+    def summary(self) -> dict:
+        out = super().summary()
+        out.update(teacher=self.spec.get("teacher"), teacher_calls=self.trainer.teacher_calls)
+        return out
+
+    def teardown(self) -> None:
+        self.teacher = None
+        super().teardown()
