@@ -237,6 +237,9 @@ def orchestrate_run(
             if run_dir.exists():
                 raise HarnessError(f"{run_dir}: already exists")
             manifest = _new_manifest(suite_obj, run_id, suite_file, expand(suite_obj))
+        if run_dir.exists():
+            # a runner killed mid-write left its temporaries; no other writer holds the lock
+            store.sweep_temporaries(run_dir)
         session = {"started": store.utc_now(), "pid": os.getpid(), "only": only, "finished": None}
         manifest.setdefault("sessions", []).append(session)
         manifest["status"] = "running"

@@ -294,6 +294,37 @@ def staging_folder(target: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
 
 
+# what write_bytes and staging_folder leave behind when killed: ".<name>.<tempfile's 8>.tmp"
+_STALE_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def sweep_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries a killed ``write_bytes`` or ``staging_folder`` left under ``folder``.
+
+    Only safe while nothing else writes there (the runner calls it under the machine lock when a
+    run starts or resumes): a live write's temporary has the same name. A SIGKILL gives the
+    ``except`` in ``write_bytes`` no chance to unlink, so without this a resumed run keeps
+    ``.result.json.x1y2z3w4.tmp`` files beside its results for good. Returns what was removed.
+    """
+    removed: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        for name in [d for d in dirs if _STALE_TEMPORARY.match(d)]:
+            dirs.remove(name)  # a staging folder goes whole; do not walk into it
+            path = here / name
+            if path.is_symlink():
+                path.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        for name in files:
+            if _STALE_TEMPORARY.match(name):
+                path = here / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 def replace_folder(staging: Path, target: Path) -> Path:
     """Swap a fully written ``staging`` folder into place as ``target``, atomically.
 

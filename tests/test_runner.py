@@ -261,6 +261,53 @@ def test_resume_after_the_runner_is_killed(tmp_path):
     assert log.read_text().split() == ran
 
 
+def test_a_resume_sweeps_the_temporaries_of_killed_writes_and_nothing_else(tmp_path):
+    # what a SIGKILL in the middle of store.write_bytes / store.staging_folder leaves behind
+    log = tmp_path / "ran.log"
+    suite = write_suite(tmp_path, _logging_cases(log, 2, 0.0))
+    out = tmp_path / "res"
+    first = harness(["run", str(suite), "--out", str(out), "--no-report"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    (run_dir,) = out.iterdir()
+    case_dir = next((run_dir / "cases").iterdir())
+    stale = [
+        case_dir / ".result.json.x1y2z3w4.tmp",
+        case_dir / ".worker.log.ab_cd9ef.tmp",
+        run_dir / ".manifest.json.q1w2e3r4.tmp",
+        run_dir / ".checkpoint.zz9y8x7w.tmp",  # a staging folder, with a half-written file
+    ]
+    for path in stale[:3]:
+        path.write_text('{"half": ')
+    stale[3].mkdir()
+    (stale[3] / "model.safetensors").write_bytes(b"\0" * 10)
+    kept = [
+        case_dir / ".keep",  # hidden but not a temporary
+        case_dir / "notes.tmp",  # a user's file: not hidden
+        case_dir / ".short.tmp",  # no random part: not one of ours
+        run_dir / "extra" / ".data.json.toolong123.tmp",  # random part not tempfile's 8
+    ]
+    for path in kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+    before = {
+        p: p.read_bytes()
+        for p in run_dir.rglob("*")
+        if p.is_file()
+        and p.name != "manifest.json"
+        and not p.is_relative_to(stale[3])
+        and p not in stale
+    }
+
+    proc = harness(["run", "--resume", str(run_dir), "--no-report"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 of 2 cases to run" in proc.stdout
+    assert not [p for p in stale if p.exists()]
+    assert all(p.read_text() == "mine" for p in kept)
+    assert {p: p.read_bytes() for p in before} == before
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and len(manifest["sessions"]) == 2
+
+
 def test_ctrl_c_saves_what_is_done(tmp_path):
     pidfile = tmp_path / "program.pid"
     suite = write_suite(

@@ -14,6 +14,8 @@ one of another ``schema_version`` is refused: its columns mean something else.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from harness.report.tables import Tables
@@ -121,10 +123,10 @@ def finish(rows: pd.DataFrame) -> pd.DataFrame:
     """Whole numbers as integers, then the documented order: accuracy desc, energy asc."""
     rows = rows.copy()
     for col in INTEGER_COLUMNS:
-        rows[col] = pd.to_numeric(rows[col], errors="coerce").round().astype("Int64")
+        rows[col] = _to_float(rows[col]).round().astype("Int64")
     for col in COLUMNS:
         if col not in INTEGER_COLUMNS and col not in _TEXT:
-            rows[col] = pd.to_numeric(rows[col], errors="coerce").astype(float)
+            rows[col] = _to_float(rows[col])
     rows = rows.sort_values(
         ["accuracy", "energy_per_query_j", "energy_per_token_j", "model", "variant", "hardware"],
         ascending=[False, True, True, True, True, True],
@@ -132,6 +134,28 @@ def finish(rows: pd.DataFrame) -> pd.DataFrame:
         kind="stable",
     )
     return rows.reset_index(drop=True)
+
+
+def _to_float(column: pd.Series) -> pd.Series:
+    """Floats of a column, NaN where a cell is empty or not a number.
+
+    Text cells (a board read back from its CSV) go through Python's ``float``, which reads back
+    exactly the shortest repr the CSV was written with; pandas 2's ``to_numeric`` parses text with
+    a faster parser that can be off in the last digit, so a merged board would differ from one
+    built from the runs.
+    """
+    if pd.api.types.is_numeric_dtype(column):
+        return pd.to_numeric(column, errors="coerce").astype(float)
+
+    def one(value) -> float:
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return math.nan
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
+
+    return pd.Series([one(v) for v in column], index=column.index, dtype=float)
 
 
 _TEXT = {

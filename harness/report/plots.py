@@ -493,7 +493,7 @@ def carbon_by_hour(tables: Tables, path: Path) -> Path | None:
         return None
     s = IntensitySeries(series)
     energy_kwh = float(pd.to_numeric(ok["energy_j"], errors="coerce").sum()) / 3.6e6
-    pue = float(pd.to_numeric(ok["pue"], errors="coerce").median())
+    pue = float(pd.to_numeric(ok["pue"], errors="coerce").dropna().median())  # no pandas-2 warning
     pue = pue if np.isfinite(pue) else 1.0
     hours = list(range(24))
     co2 = [energy_kwh * pue * s.hour_of_day_g_per_kwh.get(h, s.mean_g_per_kwh) for h in hours]

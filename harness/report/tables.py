@@ -190,8 +190,9 @@ def grid_of(run: Run) -> Grid:
             pue if pue is not None else 1.0,
             f"{origin}, as recorded when the run was made",
         )
-    g = run.frame["intensity_g_per_kwh"].median()
-    pue = run.frame["pue"].median()
+    # dropna first: pandas 2 takes an all-NaN column's median through numpy, which warns
+    g = run.frame["intensity_g_per_kwh"].dropna().median()
+    pue = run.frame["pue"].dropna().median()
     if pd.notna(g):
         return Grid(float(g), float(pue) if pd.notna(pue) else 1.0, "as recorded in the records")
     block = run.carbon_block
