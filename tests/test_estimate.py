@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections import namedtuple
 from types import SimpleNamespace
@@ -143,12 +142,17 @@ def test_busy_loop_costs_more_than_sleep():
 
 
 def test_busy_loop_costs_more_than_sleep_in_this_process_alone(monkeypatch):
-    """The same through the whole meter, with CPU times that count only this process's work."""
-    n_cpus, wall0 = psutil.cpu_count() or 1, time.perf_counter()
+    """The same through the whole meter, with CPU times that count only this test's own work.
 
-    def own_times() -> Times:
-        t = os.times()
-        busy, total = t.user + t.system, (time.perf_counter() - wall0) * n_cpus
+    The thread's CPU time, not the process's: threads an earlier test left in this process (an
+    OpenMP pool spinning down, a sampler) would otherwise count as this window's load.
+    """
+    n_cpus = psutil.cpu_count() or 1
+    wall0, busy0 = time.perf_counter(), time.thread_time()
+
+    def own_times() -> Times:  # both counted from the test's start, so busy never exceeds total
+        busy = time.thread_time() - busy0
+        total = (time.perf_counter() - wall0) * n_cpus
         return Times(busy, 0.0, 0.0, max(total - busy, 0.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     monkeypatch.setattr(estimate, "_cpu_times", own_times)
