@@ -24,6 +24,7 @@ IDENTITY = [
     "variant",
     "dtype",
     "quantization",
+    "engine",
     "hardware",
     "device",
     "device_name",
@@ -69,8 +70,24 @@ MEMORY = ["peak_rss_mb", "peak_vram_mb"]
 CARBON = ["intensity_g_per_kwh", "pue", "co2e_g"]
 ACCURACY = ["metric", "accuracy", "accuracy_stderr"]
 
+#: the serve workload's columns (ARCHITECTURE.md's names): concurrency, steady-state time and
+#: per-request figures, latency percentiles; and what making the served model (GGUF export) cost
+SERVING = [
+    "concurrency",
+    "requests",
+    "requests_per_s",
+    "steady_s",
+    "energy_per_request_j",
+    "ttft_p50_s",
+    "ttft_p90_s",
+    "ttft_p99_s",
+    "itl_p50_s",
+    "itl_p90_s",
+    "itl_p99_s",
+    "produce_j",
+]
 #: the column order of measurements.csv; workloads may add more columns after these
-COLUMNS = IDENTITY + TIME + WORK + MACHINE + ENERGY + DERIVED + MEMORY + CARBON + ACCURACY
+COLUMNS = IDENTITY + TIME + WORK + MACHINE + ENERGY + DERIVED + MEMORY + CARBON + ACCURACY + SERVING
 
 #: columns holding text (identity, labels); every other column of COLUMNS is numeric
 TEXT_COLUMNS = {
@@ -83,6 +100,7 @@ TEXT_COLUMNS = {
     "variant",
     "dtype",
     "quantization",
+    "engine",
     "hardware",
     "device",
     "device_name",

@@ -22,7 +22,11 @@ from harness.errors import HarnessError
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("int8-dynamic",)
 SOURCE_PREFIXES = ("builtin:", "path:", "hf:")
-MODEL_WORKLOADS = ("train", "infer", "accuracy")
+MODEL_WORKLOADS = ("train", "infer", "accuracy", "serve")
+#: GGUF types a llamacpp variant may ask for (harness.models.gguf.GGUF_TYPES)
+GGUF_QUANTIZATIONS = ("gguf-f16", "gguf-q8_0", "gguf-q5_0", "gguf-q4_0", "gguf-q4_k_m")
+#: engines whose model runs behind a server (the serve workload needs one)
+SERVER_ENGINES = ("llamacpp", "vllm", "openai")
 #: short names for dtypes in readable case names are the variant names; these are for docs
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?$")
 _DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
@@ -172,9 +176,55 @@ class Model(_Strict):
 class Variant(_Strict):
     name: str
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    quantization: Literal["int8-dynamic"] | None = None
+    quantization: (
+        Literal["int8-dynamic", "gguf-f16", "gguf-q8_0", "gguf-q5_0", "gguf-q4_0", "gguf-q4_k_m"]
+        | None
+    ) = None
+    #: how the model runs (harness.engines.REGISTRY); None: transformers, in-process
+    engine: str | None = None
+    #: openai engine: the command that starts the server ({port} is replaced by a free port)
+    command: list[str] | None = None
+    #: openai engine: the health URL of the started server, or of the one already at ``url``
+    health_url: str | None = None
+    #: openai engine: an OpenAI-compatible server already running (only this machine is measured)
+    url: str | None = None
 
     _name = field_validator("name")(_check_name)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from harness.engines import REGISTRY
+
+        if value not in REGISTRY:
+            raise ValueError(f"unknown engine {value!r} (known: {', '.join(REGISTRY)})")
+        return value
+
+    @model_validator(mode="after")
+    def _engine_runs_it(self) -> Variant:
+        engine = self.engine or "transformers"
+        gguf = (self.quantization or "").startswith("gguf-")
+        if gguf and engine != "llamacpp":
+            raise ValueError(
+                f"quantization: {self.quantization} is served by engine llamacpp, not {engine}"
+            )
+        if engine == "llamacpp" and self.quantization and not gguf:
+            raise ValueError(
+                f"quantization: engine llamacpp runs GGUF types ({', '.join(GGUF_QUANTIZATIONS)}), "
+                f"not {self.quantization}"
+            )
+        if engine in ("llamacpp", "vllm") and self.quantization == "int8-dynamic":
+            raise ValueError(f"quantization: int8-dynamic is in-process only, not engine {engine}")
+        openai_keys = [k for k in ("command", "health_url", "url") if getattr(self, k) is not None]
+        if engine != "openai" and openai_keys:
+            raise ValueError(f"{openai_keys[0]}: only engine openai takes it")
+        if engine == "openai" and (self.command is None) == (self.url is None):
+            raise ValueError("engine openai needs either command (with health_url) or url")
+        if engine == "openai" and self.command is not None and not self.health_url:
+            raise ValueError("health_url: engine openai with a command needs its health URL")
+        return self
 
 
 class TrainWorkload(_Strict):
@@ -235,8 +285,34 @@ class CommandWorkload(_Strict):
         return value
 
 
+class ServeWorkload(_Strict):
+    type: Literal["serve"]
+    concurrency: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    requests: Annotated[int, Field(ge=1)]
+    prompt_tokens: Annotated[int, Field(ge=1)]
+    new_tokens: Annotated[int, Field(ge=2)]
+    #: the server's port (None: a free one); a port in use fails the case in one line
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+    @field_validator("concurrency")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("a concurrency is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _enough_requests(self) -> ServeWorkload:
+        if self.requests < max(self.concurrency):
+            raise ValueError(
+                f"requests: {self.requests} cannot keep {max(self.concurrency)} in flight "
+                "(requests must be at least the largest concurrency)"
+            )
+        return self
+
+
 Workload = Annotated[
-    TrainWorkload | InferWorkload | AccuracyWorkload | CommandWorkload,
+    TrainWorkload | InferWorkload | AccuracyWorkload | ServeWorkload | CommandWorkload,
     Field(discriminator="type"),
 ]
 
@@ -273,9 +349,11 @@ class Suite(_Strict):
             raise ValueError("workloads: no workloads, so the suite has no cases")
         uses_models = any(w.type in MODEL_WORKLOADS for w in self.workloads)
         if uses_models and not self.models:
-            raise ValueError("models: train/infer/accuracy workloads need at least one model")
+            raise ValueError("models: train/infer/accuracy/serve workloads need at least one model")
         if uses_models and not self.variants:
-            raise ValueError("variants: train/infer/accuracy workloads need at least one variant")
+            raise ValueError(
+                "variants: train/infer/accuracy/serve workloads need at least one variant"
+            )
         only_train = all(w.type == "train" for w in self.workloads)
         if only_train and all(v.quantization for v in self.variants):
             raise ValueError(
@@ -347,9 +425,9 @@ def _format_error(err: dict) -> str:
     elif kind == "too_short":
         what = "must not be empty"
     elif kind == "union_tag_invalid":
-        what = f"unknown workload type {ctx.get('tag')!r} (known: train, infer, accuracy, command)"
+        what = f"unknown workload type {ctx.get('tag')!r} (known: train, infer, accuracy, serve, command)"
     elif kind == "union_tag_not_found":
-        what = "needs a type (train, infer, accuracy or command)"
+        what = "needs a type (train, infer, accuracy, serve or command)"
     elif kind == "value_error":
         what = str(ctx.get("error") or err.get("msg", "")).removeprefix("Value error, ")
     else:
@@ -482,8 +560,63 @@ def _shapes(workload: BaseModel) -> list[tuple[dict, str, str]]:
             )
             for t in w.tasks
         ]
+    if w.type == "serve":
+        return [
+            (
+                {
+                    "type": "serve",
+                    "concurrency": c,
+                    "requests": w.requests,
+                    "prompt_tokens": w.prompt_tokens,
+                    "new_tokens": w.new_tokens,
+                    "port": w.port,
+                },
+                f"serve-c{c}",
+                f"serve-c{c}-p{w.prompt_tokens}-n{w.new_tokens}-r{w.requests}",
+            )
+            for c in w.concurrency
+        ]
     spec = {"type": "command", "name": w.name, "run": list(w.run), "env": dict(w.env), "cwd": w.cwd}
     return [(spec, w.name, w.name)]
+
+
+def _runs(workload_type: str, variant: Variant) -> bool:
+    """Whether a workload of this type is run for this variant (the matrix leaves the rest out).
+
+    train runs unquantized in-process variants only; infer runs in-process (the transformers
+    engine); serve needs a server engine; accuracy runs on every engine.
+    """
+    served = (variant.engine or "transformers") in SERVER_ENGINES
+    if workload_type == "train":
+        return not variant.quantization and not served
+    if workload_type == "infer":
+        return not served
+    if workload_type == "serve":
+        return served
+    return True
+
+
+def _check_engine_fits(variant: Variant, hw: Hardware, model: Model) -> None:
+    """Refuse a variant that its engine cannot run on this hardware or model, with the reason."""
+    engine = variant.engine or "transformers"
+    where = f"variants.{variant.name}"
+    if engine == "llamacpp" and hw.device != "cpu":
+        raise HarnessError(f"{where}: engine llamacpp is built for the cpu, not {hw.device}")
+    if engine == "vllm" and not hw.device.startswith("cuda"):
+        raise HarnessError(f"{where}: engine vllm runs on NVIDIA GPUs (cuda:N), not {hw.device}")
+    if engine in ("llamacpp", "vllm") and model.source.startswith("hf:"):
+        raise HarnessError(
+            f"{where}: engine {engine} serves builtin: and path: models here, not {model.source}"
+        )
+    kind = (variant.quantization or "").removeprefix("gguf-")
+    if engine == "llamacpp" and model.source.startswith("builtin:") and kind:
+        try:
+            from harness.models import builtin, gguf
+        except ImportError:
+            return
+        arch = builtin.BUILTIN.get(model.source.removeprefix("builtin:"))
+        if arch is not None and kind in gguf.GGUF_TYPES:
+            gguf.check_shape(kind, arch["hidden_size"], arch["intermediate_size"], model.name)
 
 
 def case_id(case: dict) -> str:
@@ -524,12 +657,13 @@ def expand(suite: Suite) -> list[dict]:
         hw_dict = hw.model_dump()
         for model in suite.models:
             first = [(w, i) for w, i in shapes if w.type == "train"]
-            then = [(w, i) for w, i in shapes if w.type in ("infer", "accuracy")]
+            then = [(w, i) for w, i in shapes if w.type in ("infer", "accuracy", "serve")]
             for group in (first, then):
                 for variant in suite.variants:
                     for w, items in group:
-                        if w.type == "train" and variant.quantization:
+                        if not _runs(w.type, variant):
                             continue
+                        _check_engine_fits(variant, hw, model)
                         for spec, short, long in items:
                             shape = short if short_counts[short] == 1 else long
                             cases.append(

@@ -22,6 +22,8 @@ from harness.errors import HarnessError
 #: engine name -> "module:class"
 REGISTRY = {
     "transformers": "harness.engines.transformers:TransformersEngine",
+    "llamacpp": "harness.engines.llamacpp:LlamaCppEngine",
+    "openai": "harness.engines.openai:OpenAIEngine",
 }
 DEFAULT_ENGINE = "transformers"
 

@@ -1,4 +1,4 @@
-"""Workloads by type name: train, infer, accuracy, command."""
+"""Workloads by type name: train, infer, accuracy, serve, command."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ REGISTRY = {
     "train": "harness.workloads.train:TrainWorkload",
     "infer": "harness.workloads.infer:InferWorkload",
     "accuracy": "harness.workloads.accuracy:AccuracyWorkload",
+    "serve": "harness.workloads.serve:ServeWorkload",
     "command": "harness.workloads.command:CommandWorkload",
 }
 
