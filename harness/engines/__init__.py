@@ -24,6 +24,7 @@ REGISTRY = {
     "transformers": "harness.engines.transformers:TransformersEngine",
     "llamacpp": "harness.engines.llamacpp:LlamaCppEngine",
     "openai": "harness.engines.openai:OpenAIEngine",
+    "vllm": "harness.engines.vllm:VLLMEngine",
 }
 DEFAULT_ENGINE = "transformers"
 

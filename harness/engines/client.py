@@ -7,8 +7,11 @@ against the server's ``usage.completion_tokens`` when it sends one.
 
 ``run_closed_loop`` keeps ``concurrency`` requests in flight until ``requests`` have been sent.
 The steady-state window (ARCHITECTURE.md, Measurement rules) opens when ``concurrency`` requests
-are in flight and every one of them has its first token, and closes as soon as fewer than
-``concurrency`` remain (the queue is empty and one has finished): ramp-up and drain are outside it.
+are in flight and each client's request has had its first token (ramp-up over: every slot is
+generating; a client whose request finished has sent its next at once), and closes as soon as
+fewer than ``concurrency`` remain (the queue is empty and one has finished): ramp-up and drain
+are outside it. Against a slow server that is the moment all ``concurrency`` requests have their
+first token; against one that answers instantly it still opens, once every client got an answer.
 ``on_open`` / ``on_close`` are called at those instants (the serve workload opens and closes its
 meter window there); tokens are counted by their arrival time inside the window.
 """
@@ -144,15 +147,17 @@ async def _closed_loop(
     pending.reverse()
     done: list[RequestTiming] = []
     in_flight: dict[int, RequestTiming | None] = {}
+    ramped: set[int] = set()
     state: dict[str, float | None] = {"open": None, "close": None}
 
-    def maybe_open() -> None:
-        if state["open"] is None and len(in_flight) == concurrency:
-            # every request in flight has its first token (none still waiting for it)
-            if all(t is not None and t.token_s for t in in_flight.values()):
-                if on_open is not None:
-                    on_open()
-                state["open"] = clock()
+    def maybe_open(client_id: int) -> None:
+        # ramp-up ends when every client's request has had its first token: from then on all
+        # concurrency slots are generating (a client that finished sends its next one at once)
+        ramped.add(client_id)
+        if state["open"] is None and len(ramped) == concurrency and len(in_flight) == concurrency:
+            if on_open is not None:
+                on_open()
+            state["open"] = clock()
 
     def maybe_close() -> None:
         if state["open"] is not None and state["close"] is None and not pending:
@@ -160,21 +165,21 @@ async def _closed_loop(
             if on_close is not None:
                 on_close()
 
-    async def one(session, index: int) -> None:
+    async def one(session, index: int, client_id: int) -> None:
         payload = payloads[index]
         timing = RequestTiming(sent_s=clock())
         in_flight[index] = timing
 
         async with session.post(url, json=payload) as resp:
             # the window may open at the very token that completes the set of first tokens
-            await _read_stream(resp, timing, maybe_open)
+            await _read_stream(resp, timing, lambda: maybe_open(client_id))
         del in_flight[index]
         done.append(timing)
 
-    async def client(session) -> None:
+    async def client(session, client_id: int) -> None:
         while pending:
             index = pending.pop()
-            await one(session, index)
+            await one(session, index, client_id)
             # the queue is empty and this one finished: fewer than concurrency remain
             maybe_close()
 
@@ -182,7 +187,7 @@ async def _closed_loop(
     timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_s)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        tasks = [asyncio.create_task(client(session)) for _ in range(concurrency)]
+        tasks = [asyncio.create_task(client(session, i)) for i in range(concurrency)]
         try:
             await asyncio.gather(*tasks)
         except BaseException:

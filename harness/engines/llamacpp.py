@@ -73,6 +73,8 @@ class LlamaCppEngine(Engine):
         #: ``measure(name)``: a context manager (a meter window) around export work, or None
         self.measure = None
         self.server: ServerProcess | None = None
+        #: the started server's pid (kept after it stopped: tests check that it is gone)
+        self.server_pid: int | None = None
         self.gguf_path: Path | None = None
         self.columns: dict = {}
         self.base_url: str | None = None
@@ -158,6 +160,7 @@ class LlamaCppEngine(Engine):
         self.base_url = f"http://{HOST}:{port}"
         self.server = ServerProcess(cmd, f"{self.base_url}/health", log_path, name="llama-server")
         self.server.start()
+        self.server_pid = self.server.pid
         return self.server.wait_healthy(health_timeout_s)
 
     @property
@@ -176,9 +179,9 @@ class LlamaCppEngine(Engine):
         except OSError:
             return None
 
-    def check_alive(self) -> None:
+    def check_alive(self, wait_s: float = 0.0) -> None:
         if self.server is not None:
-            self.server.check_alive()
+            self.server.check_alive(wait_s)
 
     def stop(self) -> None:
         if self.server is not None:

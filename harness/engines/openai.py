@@ -30,6 +30,8 @@ class OpenAIEngine(Engine):
     def __init__(self) -> None:
         self.measure = None
         self.server: ServerProcess | None = None
+        #: the started server's pid (kept after it stopped: tests check that it is gone)
+        self.server_pid: int | None = None
         self.base_url: str | None = None
         self.variant: dict = {}
         self.columns: dict = {}
@@ -120,6 +122,7 @@ class OpenAIEngine(Engine):
             cmd, health, log_path, name=f"openai server ({Path(cmd[0]).name})"
         )
         self.server.start()
+        self.server_pid = self.server.pid
         return self.server.wait_healthy(health_timeout_s)
 
     @property
@@ -137,9 +140,9 @@ class OpenAIEngine(Engine):
         except OSError:
             return None
 
-    def check_alive(self) -> None:
+    def check_alive(self, wait_s: float = 0.0) -> None:
         if self.server is not None:
-            self.server.check_alive()
+            self.server.check_alive(wait_s)
 
     def stop(self) -> None:
         if self.server is not None:

@@ -110,10 +110,17 @@ class ServerProcess:
             log.close()
         return self
 
-    def check_alive(self) -> None:
-        """A HarnessError with the exit status and the log's last lines if the server died."""
+    def check_alive(self, wait_s: float = 0.0) -> None:
+        """A HarnessError with the exit status and the log's last lines if the server died.
+
+        ``wait_s``: after a broken connection, how long to give a dying server to exit, so that
+        the error names the server's end rather than the connection it cut.
+        """
         if self.proc is None:
             raise HarnessError(f"{self.name} was never started")
+        if wait_s:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=wait_s)
         code = self.proc.poll()
         if code is not None:
             how = f"signal {-code}" if code < 0 else f"status {code}"

@@ -91,7 +91,7 @@ class ServeWorkload(Workload):
                     self.engine.completions_url, self.payloads[: self.concurrency], self.concurrency
                 )
             except HarnessError:
-                self.engine.check_alive()  # a dead server is the reason, with its log
+                self.engine.check_alive(wait_s=2.0)  # a dead server is the reason, with its log
                 raise
 
     def run(self, repetition: int) -> Repetition:
@@ -110,7 +110,7 @@ class ServeWorkload(Workload):
                 self.engine.completions_url, self.payloads, self.concurrency, on_open, on_close
             )
         except HarnessError:
-            self.engine.check_alive()
+            self.engine.check_alive(wait_s=2.0)  # a dead server is the reason, with its log
             raise
         finally:
             if "m" not in holder and name in meter._open:  # failed inside the window
@@ -171,6 +171,7 @@ class ServeWorkload(Workload):
     def summary(self) -> dict:
         return {
             "server_startup_s": getattr(self, "startup_s", None),
+            "server_pid": getattr(self.engine, "server_pid", None),
             "server_tokens_per_s_p50": percentile(self._server_speeds, 50),
             "prompt_seed": PROMPT_SEED,
             "window": "steady state: concurrency in flight with first tokens, until fewer remain",
