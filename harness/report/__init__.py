@@ -33,6 +33,13 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     write_csv(board, out / "leaderboard.csv")
     write_csv(tables.cases, out / "cases.csv")
     drawn = draw_all(tables, out / "figures") if figures else {}
+    from harness.report import serving
+
+    served = serving.serve_table(run.frame)
+    if not served.empty:
+        write_csv(served, out / "serving.csv")
+        if figures and (drawn_serving := serving.figure(served, out / "figures" / "serving.png")):
+            drawn["serving.png"] = drawn_serving
     text = render(tables, board, drawn)
     from harness import store
 

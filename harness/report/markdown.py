@@ -318,7 +318,16 @@ FIGURE_TEXT = {
     "batch_scaling.png": "Throughput and energy per token against batch size.",
     "training_energy_vs_params.png": "Training energy against parameter count (log-log).",
     "power_traces.png": "Sampled power of the costliest traced cases.",
+    "serving.png": "Served in the steady state: energy per token and per request against "
+    "concurrency, per variant.",
 }
+
+
+def serving_section(tables: Tables) -> str:
+    """Serve cases by variant and concurrency (harness.report.serving); empty without any."""
+    from harness.report import serving
+
+    return serving.section(tables.run.frame)
 
 
 def figures_section(figures: dict[str, Path]) -> str:
@@ -334,6 +343,7 @@ def render(tables: Tables, board: pd.DataFrame, figures: dict[str, Path]) -> str
     sections = [
         header(tables),
         summary_section(tables),
+        serving_section(tables),
         leaderboard_section(board),
         carbon_section(tables),
         lifetime_section(tables),
