@@ -327,7 +327,7 @@ def serving_section(tables: Tables) -> str:
     """Serve cases by variant and concurrency (harness.report.serving); empty without any."""
     from harness.report import serving
 
-    return serving.section(tables.run.frame)
+    return serving.section(tables.run.frame, table, fmt)
 
 
 def figures_section(figures: dict[str, Path]) -> str:

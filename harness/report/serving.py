@@ -56,7 +56,7 @@ def serve_table(frame: pd.DataFrame) -> pd.DataFrame:
         f[col] = pd.to_numeric(f[col], errors="coerce")
     g = f.groupby(KEYS, dropna=False)
     out = g[SERVE_METRICS].median()
-    out = out.join(g[FACTS].first()).join(g.size().rename("n")).reset_index()
+    out = out.join(g[FACTS].first()).join(g.size().to_frame("n")).reset_index()
     return out.sort_values(["model", "variant", "concurrency"], kind="stable").reset_index(
         drop=True
     )
@@ -171,15 +171,14 @@ def figure(serve: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _fmt(value, digits: int = 3) -> str:
-    from harness.report.markdown import fmt
+def section(frame: pd.DataFrame, table, fmt) -> str:
+    """The report.md section; empty when the run has no serve cases.
 
-    return fmt(value, digits)
+    ``table`` and ``fmt`` are report.markdown's (passed in: markdown imports this module).
+    """
 
-
-def section(frame: pd.DataFrame) -> str:
-    """The report.md section; empty when the run has no serve cases."""
-    from harness.report.markdown import table
+    def _fmt(value, digits: int = 3) -> str:
+        return fmt(value, digits)
 
     serve = serve_table(frame)
     if serve.empty:
