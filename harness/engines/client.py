@@ -40,6 +40,8 @@ class RequestTiming:
     usage_tokens: int | None = None
     #: the server's own generation speed for this request (llama.cpp's timings), tokens/s
     server_tokens_per_s: float | None = None
+    #: the server's own time for the request's prefill and decode (llama.cpp's timings), ms
+    server_busy_ms: float | None = None
 
     @property
     def ttft_s(self) -> float | None:
@@ -106,6 +108,9 @@ async def _read_stream(resp, timing: RequestTiming, on_first: Callable[[], None]
         timings = chunk.get("timings")
         if timings and timings.get("predicted_per_second"):
             timing.server_tokens_per_s = float(timings["predicted_per_second"])
+            timing.server_busy_ms = float(timings.get("prompt_ms") or 0) + float(
+                timings.get("predicted_ms") or 0
+            )
     timing.end_s = clock()
 
 
@@ -185,7 +190,9 @@ async def _closed_loop(
 
     t0 = clock()
     timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_s)
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    # a connection per request: llama.cpp's server answers "Keep-Alive" yet closes the connection
+    # after a stream, and a POST on a closed connection fails (aiohttp does not retry it)
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=True)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         tasks = [asyncio.create_task(client(session, i)) for i in range(concurrency)]
         try:

@@ -153,6 +153,9 @@ class LlamaCppEngine(Engine):
             "--cont-batching",
             "--metrics",
             "--no-webui",
+            # the CPU's repacked q8_0/q4_0 layouts crash this llama.cpp on rows as short as the
+            # builtin family's (96 wide: a segfault at start); the plain layout serves them
+            "--no-repack",
             "--alias", self.columns.get("model") or "model",
         ]  # fmt: skip
         if self.threads:
