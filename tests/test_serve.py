@@ -373,3 +373,32 @@ def test_serving_suites_validate():
             cwd=TESTS.parent,
         )
         assert proc.returncode == 0, proc.stderr
+
+
+def test_vllm_is_refused_in_one_line_without_cuda(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from harness.engines import create_engine
+
+    with pytest.raises(HarnessError) as e:
+        create_engine("vllm").load(
+            {"name": "tiny-s", "source": "builtin:tiny-s"}, None, {"device": "cuda:0"}, tmp_path
+        )
+    assert str(e.value) == "engine vllm needs an NVIDIA GPU with CUDA; none is usable here"
+
+
+@pytest.mark.gpu
+def test_vllm_serves_the_builtin_model_on_a_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("vllm")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA here")
+    data = serve_suite({"name": "v", "engine": "vllm", "dtype": "float16"}, device="cuda:0")
+    data["workloads"].insert(0, {"type": "train", "steps": 20, "batch_size": 4, "seq_len": 16})
+    data["variants"].insert(0, {"name": "fp32"})
+    proc, run_dir = run_suite(tmp_path, data, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name, result in results_by_name(run_dir).items():
+        if "/serve-" in name:
+            assert not alive(result["summary"]["server_pid"])
