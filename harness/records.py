@@ -25,6 +25,7 @@ IDENTITY = [
     "variant",
     "dtype",
     "quantization",
+    "engine",
     "hardware",
     "device",
     "device_name",
@@ -82,8 +83,36 @@ ACCURACY = ["metric", "accuracy", "accuracy_stderr"]
 #: produce_j and produced_from are per setup, in the report's summary
 MAKING = ["forecast_j", "forecast_j_ci_low", "forecast_j_ci_high"]
 
+#: the serve workload's columns (ARCHITECTURE.md's names): concurrency, steady-state time and
+#: per-request figures, latency percentiles; and what making the served model (GGUF export) cost
+SERVING = [
+    "concurrency",
+    "requests",
+    "requests_per_s",
+    "steady_s",
+    "energy_per_request_j",
+    "ttft_p50_s",
+    "ttft_p90_s",
+    "ttft_p99_s",
+    "itl_p50_s",
+    "itl_p90_s",
+    "itl_p99_s",
+    "produce_j",
+]
 #: the column order of measurements.csv; workloads may add more columns after these
-COLUMNS = IDENTITY + TIME + WORK + MACHINE + ENERGY + DERIVED + MEMORY + CARBON + ACCURACY + MAKING
+COLUMNS = (
+    IDENTITY
+    + TIME
+    + WORK
+    + MACHINE
+    + ENERGY
+    + DERIVED
+    + MEMORY
+    + CARBON
+    + ACCURACY
+    + MAKING
+    + SERVING
+)
 
 #: columns holding text (identity, labels); every other column of COLUMNS is numeric
 TEXT_COLUMNS = {
@@ -96,6 +125,7 @@ TEXT_COLUMNS = {
     "variant",
     "dtype",
     "quantization",
+    "engine",
     "hardware",
     "device",
     "device_name",

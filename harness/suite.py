@@ -24,9 +24,15 @@ QUANTIZATIONS = ("int8-dynamic", "int8-weight", "int4-weight")
 #: weight-only quantisations done by torchao (an optional package, see variant_refusal)
 TORCHAO_QUANTIZATIONS = ("int8-weight", "int4-weight")
 SOURCE_PREFIXES = ("builtin:", "path:", "hf:")
-MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy")
+MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy", "serve")
 #: workloads that make a model (and save it under artifacts/models/<model name>)
 PRODUCING_WORKLOADS = ("train", "distill", "finetune")
+#: quantizations applied in-process (transformers, torchao)
+IN_PROCESS_QUANTIZATIONS = ("int8-dynamic", "int8-weight", "int4-weight")
+#: GGUF types a llamacpp variant may ask for (harness.models.gguf.GGUF_TYPES)
+GGUF_QUANTIZATIONS = ("gguf-f16", "gguf-q8_0", "gguf-q5_0", "gguf-q4_0", "gguf-q4_k_m")
+#: engines whose model runs behind a server (the serve workload needs one)
+SERVER_ENGINES = ("llamacpp", "vllm", "openai")
 #: short names for dtypes in readable case names are the variant names; these are for docs
 # \Z, not $: "$" also matches before a final newline, and a name must not end in one
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?\Z")
@@ -306,12 +312,32 @@ class Model(_Strict):
 class Variant(_Strict):
     name: str
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    quantization: Literal["int8-dynamic", "int8-weight", "int4-weight"] | None = None
+    quantization: (
+        Literal[
+            "int8-dynamic",
+            "int8-weight",
+            "int4-weight",
+            "gguf-f16",
+            "gguf-q8_0",
+            "gguf-q5_0",
+            "gguf-q4_0",
+            "gguf-q4_k_m",
+        ]
+        | None
+    ) = None
     #: share of the weights of the decoder's linear layers pruned on load (0 < prune < 1)
     prune: Annotated[float, Field(gt=0, lt=1)] | None = None
     #: magnitude (the default): zero the smallest weights (same shapes); neurons: remove whole
     #: MLP neurons (the matrices shrink)
     prune_method: Literal["magnitude", "neurons"] | None = None
+    #: how the model runs (harness.engines.REGISTRY); None: transformers, in-process
+    engine: str | None = None
+    #: openai engine: the command that starts the server ({port} is replaced by a free port)
+    command: list[str] | None = None
+    #: openai engine: the health URL of the started server, or of the one already at ``url``
+    health_url: str | None = None
+    #: openai engine: an OpenAI-compatible server already running (only this machine is measured)
+    url: str | None = None
 
     _name = field_validator("name")(_check_name)
 
@@ -319,6 +345,43 @@ class Variant(_Strict):
     def derived(self) -> bool:
         """A variant that changes the trained weights (quantised or pruned): never trained."""
         return bool(self.quantization or self.prune)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from harness.engines import REGISTRY
+
+        if value not in REGISTRY:
+            raise ValueError(f"unknown engine {value!r} (known: {', '.join(REGISTRY)})")
+        return value
+
+    @model_validator(mode="after")
+    def _engine_runs_it(self) -> Variant:
+        engine = self.engine or "transformers"
+        gguf = (self.quantization or "").startswith("gguf-")
+        if gguf and engine != "llamacpp":
+            raise ValueError(
+                f"quantization: {self.quantization} is served by engine llamacpp, not {engine}"
+            )
+        if engine == "llamacpp" and self.quantization and not gguf:
+            raise ValueError(
+                f"quantization: engine llamacpp runs GGUF types ({', '.join(GGUF_QUANTIZATIONS)}), "
+                f"not {self.quantization}"
+            )
+        if engine in ("llamacpp", "vllm") and self.quantization in IN_PROCESS_QUANTIZATIONS:
+            raise ValueError(
+                f"quantization: {self.quantization} is in-process only, not engine {engine}"
+            )
+        openai_keys = [k for k in ("command", "health_url", "url") if getattr(self, k) is not None]
+        if engine != "openai" and openai_keys:
+            raise ValueError(f"{openai_keys[0]}: only engine openai takes it")
+        if engine == "openai" and (self.command is None) == (self.url is None):
+            raise ValueError("engine openai needs either command (with health_url) or url")
+        if engine == "openai" and self.command is not None and not self.health_url:
+            raise ValueError("health_url: engine openai with a command needs its health URL")
+        return self
 
     @model_validator(mode="after")
     def _combination(self) -> Variant:
@@ -340,6 +403,9 @@ class Variant(_Strict):
             out.pop("prune_method")
         elif self.prune_method is None:
             out["prune_method"] = "magnitude"
+        for key in ("engine", "command", "health_url", "url"):  # likewise for engine keys
+            if out[key] is None:
+                out.pop(key)
         return out
 
 
@@ -483,12 +549,39 @@ class CommandWorkload(_Strict):
         return value
 
 
+class ServeWorkload(_Selects):
+    type: Literal["serve"]
+    concurrency: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    requests: Annotated[int, Field(ge=1)]
+    prompt_tokens: Annotated[int, Field(ge=1)]
+    new_tokens: Annotated[int, Field(ge=2)]
+    #: the server's port (None: a free one); a port in use fails the case in one line
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+    @field_validator("concurrency")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("a concurrency is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _enough_requests(self) -> ServeWorkload:
+        if self.requests < max(self.concurrency):
+            raise ValueError(
+                f"requests: {self.requests} cannot keep {max(self.concurrency)} in flight "
+                "(requests must be at least the largest concurrency)"
+            )
+        return self
+
+
 Workload = Annotated[
     TrainWorkload
     | DistillWorkload
     | FinetuneWorkload
     | InferWorkload
     | AccuracyWorkload
+    | ServeWorkload
     | CommandWorkload,
     Field(discriminator="type"),
 ]
@@ -528,9 +621,11 @@ class Suite(_Strict):
             raise ValueError("workloads: no workloads, so the suite has no cases")
         uses_models = any(w.type in MODEL_WORKLOADS for w in self.workloads)
         if uses_models and not self.models:
-            raise ValueError("models: train/infer/accuracy workloads need at least one model")
+            raise ValueError("models: train/infer/accuracy/serve workloads need at least one model")
         if uses_models and not self.variants:
-            raise ValueError("variants: train/infer/accuracy workloads need at least one variant")
+            raise ValueError(
+                "variants: train/infer/accuracy/serve workloads need at least one variant"
+            )
         only_train = all(w.type in PRODUCING_WORKLOADS for w in self.workloads)
         if only_train and all(v.derived for v in self.variants):
             raise ValueError(
@@ -580,7 +675,7 @@ def _check_finetune(i: int, w: FinetuneWorkload, models: list[Model]) -> None:
 def _variant_used(suite: Suite, variant: str) -> bool:
     """Whether some infer/accuracy workload runs ``variant`` (training refuses derived ones)."""
     return any(
-        w.type in ("infer", "accuracy") and (w.variants is None or variant in w.variants)
+        w.type in ("infer", "accuracy", "serve") and (w.variants is None or variant in w.variants)
         for w in suite.workloads
     )
 
@@ -829,8 +924,64 @@ def _shapes(workload: BaseModel) -> list[tuple[dict, str, str]]:
             )
             for t in w.tasks
         ]
+    if w.type == "serve":
+        return [
+            (
+                {
+                    "type": "serve",
+                    "concurrency": c,
+                    "requests": w.requests,
+                    "prompt_tokens": w.prompt_tokens,
+                    "new_tokens": w.new_tokens,
+                    "port": w.port,
+                },
+                f"serve-c{c}",
+                f"serve-c{c}-p{w.prompt_tokens}-n{w.new_tokens}-r{w.requests}",
+            )
+            for c in w.concurrency
+        ]
     spec = {"type": "command", "name": w.name, "run": list(w.run), "env": dict(w.env), "cwd": w.cwd}
     return [(spec, w.name, w.name)]
+
+
+def _runs(workload_type: str, variant: Variant) -> bool:
+    """Whether a workload of this type is run for this variant (the matrix leaves the rest out).
+
+    train, distill and finetune make in-process models, never a derived (quantised, pruned)
+    variant; infer runs in-process (the transformers engine); serve needs a server engine;
+    accuracy runs on every engine.
+    """
+    served = (variant.engine or "transformers") in SERVER_ENGINES
+    if workload_type in PRODUCING_WORKLOADS:
+        return not variant.derived and not served
+    if workload_type == "infer":
+        return not served
+    if workload_type == "serve":
+        return served
+    return True
+
+
+def _check_engine_fits(variant: Variant, hw: Hardware, model: Model) -> None:
+    """Refuse a variant that its engine cannot run on this hardware or model, with the reason."""
+    engine = variant.engine or "transformers"
+    where = f"variants.{variant.name}"
+    if engine == "llamacpp" and hw.device != "cpu":
+        raise HarnessError(f"{where}: engine llamacpp is built for the cpu, not {hw.device}")
+    if engine == "vllm" and not hw.device.startswith("cuda"):
+        raise HarnessError(f"{where}: engine vllm runs on NVIDIA GPUs (cuda:N), not {hw.device}")
+    if engine in ("llamacpp", "vllm") and model.source.startswith("hf:"):
+        raise HarnessError(
+            f"{where}: engine {engine} serves builtin: and path: models here, not {model.source}"
+        )
+    kind = (variant.quantization or "").removeprefix("gguf-")
+    if engine == "llamacpp" and model.source.startswith("builtin:") and kind:
+        try:
+            from harness.models import builtin, gguf
+        except ImportError:
+            return
+        arch = builtin.BUILTIN.get(model.source.removeprefix("builtin:"))
+        if arch is not None and kind in gguf.GGUF_TYPES:
+            gguf.check_shape(kind, arch["hidden_size"], arch["intermediate_size"], model.name)
 
 
 def case_id(case: dict) -> str:
@@ -878,12 +1029,13 @@ def expand(suite: Suite) -> list[dict]:
         hw_dict = hw.case_dict()
         for model in models:
             first = [(w, i) for w, i in shapes if w.type in PRODUCING_WORKLOADS]
-            then = [(w, i) for w, i in shapes if w.type in ("infer", "accuracy")]
+            then = [(w, i) for w, i in shapes if w.type in ("infer", "accuracy", "serve")]
             for group in (first, then):
                 for variant in suite.variants:
                     for w, items in group:
-                        if not _applies(w, model.name, variant):
+                        if not _applies(w, model.name, variant) or not _runs(w.type, variant):
                             continue
+                        _check_engine_fits(variant, hw, model)
                         for spec, short, long in items:
                             spec = _with_source_model(spec, suite, model)
                             shape = short if short_ok[short] else long

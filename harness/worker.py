@@ -66,6 +66,11 @@ AGGREGATED = (
     "ttft_s",
     "tpot_s",
     "accuracy",
+    # serve
+    "energy_per_request_j",
+    "requests_per_s",
+    "ttft_p90_s",
+    "itl_p50_s",
 )
 
 

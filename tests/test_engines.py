@@ -51,8 +51,8 @@ def counting(monkeypatch):
 
 
 def test_unknown_engine_is_one_line_naming_the_known_ones():
-    with pytest.raises(HarnessError, match=r"unknown engine 'llamacpp' \(known: transformers"):
-        create_engine("llamacpp")
+    with pytest.raises(HarnessError, match=r"unknown engine 'tgi' \(known: transformers, llamacpp"):
+        create_engine("tgi")
     assert create_engine().name == "transformers"
 
 

@@ -22,6 +22,9 @@ from harness.errors import HarnessError
 #: engine name -> "module:class"
 REGISTRY = {
     "transformers": "harness.engines.transformers:TransformersEngine",
+    "llamacpp": "harness.engines.llamacpp:LlamaCppEngine",
+    "openai": "harness.engines.openai:OpenAIEngine",
+    "vllm": "harness.engines.vllm:VLLMEngine",
 }
 DEFAULT_ENGINE = "transformers"
 

@@ -40,6 +40,13 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     if not making.forecasts.empty:
         write_csv(making.forecasts, out / "forecasts.csv")
     drawn = draw_all(tables, out / "figures") if figures else {}
+    from harness.report import serving
+
+    served = serving.serve_table(run.frame)
+    if not served.empty:
+        write_csv(served, out / "serving.csv")
+        if figures and (drawn_serving := serving.figure(served, out / "figures" / "serving.png")):
+            drawn["serving.png"] = drawn_serving
     text = techniques.with_techniques(
         render(tables, board, drawn), making.sentence, techniques.sections(making, tables)
     )

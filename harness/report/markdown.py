@@ -446,7 +446,16 @@ FIGURE_TEXT = {
     "energy_vs_power_limit.png": "Energy per token and p90 latency against the GPU power limit.",
     "energy_vs_cpu_max_mhz.png": "Energy per token and p90 latency against the CPU frequency cap.",
     "techniques.png": "Accuracy retained against energy per query saved, by technique.",
+    "serving.png": "Served in the steady state: energy per token and per request against "
+    "concurrency, per variant.",
 }
+
+
+def serving_section(tables: Tables) -> str:
+    """Serve cases by variant and concurrency (harness.report.serving); empty without any."""
+    from harness.report import serving
+
+    return serving.section(tables.run.frame, table, fmt)
 
 
 def figures_section(figures: dict[str, Path]) -> str:
@@ -462,6 +471,7 @@ def render(tables: Tables, board: pd.DataFrame, figures: dict[str, Path]) -> str
     sections = [
         header(tables),
         summary_section(tables),
+        serving_section(tables),
         leaderboard_section(board),
         carbon_section(tables),
         boundary_section(tables),

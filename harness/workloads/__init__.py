@@ -1,4 +1,4 @@
-"""Workloads by type name: train, distill, finetune, infer, accuracy, command."""
+"""Workloads by type name: train, distill, finetune, infer, accuracy, serve, command."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ REGISTRY = {
     "finetune": "harness.workloads.finetune:FinetuneWorkload",
     "infer": "harness.workloads.infer:InferWorkload",
     "accuracy": "harness.workloads.accuracy:AccuracyWorkload",
+    "serve": "harness.workloads.serve:ServeWorkload",
     "command": "harness.workloads.command:CommandWorkload",
 }
 

@@ -213,9 +213,19 @@ class AccuracyWorkload(Workload):
                 ) from None
             self.engine = create_engine(engine_name(case.get("variant")))
             self.engine.making_window = self.ctx.meter.window  # a variant's making is measured
+            if getattr(self.engine, "serves", False):
+                # a served model: its export is measured (produce_j), then its server started
+                self.engine.measure = self.ctx.meter.window
             static = self.engine.load(
                 case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
             )
+            if getattr(self.engine, "serves", False):
+                self.engine.start(
+                    parallel=1,
+                    ctx_per_slot=self.engine.context_length() or 1024,
+                    log_path=self.ctx.case_dir / "server.log",
+                )
+                static["engine"] = self.engine.name
             self.lm = self.engine.lm_eval_model(self.batch_size)
         self._memory = PeakMemory(self.engine.device)
         return {

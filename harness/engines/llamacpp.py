@@ -1,0 +1,210 @@
+"""llama.cpp's own OpenAI-compatible server, ``llama-server``, with ``--parallel N`` slots.
+
+The binaries are built from the llama-cpp-python source package by scripts/install-llamacpp.sh
+into ``.llamacpp/`` of the project (or ``$HARNESS_LLAMACPP_DIR``); a missing build is one line
+naming that script. The server inside the llama-cpp-python package itself answers one request at
+a time, so it could not show what continuous batching saves; this one can.
+
+``load`` exports the model to GGUF and quantises it (``harness.models.gguf``, cached in the run's
+artifacts, its energy measured through ``measure`` when the workload gives one); ``start`` runs
+the server on 127.0.0.1 in its own process group (``harness.engines.server``). Prompts are token
+ids (the builtin tokenizer lowercases, which a GGUF vocabulary cannot say), so the server never
+tokenises text the harness sent.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+from harness.engines import Engine
+from harness.engines.server import HOST, ServerProcess, check_port_free, free_port
+from harness.errors import HarnessError
+
+INSTALL_HINT = "run scripts/install-llamacpp.sh (and pip install -e '.[serve]')"
+#: seconds the server may take to load a model and answer /health
+HEALTH_TIMEOUT_S = 120.0
+
+
+def install_dir() -> Path:
+    """Where scripts/install-llamacpp.sh builds (``$HARNESS_LLAMACPP_DIR`` or ``.llamacpp``)."""
+    env = os.environ.get("HARNESS_LLAMACPP_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / ".llamacpp"
+
+
+def binary(name: str) -> Path | None:
+    """A built llama.cpp program, or one on PATH; None when neither exists."""
+    built = install_dir() / "bin" / name
+    if built.is_file() and os.access(built, os.X_OK):
+        return built
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def check_installed() -> tuple[Path, Path]:
+    """(llama-server, llama-quantize), or one line saying how to install them."""
+    server, quantize = binary("llama-server"), binary("llama-quantize")
+    if server is None or quantize is None:
+        missing = "llama-server" if server is None else "llama-quantize"
+        raise HarnessError(
+            f"engine llamacpp is not installed ({missing} not found): {INSTALL_HINT}"
+        )
+    try:
+        import aiohttp  # noqa: F401
+        import gguf  # noqa: F401
+    except ImportError as e:
+        raise HarnessError(
+            f"engine llamacpp needs the serve extra ({e.name} missing): {INSTALL_HINT}"
+        ) from None
+    return server, quantize
+
+
+class LlamaCppEngine(Engine):
+    name = "llamacpp"
+    #: a server engine: workloads send it requests rather than calling generate
+    serves = True
+
+    def __init__(self) -> None:
+        #: ``measure(name)``: a context manager (a meter window) around export work, or None
+        self.measure = None
+        self.server: ServerProcess | None = None
+        #: the started server's pid (kept after it stopped: tests check that it is gone)
+        self.server_pid: int | None = None
+        self.gguf_path: Path | None = None
+        self.columns: dict = {}
+        self.base_url: str | None = None
+        self.threads: int | None = None
+        self._vocab: list[int] = []
+        self._context = None
+
+    # ------------------------------------------------------------------ model
+    def load(
+        self, model: dict, variant: dict | None, hardware: dict, artifacts_dir: Path | None
+    ) -> dict:
+        from harness.models import gguf
+
+        server_bin, quantize_bin = check_installed()
+        self.server_bin = server_bin
+        if hardware.get("device", "cpu") != "cpu":
+            raise HarnessError(
+                f"engine llamacpp is built for the cpu here, not {hardware.get('device')}"
+            )
+        kind = gguf.gguf_type((variant or {}).get("quantization")) or "f16"
+        if artifacts_dir is None:
+            raise HarnessError(
+                "engine llamacpp needs the run's artifacts folder for its GGUF files"
+            )
+        converter = install_dir() / "convert" / "convert_hf_to_gguf.py"
+        self.gguf_path, self.columns = gguf.export(
+            model, kind, hardware, Path(artifacts_dir), quantize_bin, converter, self.measure
+        )
+        self.threads = hardware.get("threads")
+        self.loaded = self.gguf_path
+        self.device = "cpu"
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(gguf.saved_tokenizer(self.gguf_path)))
+        special = set(self.tokenizer.all_special_ids or [])
+        self._vocab = [i for i in range(len(self.tokenizer)) if i not in special]
+        self._context = int(getattr(self.tokenizer, "model_max_length", 0) or 0) or None
+        return dict(self.columns)
+
+    def context_length(self) -> int | None:
+        return self._context
+
+    def prompt_ids(self, count: int, prompt_tokens: int, seed: int) -> list[list[int]]:
+        """``count`` seeded prompts of exactly ``prompt_tokens`` ordinary token ids."""
+        if not self._vocab:
+            raise HarnessError(
+                "the model's vocabulary has no ordinary tokens to build prompts from"
+            )
+        rng = random.Random(seed)
+        return [[rng.choice(self._vocab) for _ in range(prompt_tokens)] for _ in range(count)]
+
+    # ----------------------------------------------------------------- server
+    def start(
+        self,
+        parallel: int,
+        ctx_per_slot: int,
+        log_path: Path,
+        port: int | None = None,
+        health_timeout_s: float = HEALTH_TIMEOUT_S,
+    ) -> float:
+        """Start ``llama-server`` with ``parallel`` slots; seconds until it was healthy."""
+        if self.gguf_path is None:
+            raise HarnessError("engine llamacpp: load before start")
+        self.stop()
+        if port is None:
+            port = free_port()
+        else:
+            check_port_free(port)
+        cmd = [
+            str(self.server_bin),
+            "--model", str(self.gguf_path),
+            "--host", HOST,
+            "--port", str(port),
+            "--parallel", str(parallel),
+            "--ctx-size", str(parallel * ctx_per_slot),
+            "--cont-batching",
+            "--metrics",
+            "--no-webui",
+            # the CPU's repacked q8_0/q4_0 layouts crash this llama.cpp on rows as short as the
+            # builtin family's (96 wide: a segfault at start); the plain layout serves them
+            "--no-repack",
+            "--alias", self.columns.get("model") or "model",
+        ]  # fmt: skip
+        if self.threads:
+            cmd += ["--threads", str(self.threads), "--threads-batch", str(self.threads)]
+        self.base_url = f"http://{HOST}:{port}"
+        self.server = ServerProcess(cmd, f"{self.base_url}/health", log_path, name="llama-server")
+        self.server.start()
+        self.server_pid = self.server.pid
+        return self.server.wait_healthy(health_timeout_s)
+
+    @property
+    def completions_url(self) -> str:
+        return f"{self.base_url}/v1/completions"
+
+    def metrics_text(self) -> str | None:
+        """The server's Prometheus metrics (``/metrics``), or None if it has none now."""
+        import urllib.request
+
+        if self.base_url is None:
+            return None
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as r:
+                return r.read().decode("utf-8", errors="replace")
+        except OSError:
+            return None
+
+    def check_alive(self, wait_s: float = 0.0) -> None:
+        if self.server is not None:
+            self.server.check_alive(wait_s)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    # ------------------------------------------------------------- accuracy
+    def lm_eval_model(self, batch_size: int) -> Any:
+        """lm-eval's completions model pointed at this server (started here if it is not)."""
+        from harness.engines.lmeval import ServerCompletionsLM
+        from harness.models import gguf
+
+        if self.server is None:
+            raise HarnessError("engine llamacpp: start the server before scoring through it")
+        return ServerCompletionsLM(
+            base_url=self.completions_url,
+            model=self.columns.get("model") or "model",
+            tokenizer=str(gguf.saved_tokenizer(self.gguf_path)),
+            vocab_size=len(self.tokenizer),
+        )
+
+    def close(self) -> None:
+        self.stop()

@@ -1,0 +1,172 @@
+"""Any OpenAI-compatible server: started by a command the suite gives, or already running at a url.
+
+``{engine: openai, command: [prog, --port, "{port}", ...], health_url: "http://127.0.0.1:{port}/health"}``
+starts the program in its own process group (``{port}`` becomes a free port on 127.0.0.1) and
+stops it at the end of the case, as llama.cpp's server is. ``{engine: openai, url: http://...}``
+sends requests to a server that is already running; the harness then measures only this
+machine's energy (its sensors), which the result says in a warning.
+
+Prompts are token ids (the OpenAI wire format allows a list of ids as the prompt), drawn from the
+model's tokenizer when the harness can load it (builtin and path: models), so prompt lengths are
+exact.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from harness.engines import Engine
+from harness.engines.server import HOST, ServerProcess, check_port_free, free_port
+from harness.errors import HarnessError
+
+REMOTE_WARNING = "openai: the server runs elsewhere; only this machine's energy was measured"
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+    serves = True
+
+    def __init__(self) -> None:
+        self.measure = None
+        self.server: ServerProcess | None = None
+        #: the started server's pid (kept after it stopped: tests check that it is gone)
+        self.server_pid: int | None = None
+        self.base_url: str | None = None
+        self.variant: dict = {}
+        self.columns: dict = {}
+        self._vocab: list[int] = []
+        self.remote = False
+
+    def load(
+        self, model: dict, variant: dict | None, hardware: dict, artifacts_dir: Path | None
+    ) -> dict:
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError:
+            raise HarnessError(
+                "engine openai needs the serve extra (aiohttp): pip install -e '.[serve]'"
+            ) from None
+        self.variant = dict(variant or {})
+        self.remote = self.variant.get("url") is not None
+        source = model.get("source") or ""
+        self.columns = {
+            "model": model.get("name"),
+            "model_source": source,
+            "quantization": self.variant.get("quantization"),
+        }
+        self._vocab = self._ordinary_ids(model, artifacts_dir)
+        self.loaded = self.variant.get("url") or self.variant.get("command")
+        self.device = "cpu"
+        return dict(self.columns)
+
+    @staticmethod
+    def _ordinary_ids(model: dict, artifacts_dir: Path | None) -> list[int]:
+        source = model.get("source") or ""
+        if source.startswith(("builtin:", "path:")):
+            try:
+                if source.startswith("builtin:"):
+                    from harness.models.tokenizer import load_tokenizer
+
+                    tok = load_tokenizer()
+                else:
+                    from transformers import AutoTokenizer
+
+                    tok = AutoTokenizer.from_pretrained(source.removeprefix("path:"))
+                special = set(tok.all_special_ids or [])
+                return [i for i in range(len(tok)) if i not in special]
+            except Exception as e:  # a path without a tokenizer: say so rather than guess ids
+                raise HarnessError(
+                    f"engine openai: cannot load the tokenizer of {source}: {e}"
+                ) from None
+        raise HarnessError(
+            f"engine openai builds token-id prompts from a builtin: or path: model, not {source}"
+        )
+
+    def prompt_ids(self, count: int, prompt_tokens: int, seed: int) -> list[list[int]]:
+        rng = random.Random(seed)
+        return [[rng.choice(self._vocab) for _ in range(prompt_tokens)] for _ in range(count)]
+
+    def start(
+        self,
+        parallel: int,
+        ctx_per_slot: int,
+        log_path: Path,
+        port: int | None = None,
+        health_timeout_s: float = 120.0,
+    ) -> float:
+        if self.remote:
+            self.base_url = str(self.variant["url"]).rstrip("/")
+            health = self.variant.get("health_url")
+            if health:
+                probe = ServerProcess(["true"], health, log_path, name="openai server")
+                return _wait_remote(probe, health_timeout_s)
+            return 0.0
+        if port is None:
+            port = free_port()
+        else:
+            check_port_free(port)
+
+        def fill(text: str) -> str:
+            return (
+                str(text)
+                .replace("{port}", str(port))
+                .replace("{parallel}", str(parallel))
+                .replace("{host}", HOST)
+            )
+
+        cmd = [fill(c) for c in self.variant["command"]]
+        health = fill(self.variant["health_url"])
+        self.base_url = f"http://{HOST}:{port}"
+        self.server = ServerProcess(
+            cmd, health, log_path, name=f"openai server ({Path(cmd[0]).name})"
+        )
+        self.server.start()
+        self.server_pid = self.server.pid
+        return self.server.wait_healthy(health_timeout_s)
+
+    @property
+    def completions_url(self) -> str:
+        return f"{self.base_url}/v1/completions"
+
+    def metrics_text(self) -> str | None:
+        import urllib.request
+
+        if self.base_url is None:
+            return None
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as r:
+                return r.read().decode("utf-8", errors="replace")
+        except OSError:
+            return None
+
+    def check_alive(self, wait_s: float = 0.0) -> None:
+        if self.server is not None:
+            self.server.check_alive(wait_s)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def close(self) -> None:
+        self.stop()
+
+
+def _wait_remote(probe: ServerProcess, timeout_s: float) -> float:
+    import time
+    import urllib.request
+
+    t0 = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(probe.health_url, timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except OSError:
+            pass
+        if time.monotonic() - t0 > timeout_s:
+            raise HarnessError(
+                f"the server at {probe.health_url} did not answer within {timeout_s:g} s"
+            )
+        time.sleep(0.2)

@@ -1,0 +1,154 @@
+"""vLLM's OpenAI-compatible server (``vllm serve``) on an NVIDIA GPU: the llamacpp lifecycle.
+
+An optional extra (``pip install -e '.[vllm]'``, on a CUDA machine); refused in one line on a
+machine without CUDA or without vLLM. The model is the checkpoint folder the harness loads
+(a trained builtin model from the run's artifacts, or a ``path:`` folder): vLLM reads it as a
+Hugging Face folder. ``--max-num-seqs`` is the concurrency, so the server batches what the
+clients keep in flight; requests are token ids, as for llama.cpp.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+from pathlib import Path
+
+from harness.engines import Engine
+from harness.engines.server import HOST, ServerProcess, check_port_free, free_port
+from harness.errors import HarnessError
+
+INSTALL_HINT = "pip install -e '.[vllm]' on a machine with an NVIDIA GPU"
+
+
+def check_cuda() -> None:
+    """One line unless CUDA is usable and vLLM is installed."""
+    try:
+        import torch
+    except ImportError:
+        raise HarnessError(f"engine vllm needs torch with CUDA: {INSTALL_HINT}") from None
+    if not torch.cuda.is_available():
+        raise HarnessError("engine vllm needs an NVIDIA GPU with CUDA; none is usable here")
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise HarnessError(f"engine vllm is not installed: {INSTALL_HINT}")
+
+
+class VLLMEngine(Engine):
+    name = "vllm"
+    serves = True
+
+    def __init__(self) -> None:
+        self.measure = None
+        self.server: ServerProcess | None = None
+        self.server_pid: int | None = None
+        self.base_url: str | None = None
+        self.columns: dict = {}
+        self.model_dir: Path | None = None
+        self.gpu: str = "0"
+        self._vocab: list[int] = []
+
+    def load(
+        self, model: dict, variant: dict | None, hardware: dict, artifacts_dir: Path | None
+    ) -> dict:
+        from harness.models import load_model
+
+        check_cuda()
+        device = hardware.get("device", "cpu")
+        if not str(device).startswith("cuda:"):
+            raise HarnessError(f"engine vllm runs on cuda:N, not {device}")
+        self.gpu = str(device).split(":", 1)[1]
+        dtype = (variant or {}).get("dtype") or "float16"
+        loaded = load_model(
+            model, {"dtype": "float32"}, {**hardware, "device": "cpu"}, artifacts_dir
+        )
+        if loaded.path is None:
+            raise HarnessError(
+                f"engine vllm serves a saved checkpoint; {model.get('name')} has none yet "
+                "(train it first in this run, or name a path: model)"
+            )
+        self.model_dir = loaded.path
+        special = set(loaded.tokenizer.all_special_ids or [])
+        self._vocab = [i for i in range(len(loaded.tokenizer)) if i not in special]
+        self.dtype = dtype
+        self.columns = {**loaded.columns(), "dtype": dtype, "quantization": None}
+        self.loaded = self.model_dir
+        self.device = device
+        return dict(self.columns)
+
+    def prompt_ids(self, count: int, prompt_tokens: int, seed: int) -> list[list[int]]:
+        rng = random.Random(seed)
+        return [[rng.choice(self._vocab) for _ in range(prompt_tokens)] for _ in range(count)]
+
+    def start(
+        self,
+        parallel: int,
+        ctx_per_slot: int,
+        log_path: Path,
+        port: int | None = None,
+        health_timeout_s: float = 600.0,
+    ) -> float:
+        if port is None:
+            port = free_port()
+        else:
+            check_port_free(port)
+        exe = shutil.which("vllm")
+        cmd = [exe] if exe else [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+        cmd += [
+            "serve", str(self.model_dir),
+            "--host", HOST,
+            "--port", str(port),
+            "--served-model-name", self.columns.get("model") or "model",
+            "--dtype", self.dtype,
+            "--max-num-seqs", str(parallel),
+            "--max-model-len", str(ctx_per_slot),
+            "--disable-log-requests",
+        ]  # fmt: skip
+        self.base_url = f"http://{HOST}:{port}"
+        env = {"CUDA_VISIBLE_DEVICES": self.gpu}
+        self.server = ServerProcess(cmd, f"{self.base_url}/health", log_path, env=env, name="vllm")
+        self.server.start()
+        self.server_pid = self.server.pid
+        return self.server.wait_healthy(health_timeout_s)
+
+    @property
+    def completions_url(self) -> str:
+        return f"{self.base_url}/v1/completions"
+
+    def metrics_text(self) -> str | None:
+        import urllib.request
+
+        if self.base_url is None:
+            return None
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as r:
+                return r.read().decode("utf-8", errors="replace")
+        except OSError:
+            return None
+
+    def check_alive(self, wait_s: float = 0.0) -> None:
+        if self.server is not None:
+            self.server.check_alive(wait_s)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def lm_eval_model(self, batch_size: int):
+        """lm-eval's local-completions model pointed at this server (vLLM answers echo)."""
+        from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+        if self.server is None:
+            raise HarnessError("engine vllm: start the server before scoring through it")
+        return LocalCompletionsAPI(
+            base_url=self.completions_url,
+            model=self.columns.get("model") or "model",
+            tokenizer=str(self.model_dir),
+            tokenizer_backend="huggingface",
+            batch_size=batch_size,
+        )
+
+    def close(self) -> None:
+        self.stop()

@@ -1,0 +1,190 @@
+"""Serve: streamed requests to the variant's model server, measured in its steady state only.
+
+``{type: serve, concurrency, requests, prompt_tokens, new_tokens, port}``: the case exports the
+model for its engine (GGUF for llama.cpp, inside a meter window: ``produce_j``), starts the server
+with ``concurrency`` slots in its own process group, and stops it at the end (also on failure; the
+kernel kills it if the worker dies). Each repetition sends ``requests`` streamed completions of
+exactly ``prompt_tokens`` token ids and ``new_tokens`` generated tokens (end-of-sequence ignored)
+from ``concurrency`` closed-loop clients (``harness.engines.client``).
+
+The meter window is the steady state: it opens when ``concurrency`` requests are in flight and all
+have their first token, and closes when fewer than ``concurrency`` remain. Inside it:
+``tokens_out`` = tokens that arrived in the window, ``energy_per_token_j`` = window energy / those
+tokens, ``energy_per_request_j`` = energy per token × ``new_tokens`` (a request's worth of
+generated tokens at this concurrency, its prefill included as the server interleaves it),
+``requests_per_s`` = tokens per second / ``new_tokens``. TTFT, inter-token latency and end-to-end
+latency percentiles are over every request of the repetition. A server that dies mid-window fails
+the case with its exit status and its log's last lines (``server.log`` in the case folder); its
+metrics endpoint's last answer is kept as ``server-metrics.txt``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.engines.client import completion_payload, percentile, run_closed_loop
+from harness.errors import HarnessError
+from harness.workloads.base import Repetition, Workload
+
+PROMPT_SEED = 1234
+#: extra context per slot beyond prompt and output (the server's own tokens, rounding)
+CONTEXT_SLACK = 16
+
+
+class ServeWorkload(Workload):
+    type = "serve"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        spec = self.spec
+        self.concurrency = int(spec["concurrency"])
+        self.requests = int(spec["requests"])
+        self.prompt_tokens = int(spec["prompt_tokens"])
+        self.new_tokens = int(spec["new_tokens"])
+        self.port = spec.get("port")
+        self.engine = None
+        self._server_speeds: list[float] = []
+
+    def setup(self) -> dict:
+        from harness.engines import create_engine, engine_name
+        from harness.hardware import apply_profile, describe
+
+        case = self.ctx.case
+        apply_profile(case["hardware"])
+        name = engine_name(case.get("variant"))
+        self.engine = create_engine(name)
+        if not getattr(self.engine, "serves", False):
+            raise HarnessError(f"serve: engine {name} runs in-process; serve needs a server engine")
+        self.engine.measure = self.ctx.meter.window
+        static = self.engine.load(
+            case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
+        )
+        context = self.engine.context_length()
+        if context is not None and self.prompt_tokens + self.new_tokens > context:
+            raise HarnessError(
+                f"serve: prompt_tokens + new_tokens = {self.prompt_tokens + self.new_tokens} "
+                f"exceeds the model's context of {context} tokens"
+            )
+        self.startup_s = self.engine.start(
+            parallel=self.concurrency,
+            ctx_per_slot=self.prompt_tokens + self.new_tokens + CONTEXT_SLACK,
+            log_path=self.ctx.case_dir / "server.log",
+            port=self.port,
+        )
+        prompts = self.engine.prompt_ids(self.requests, self.prompt_tokens, PROMPT_SEED)
+        model = static.get("model") or "model"
+        self.payloads = [completion_payload(model, p, self.new_tokens) for p in prompts]
+        return {
+            **static,
+            "engine": name,
+            "device_name": describe(case["hardware"])["device_name"],
+            "concurrency": self.concurrency,
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+        }
+
+    def warmup(self, iterations: int) -> None:
+        """One unmeasured round of ``concurrency`` requests per iteration (caches, threads)."""
+        for _ in range(iterations):
+            try:
+                run_closed_loop(
+                    self.engine.completions_url, self.payloads[: self.concurrency], self.concurrency
+                )
+            except HarnessError:
+                self.engine.check_alive(wait_s=2.0)  # a dead server is the reason, with its log
+                raise
+
+    def run(self, repetition: int) -> Repetition:
+        name = f"serve-{repetition}"
+        holder: dict[str, Any] = {}
+        meter = self.ctx.meter
+
+        def on_open() -> None:
+            meter.begin(name)
+
+        def on_close() -> None:
+            holder["m"] = meter.end(name)
+
+        try:
+            result = run_closed_loop(
+                self.engine.completions_url, self.payloads, self.concurrency, on_open, on_close
+            )
+        except HarnessError:
+            self.engine.check_alive(wait_s=2.0)  # a dead server is the reason, with its log
+            raise
+        finally:
+            if "m" not in holder and name in meter._open:  # failed inside the window
+                meter.end(name)
+        self.engine.check_alive()
+        if "m" not in holder:
+            raise HarnessError(
+                f"serve: no steady state at concurrency {self.concurrency} "
+                f"({self.requests} requests never had {self.concurrency} in flight with first tokens)"
+            )
+        m = holder["m"]
+        if getattr(self.engine, "remote", False):
+            from harness.engines.openai import REMOTE_WARNING
+
+            m.warnings.append(REMOTE_WARNING)
+        short = [r for r in result.requests if len(r.token_s) != self.new_tokens]
+        if short:
+            r = short[0]
+            raise HarnessError(
+                f"serve: a request returned {len(r.token_s)} tokens, not {self.new_tokens} "
+                "(the server stopped early or merged tokens into one chunk)"
+            )
+        tokens = result.tokens_in_window()
+        ttft = [r.ttft_s for r in result.requests if r.ttft_s is not None]
+        itl = [x for r in result.requests for x in r.itl_s]
+        latency = [r.latency_s for r in result.requests if r.latency_s is not None]
+        steady_s = m.duration_s
+        speeds = [r.server_tokens_per_s for r in result.requests if r.server_tokens_per_s]
+        self._server_speeds.extend(speeds)
+        per_token = m.total_j / tokens if tokens else None
+        columns: dict[str, Any] = {
+            "concurrency": self.concurrency,
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "requests": len(result.requests),
+            "tokens_out": tokens,
+            "tokens_in": len(result.requests) * self.prompt_tokens,
+            "queries": tokens / self.new_tokens if tokens else None,
+            "steady_s": steady_s,
+            "energy_per_request_j": per_token * self.new_tokens if per_token else None,
+            "requests_per_s": tokens / self.new_tokens / steady_s if steady_s > 0 else None,
+            "ttft_s": percentile(ttft, 50),
+            "ttft_p50_s": percentile(ttft, 50),
+            "ttft_p90_s": percentile(ttft, 90),
+            "ttft_p99_s": percentile(ttft, 99),
+            "itl_p50_s": percentile(itl, 50),
+            "itl_p90_s": percentile(itl, 90),
+            "itl_p99_s": percentile(itl, 99),
+            "tpot_s": percentile(itl, 50),
+            "latency_p50_s": percentile(latency, 50),
+            "latency_p90_s": percentile(latency, 90),
+            "latency_p99_s": percentile(latency, 99),
+            "load_wall_s": result.wall_s,
+            "server_tokens_per_s": percentile(speeds, 50),
+        }
+        return Repetition(measurement=m, columns=columns)
+
+    def summary(self) -> dict:
+        return {
+            "server_startup_s": getattr(self, "startup_s", None),
+            "server_pid": getattr(self.engine, "server_pid", None),
+            "server_tokens_per_s_p50": percentile(self._server_speeds, 50),
+            "prompt_seed": PROMPT_SEED,
+            "window": "steady state: concurrency in flight with first tokens, until fewer remain",
+        }
+
+    def teardown(self) -> None:
+        if self.engine is None:
+            return
+        try:
+            text = self.engine.metrics_text()
+            if text:
+                from harness import store
+
+                store.write_text(self.ctx.case_dir / "server-metrics.txt", text)
+        finally:
+            self.engine.close()

@@ -1,0 +1,404 @@
+"""Serving without llama.cpp: the server lifecycle, the streaming client and its steady-state
+window, the serve workload end to end against a fake OpenAI server, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from runhelpers import FAST, PY, TESTS, harness, results_by_name
+
+from harness.engines.client import completion_payload, percentile, run_closed_loop
+from harness.engines.server import ServerProcess, check_port_free, free_port
+from harness.errors import HarnessError
+from harness.suite import SuiteError, expand, validate_data
+
+FAKE = str(TESTS / "fakeopenai.py")
+pytestmark = pytest.mark.timeout(300)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) is not a running server
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pid: int, timeout_s: float = 20) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def fake_server(tmp_path: Path, *args: str) -> ServerProcess:
+    port = free_port()
+    return ServerProcess(
+        [PY, FAKE, "--port", str(port), *args],
+        f"http://127.0.0.1:{port}/health",
+        tmp_path / "server.log",
+        name="fake server",
+    )
+
+
+# ------------------------------------------------------------------------------ lifecycle
+def test_server_starts_in_its_own_group_on_localhost_and_stop_leaves_nothing(tmp_path):
+    server = fake_server(tmp_path).start()
+    try:
+        assert server.wait_healthy(60) >= 0
+        assert os.getpgid(server.pid) == server.pid != os.getpgid(0)
+        port = int(server.health_url.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(HarnessError, match=f"port {port} on 127.0.0.1 is in use"):
+            check_port_free(port)
+        # it listens on 127.0.0.1 only: the port is free on the other addresses
+        other = socket.gethostbyname(socket.gethostname())
+        if other != "127.0.0.1":
+            with socket.socket() as s:
+                s.bind((other, port))
+    finally:
+        server.stop()
+    assert wait_gone(server.pid)
+
+
+def test_stop_ends_the_whole_group_also_what_the_server_started(tmp_path):
+    # a "server" whose child outlives a TERM of the leader: killed with the group
+    script = tmp_path / "srv.sh"
+    script.write_text(
+        f"#!/bin/sh\nsleep 300 &\necho $! > {tmp_path}/child.pid\nexec {PY} {FAKE} --port $1\n"
+    )
+    port = free_port()
+    server = ServerProcess(
+        ["sh", str(script), str(port)], f"http://127.0.0.1:{port}/health", tmp_path / "s.log"
+    ).start()
+    server.wait_healthy(60)
+    child = int((tmp_path / "child.pid").read_text())
+    assert alive(child)
+    server.stop()
+    assert wait_gone(server.pid) and wait_gone(child)
+
+
+def test_a_server_that_never_becomes_healthy_fails_with_its_log(tmp_path):
+    server = fake_server(tmp_path, "--fail-health").start()
+    with pytest.raises(HarnessError) as e:
+        server.wait_healthy(3)
+    assert "did not become healthy within 3 s" in str(e.value)
+    assert "model failed to load (on purpose)" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert wait_gone(server.pid)
+
+
+def test_a_server_that_exits_at_start_fails_with_its_status_and_log(tmp_path):
+    server = ServerProcess(
+        [PY, "-c", "import sys; print('cannot open model.gguf'); sys.exit(4)"],
+        "http://127.0.0.1:9/health",
+        tmp_path / "s.log",
+    ).start()
+    with pytest.raises(HarnessError, match=r"exited with status 4.*cannot open model\.gguf"):
+        server.wait_healthy(30)
+
+
+def test_the_server_dies_with_the_worker_that_started_it(tmp_path):
+    """A worker killed outright (timeout, Ctrl-C: the launcher kills its group) leaves no server."""
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(TESTS.parent)!r})
+        from harness.engines.server import ServerProcess, free_port
+        port = free_port()
+        s = ServerProcess([{PY!r}, {FAKE!r}, "--port", str(port)],
+                          f"http://127.0.0.1:{{port}}/health", {str(tmp_path / "w.log")!r}).start()
+        s.wait_healthy(60)
+        print(s.pid, flush=True)
+        time.sleep(300)
+        """
+    )
+    worker = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(worker.stdout.readline())
+        assert alive(server_pid)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+        assert wait_gone(server_pid)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+# ------------------------------------------------------------------ client and window
+def test_steady_state_window_opens_with_all_first_tokens_and_closes_at_drain(tmp_path):
+    server = fake_server(tmp_path, "--token-delay-s", "0.01").start()
+    try:
+        server.wait_healthy(60)
+        url = server.health_url.replace("/health", "/v1/completions")
+        payloads = [completion_payload("m", [5, 6, 7], 10) for _ in range(12)]
+        marks = {}
+        result = run_closed_loop(
+            url,
+            payloads,
+            4,
+            on_open=lambda: marks.setdefault("open", time.perf_counter()),
+            on_close=lambda: marks.setdefault("close", time.perf_counter()),
+        )
+    finally:
+        server.stop()
+    assert len(result.requests) == 12
+    assert all(len(r.token_s) == 10 and r.usage_tokens == 10 for r in result.requests)
+    first_four = sorted(result.requests, key=lambda r: r.sent_s)[:4]
+    # opened at the last of the first four first tokens, not before
+    assert result.open_s >= max(r.token_s[0] for r in first_four)
+    assert marks["open"] <= result.open_s
+    # closed when the first request of the drain finished, before the last one did
+    assert result.close_s < max(r.end_s for r in result.requests)
+    inside = result.tokens_in_window()
+    assert 0 < inside < 120
+    assert result.steady_s > 0
+
+
+def test_requests_fewer_than_concurrency_are_refused():
+    with pytest.raises(HarnessError, match="requests must be at least the concurrency"):
+        run_closed_loop("http://127.0.0.1:9/v1/completions", [{}] * 2, 4)
+
+
+def test_percentile_is_numpy_linear():
+    import numpy as np
+
+    xs = [0.3, 0.1, 0.9, 0.5, 0.7]
+    for q in (50, 90, 99):
+        assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+    assert percentile([], 50) is None
+
+
+# ------------------------------------------------------------------------ suite refusals
+def serve_suite(variant: dict, workload: dict | None = None, device: str = "cpu", model=None):
+    return {
+        "name": "s",
+        "carbon": {"intensity_g_per_kwh": 100},
+        "measurement": FAST,
+        "hardware": [{"name": "h", "device": device}],
+        "models": [model or {"name": "tiny-s", "source": "builtin:tiny-s"}],
+        "variants": [variant],
+        "workloads": [
+            workload
+            or {"type": "serve", "concurrency": [1, 4], "requests": 8, "prompt_tokens": 8,
+                "new_tokens": 8}
+        ],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("variant", "kw", "message"),
+    [
+        ({"name": "v", "engine": "tgi"}, {}, "unknown engine 'tgi' (known: transformers, llamacpp"),
+        (
+            {"name": "v", "quantization": "gguf-q4_0"},
+            {},
+            "gguf-q4_0 is served by engine llamacpp, not transformers",
+        ),
+        (
+            {"name": "v", "engine": "llamacpp", "quantization": "int8-dynamic"},
+            {},
+            "engine llamacpp runs GGUF types",
+        ),
+        (
+            {"name": "v", "engine": "llamacpp"},
+            {"device": "cuda:0"},
+            "engine llamacpp is built for the cpu, not cuda:0",
+        ),
+        (
+            {"name": "v", "engine": "llamacpp", "quantization": "gguf-q4_k_m"},
+            {},
+            "gguf-q4_k_m needs rows that are a multiple of 256; tiny-s has hidden_size 96",
+        ),
+        ({"name": "v", "engine": "openai"}, {}, "engine openai needs either command"),
+        ({"name": "v", "url": "http://x"}, {}, "url: only engine openai takes it"),
+    ],
+)
+def test_validate_refuses_what_an_engine_cannot_run(variant, kw, message):
+    with pytest.raises(SuiteError) as e:
+        validate_data(serve_suite(variant, **kw))
+    assert message in str(e.value)
+
+
+def test_validate_refuses_too_few_requests_for_the_concurrency():
+    w = {"type": "serve", "concurrency": [16], "requests": 8, "prompt_tokens": 8, "new_tokens": 8}
+    with pytest.raises(SuiteError, match="requests: 8 cannot keep 16 in flight"):
+        validate_data(serve_suite({"name": "v", "engine": "llamacpp"}, w))
+
+
+def test_the_matrix_serves_server_variants_and_runs_infer_in_process():
+    data = serve_suite({"name": "q4", "engine": "llamacpp", "quantization": "gguf-q4_0"})
+    data["variants"].append({"name": "fp32"})
+    data["workloads"] += [
+        {"type": "infer", "batch_sizes": [1], "prompt_tokens": 8, "new_tokens": 8},
+        {"type": "accuracy", "tasks": ["arith_mc"], "limit": 10},
+    ]
+    names = sorted(c["case"] for c in expand(validate_data(data)))
+    assert names == [
+        "tiny-s/fp32/h/accuracy-arith_mc",
+        "tiny-s/fp32/h/infer-b1",
+        "tiny-s/q4/h/accuracy-arith_mc",
+        "tiny-s/q4/h/serve-c1",
+        "tiny-s/q4/h/serve-c4",
+    ]
+
+
+def test_harness_validate_names_an_unknown_engine_in_one_line(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(serve_suite({"name": "v", "engine": "tgi"})))
+    proc = harness(["validate", str(path)], tmp_path)
+    assert proc.returncode == 2
+    assert "unknown engine 'tgi'" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_engine_not_installed_is_one_line_naming_the_script(tmp_path, monkeypatch):
+    from harness.engines import create_engine
+
+    monkeypatch.setenv("HARNESS_LLAMACPP_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(HarnessError) as e:
+        create_engine("llamacpp").load(
+            {"name": "tiny-s", "source": "builtin:tiny-s"}, None, {"device": "cpu"}, tmp_path
+        )
+    assert "engine llamacpp is not installed" in str(e.value)
+    assert "scripts/install-llamacpp.sh" in str(e.value) and ".[serve]" in str(e.value)
+
+
+# -------------------------------------------------------------- serve workload, end to end
+def fake_variant(*args: str) -> dict:
+    return {
+        "name": "fake",
+        "engine": "openai",
+        "command": [PY, FAKE, "--port", "{port}", *args],
+        "health_url": "http://127.0.0.1:{port}/health",
+    }
+
+
+def run_suite(tmp_path: Path, data: dict, timeout: float = 240):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = harness(["run", str(path), "--out", str(tmp_path / "out")], tmp_path, timeout=timeout)
+    run_dir = Path(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else None
+    return proc, run_dir
+
+
+def test_serve_cases_measure_the_steady_state_and_leave_no_server(tmp_path):
+    data = serve_suite(fake_variant("--token-delay-s", "0.004"))
+    proc, run_dir = run_suite(tmp_path, data)
+    assert proc.returncode == 0, proc.stderr
+    results = results_by_name(run_dir)
+    assert set(results) == {"tiny-s/fake/h/serve-c1", "tiny-s/fake/h/serve-c4"}
+    for name, result in results.items():
+        assert result["status"] == "ok"
+        rec = result["repetitions"][0]
+        assert rec["concurrency"] == int(name[-1])
+        assert rec["requests"] == 8 and rec["tokens_out"] < 8 * 8
+        assert rec["steady_s"] == pytest.approx(rec["duration_s"])
+        assert rec["energy_per_token_j"] == pytest.approx(rec["energy_j"] / rec["tokens_out"])
+        assert rec["energy_per_request_j"] == pytest.approx(rec["energy_per_token_j"] * 8)
+        for col in ("ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p90_s", "itl_p99_s"):
+            assert rec[col] > 0
+        assert rec["itl_p50_s"] <= rec["itl_p90_s"] <= rec["itl_p99_s"]
+        case_dir = run_dir / "cases" / result["case_id"]
+        assert "fake_requests_total" in (case_dir / "server-metrics.txt").read_text()
+        pid = result["summary"]["server_pid"]
+        assert not alive(pid)
+
+
+def test_a_server_dying_mid_window_fails_the_case_with_the_reason(tmp_path):
+    data = serve_suite(fake_variant("--die-after", "5"))
+    data["workloads"][0]["concurrency"] = [1]
+    proc, run_dir = run_suite(tmp_path, data)
+    assert proc.returncode == 1
+    (result,) = results_by_name(run_dir).values()
+    assert result["status"] == "failed"
+    assert "exited with status 3" in result["error"]
+    assert "dying on purpose" in result["error"]
+
+
+def test_a_port_in_use_fails_the_case_in_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        w = {"type": "serve", "concurrency": [1], "requests": 2, "prompt_tokens": 4,
+             "new_tokens": 4, "port": port}  # fmt: skip
+        proc, run_dir = run_suite(tmp_path, serve_suite(fake_variant(), w))
+    assert proc.returncode == 1
+    (result,) = results_by_name(run_dir).values()
+    assert result["error"] == f"port {port} on 127.0.0.1 is in use; choose another port"
+
+
+def test_a_server_already_running_at_a_url_is_measured_with_a_warning(tmp_path):
+    server = fake_server(tmp_path).start()
+    try:
+        server.wait_healthy(60)
+        base = server.health_url.removesuffix("/health")
+        variant = {"name": "fake", "engine": "openai", "url": base, "health_url": server.health_url}
+        w = {"type": "serve", "concurrency": [2], "requests": 4, "prompt_tokens": 4,
+             "new_tokens": 4}  # fmt: skip
+        proc, run_dir = run_suite(tmp_path, serve_suite(variant, w))
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    (result,) = results_by_name(run_dir).values()
+    warnings = json.dumps(result["repetitions"][0]["warnings"])
+    assert "only this machine's energy was measured" in warnings
+
+
+def test_serving_suites_validate():
+    for name in ("serving", "gpu-serving"):
+        path = TESTS.parent / "suites" / f"{name}.yaml"
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", "validate", str(path)],
+            capture_output=True,
+            text=True,
+            cwd=TESTS.parent,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_vllm_is_refused_in_one_line_without_cuda(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from harness.engines import create_engine
+
+    with pytest.raises(HarnessError) as e:
+        create_engine("vllm").load(
+            {"name": "tiny-s", "source": "builtin:tiny-s"}, None, {"device": "cuda:0"}, tmp_path
+        )
+    assert str(e.value) == "engine vllm needs an NVIDIA GPU with CUDA; none is usable here"
+
+
+@pytest.mark.gpu
+def test_vllm_serves_the_builtin_model_on_a_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("vllm")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA here")
+    data = serve_suite({"name": "v", "engine": "vllm", "dtype": "float16"}, device="cuda:0")
+    data["workloads"].insert(0, {"type": "train", "steps": 20, "batch_size": 4, "seq_len": 16})
+    data["variants"].insert(0, {"name": "fp32"})
+    proc, run_dir = run_suite(tmp_path, data, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name, result in results_by_name(run_dir).items():
+        if "/serve-" in name:
+            assert not alive(result["summary"]["server_pid"])
