@@ -151,7 +151,7 @@ def figure(serve: pd.DataFrame, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from harness.report.plots import _save
+    from harness.report.png import save_png
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for (model, variant, method), g in serve.groupby(["model", "variant", "energy_method"]):
@@ -168,7 +168,7 @@ def figure(serve: pd.DataFrame, path: Path) -> Path | None:
     axes[0].legend(fontsize=8)
     fig.suptitle("Served in the steady state: energy against concurrency")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def section(frame: pd.DataFrame, table, fmt) -> str:

@@ -772,14 +772,12 @@ def figure(tech: pd.DataFrame, path: Path) -> Path | None:
     t = tech[tech["accuracy_retained_pct"].notna() & tech["energy_per_query_saved_pct"].notna()]
     if t.empty:
         return None
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from harness import store
+    from harness.report.png import save_png
 
     fig, ax = plt.subplots(figsize=(9, 6))
     kinds = list(dict.fromkeys(t["technique"]))
@@ -818,13 +816,7 @@ def figure(tech: pd.DataFrame, path: Path) -> Path | None:
         f"energy: {', '.join(methods)}",
         fontsize=11,
     )
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, dpi=100, format="png", pil_kwargs={"compress_level": 1})
-    finally:
-        plt.close(fig)
-    store.write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path)
 
 
 # --- all of it, for build_report --------------------------------------------------------------
