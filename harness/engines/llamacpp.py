@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.engines import Engine
+from harness.engines.served import ServedEngine
 from harness.engines.server import HOST, ServerProcess, check_port_free, free_port
 from harness.errors import HarnessError
 
@@ -64,10 +64,9 @@ def check_installed() -> tuple[Path, Path]:
     return server, quantize
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(ServedEngine):
     name = "llamacpp"
     #: a server engine: workloads send it requests rather than calling generate
-    serves = True
 
     def __init__(self) -> None:
         #: ``measure(name)``: a context manager (a meter window) around export work, or None
@@ -161,35 +160,8 @@ class LlamaCppEngine(Engine):
         if self.threads:
             cmd += ["--threads", str(self.threads), "--threads-batch", str(self.threads)]
         self.base_url = f"http://{HOST}:{port}"
-        self.server = ServerProcess(cmd, f"{self.base_url}/health", log_path, name="llama-server")
-        self.server.start()
-        self.server_pid = self.server.pid
-        return self.server.wait_healthy(health_timeout_s)
-
-    @property
-    def completions_url(self) -> str:
-        return f"{self.base_url}/v1/completions"
-
-    def metrics_text(self) -> str | None:
-        """The server's Prometheus metrics (``/metrics``), or None if it has none now."""
-        import urllib.request
-
-        if self.base_url is None:
-            return None
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as r:
-                return r.read().decode("utf-8", errors="replace")
-        except OSError:
-            return None
-
-    def check_alive(self, wait_s: float = 0.0) -> None:
-        if self.server is not None:
-            self.server.check_alive(wait_s)
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        health = f"{self.base_url}/health"
+        return self.launch(cmd, health, log_path, health_timeout_s, name="llama-server")
 
     # ------------------------------------------------------------- accuracy
     def lm_eval_model(self, batch_size: int) -> Any:
@@ -205,6 +177,3 @@ class LlamaCppEngine(Engine):
             tokenizer=str(gguf.saved_tokenizer(self.gguf_path)),
             vocab_size=len(self.tokenizer),
         )
-
-    def close(self) -> None:
-        self.stop()

@@ -16,16 +16,15 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from harness.engines import Engine
+from harness.engines.served import ServedEngine
 from harness.engines.server import HOST, ServerProcess, check_port_free, free_port
 from harness.errors import HarnessError
 
 REMOTE_WARNING = "openai: the server runs elsewhere; only this machine's energy was measured"
 
 
-class OpenAIEngine(Engine):
+class OpenAIEngine(ServedEngine):
     name = "openai"
-    serves = True
 
     def __init__(self) -> None:
         self.measure = None
@@ -118,39 +117,8 @@ class OpenAIEngine(Engine):
         cmd = [fill(c) for c in self.variant["command"]]
         health = fill(self.variant["health_url"])
         self.base_url = f"http://{HOST}:{port}"
-        self.server = ServerProcess(
-            cmd, health, log_path, name=f"openai server ({Path(cmd[0]).name})"
-        )
-        self.server.start()
-        self.server_pid = self.server.pid
-        return self.server.wait_healthy(health_timeout_s)
-
-    @property
-    def completions_url(self) -> str:
-        return f"{self.base_url}/v1/completions"
-
-    def metrics_text(self) -> str | None:
-        import urllib.request
-
-        if self.base_url is None:
-            return None
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as r:
-                return r.read().decode("utf-8", errors="replace")
-        except OSError:
-            return None
-
-    def check_alive(self, wait_s: float = 0.0) -> None:
-        if self.server is not None:
-            self.server.check_alive(wait_s)
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def close(self) -> None:
-        self.stop()
+        name = f"openai server ({Path(cmd[0]).name})"
+        return self.launch(cmd, health, log_path, health_timeout_s, name=name)
 
 
 def _wait_remote(probe: ServerProcess, timeout_s: float) -> float:

@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from harness.engines import Engine
+from harness.engines.served import ServedEngine
 from harness.engines.server import HOST, ServerProcess, check_port_free, free_port
 from harness.errors import HarnessError
 
@@ -35,9 +35,8 @@ def check_cuda() -> None:
         raise HarnessError(f"engine vllm is not installed: {INSTALL_HINT}")
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(ServedEngine):
     name = "vllm"
-    serves = True
 
     def __init__(self) -> None:
         self.measure = None
@@ -107,34 +106,8 @@ class VLLMEngine(Engine):
         ]  # fmt: skip
         self.base_url = f"http://{HOST}:{port}"
         env = {"CUDA_VISIBLE_DEVICES": self.gpu}
-        self.server = ServerProcess(cmd, f"{self.base_url}/health", log_path, env=env, name="vllm")
-        self.server.start()
-        self.server_pid = self.server.pid
-        return self.server.wait_healthy(health_timeout_s)
-
-    @property
-    def completions_url(self) -> str:
-        return f"{self.base_url}/v1/completions"
-
-    def metrics_text(self) -> str | None:
-        import urllib.request
-
-        if self.base_url is None:
-            return None
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as r:
-                return r.read().decode("utf-8", errors="replace")
-        except OSError:
-            return None
-
-    def check_alive(self, wait_s: float = 0.0) -> None:
-        if self.server is not None:
-            self.server.check_alive(wait_s)
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        health = f"{self.base_url}/health"
+        return self.launch(cmd, health, log_path, health_timeout_s, name="vllm", env=env)
 
     def lm_eval_model(self, batch_size: int):
         """lm-eval's local-completions model pointed at this server (vLLM answers echo)."""
@@ -149,6 +122,3 @@ class VLLMEngine(Engine):
             tokenizer_backend="huggingface",
             batch_size=batch_size,
         )
-
-    def close(self) -> None:
-        self.stop()
