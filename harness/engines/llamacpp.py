@@ -15,13 +15,12 @@ tokenises text the harness sent.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
 
 from harness.engines.served import ServedEngine
-from harness.engines.server import HOST, ServerProcess, check_port_free, free_port
+from harness.engines.server import HOST, check_port_free, free_port
 from harness.errors import HarnessError
 
 INSTALL_HINT = "run scripts/install-llamacpp.sh (and pip install -e '.[serve]')"
@@ -66,17 +65,12 @@ def check_installed() -> tuple[Path, Path]:
 
 class LlamaCppEngine(ServedEngine):
     name = "llamacpp"
-    #: a server engine: workloads send it requests rather than calling generate
 
     def __init__(self) -> None:
         #: ``measure(name)``: a context manager (a meter window) around export work, or None
         self.measure = None
-        self.server: ServerProcess | None = None
-        #: the started server's pid (kept after it stopped: tests check that it is gone)
-        self.server_pid: int | None = None
         self.gguf_path: Path | None = None
         self.columns: dict = {}
-        self.base_url: str | None = None
         self.threads: int | None = None
         self._vocab: list[int] = []
         self._context = None
@@ -115,15 +109,6 @@ class LlamaCppEngine(ServedEngine):
 
     def context_length(self) -> int | None:
         return self._context
-
-    def prompt_ids(self, count: int, prompt_tokens: int, seed: int) -> list[list[int]]:
-        """``count`` seeded prompts of exactly ``prompt_tokens`` ordinary token ids."""
-        if not self._vocab:
-            raise HarnessError(
-                "the model's vocabulary has no ordinary tokens to build prompts from"
-            )
-        rng = random.Random(seed)
-        return [[rng.choice(self._vocab) for _ in range(prompt_tokens)] for _ in range(count)]
 
     # ----------------------------------------------------------------- server
     def start(

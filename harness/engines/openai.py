@@ -13,7 +13,6 @@ exact.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from harness.engines.served import ServedEngine
@@ -28,10 +27,6 @@ class OpenAIEngine(ServedEngine):
 
     def __init__(self) -> None:
         self.measure = None
-        self.server: ServerProcess | None = None
-        #: the started server's pid (kept after it stopped: tests check that it is gone)
-        self.server_pid: int | None = None
-        self.base_url: str | None = None
         self.variant: dict = {}
         self.columns: dict = {}
         self._vocab: list[int] = []
@@ -81,10 +76,6 @@ class OpenAIEngine(ServedEngine):
         raise HarnessError(
             f"engine openai builds token-id prompts from a builtin: or path: model, not {source}"
         )
-
-    def prompt_ids(self, count: int, prompt_tokens: int, seed: int) -> list[list[int]]:
-        rng = random.Random(seed)
-        return [[rng.choice(self._vocab) for _ in range(prompt_tokens)] for _ in range(count)]
 
     def start(
         self,

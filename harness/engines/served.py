@@ -7,17 +7,32 @@ that says they are healthy (STYLE.md: "server engines share one client"); the pr
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from harness.engines import Engine
 from harness.engines.server import ServerProcess
+from harness.errors import HarnessError
 
 
 class ServedEngine(Engine):
+    #: a server engine: workloads send it requests rather than calling generate
     serves = True
     server: ServerProcess | None = None
+    #: the started server's pid (kept after it stopped: tests check that it is gone)
     server_pid: int | None = None
     base_url: str | None = None
+    #: the ordinary token ids prompts are drawn from (set by ``load``)
+    _vocab: list[int]
+
+    def prompt_ids(self, count: int, prompt_tokens: int, seed: int) -> list[list[int]]:
+        """``count`` seeded prompts of exactly ``prompt_tokens`` ordinary token ids."""
+        if not self._vocab:
+            raise HarnessError(
+                "the model's vocabulary has no ordinary tokens to build prompts from"
+            )
+        rng = random.Random(seed)
+        return [[rng.choice(self._vocab) for _ in range(prompt_tokens)] for _ in range(count)]
 
     def launch(
         self,

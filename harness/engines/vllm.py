@@ -9,13 +9,12 @@ clients keep in flight; requests are token ids, as for llama.cpp.
 
 from __future__ import annotations
 
-import random
 import shutil
 import sys
 from pathlib import Path
 
 from harness.engines.served import ServedEngine
-from harness.engines.server import HOST, ServerProcess, check_port_free, free_port
+from harness.engines.server import HOST, check_port_free, free_port
 from harness.errors import HarnessError
 
 INSTALL_HINT = "pip install -e '.[vllm]' on a machine with an NVIDIA GPU"
@@ -40,9 +39,6 @@ class VLLMEngine(ServedEngine):
 
     def __init__(self) -> None:
         self.measure = None
-        self.server: ServerProcess | None = None
-        self.server_pid: int | None = None
-        self.base_url: str | None = None
         self.columns: dict = {}
         self.model_dir: Path | None = None
         self.gpu: str = "0"
@@ -75,10 +71,6 @@ class VLLMEngine(ServedEngine):
         self.loaded = self.model_dir
         self.device = device
         return dict(self.columns)
-
-    def prompt_ids(self, count: int, prompt_tokens: int, seed: int) -> list[list[int]]:
-        rng = random.Random(seed)
-        return [[rng.choice(self._vocab) for _ in range(prompt_tokens)] for _ in range(count)]
 
     def start(
         self,
