@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from fakeruns import standard_cases, write_run
+from notebookkit import write_kernelspec
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -16,16 +15,6 @@ pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
-
-
-def _kernelspec(folder: Path) -> None:
-    """A python3 kernelspec that runs this interpreter, found first through JUPYTER_PATH."""
-    spec = folder / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "Python 3 (test)", "language": "python"})
-    )
 
 
 def test_notebook_is_committed_without_outputs():
@@ -37,7 +26,7 @@ def test_notebook_is_committed_without_outputs():
 
 def test_notebook_runs_on_a_synthetic_run(tmp_path, monkeypatch):
     run = write_run(tmp_path / "results", standard_cases())
-    _kernelspec(tmp_path / "jupyter")
+    write_kernelspec(tmp_path / "jupyter")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("HARNESS_RUN_DIR", str(run))
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -3,12 +3,12 @@ regression that harness compare flags."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from notebookkit import write_kernelspec
 from sitekit import nightly_runs
 
 nbformat = pytest.importorskip("nbformat")
@@ -17,16 +17,6 @@ pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "trends.ipynb"
-
-
-def _kernelspec(folder: Path) -> None:
-    """A python3 kernelspec that runs this interpreter, found first through JUPYTER_PATH."""
-    spec = folder / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "Python 3 (test)", "language": "python"})
-    )
 
 
 def test_trends_notebook_is_committed_as_its_maker_writes_it():
@@ -43,7 +33,7 @@ def test_trends_notebook_is_committed_as_its_maker_writes_it():
 
 def test_trends_notebook_runs_on_nightly_runs(tmp_path, monkeypatch):
     runs = nightly_runs(tmp_path / "results")
-    _kernelspec(tmp_path / "jupyter")
+    write_kernelspec(tmp_path / "jupyter")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
