@@ -551,28 +551,46 @@ class CommandWorkload(_Strict):
 
 class ServeWorkload(_Selects):
     type: Literal["serve"]
-    concurrency: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    #: closed-loop clients, a case each (empty: only the open-loop cases of ``rate_rps``)
+    concurrency: list[Annotated[int, Field(ge=1)]] = []
+    #: open-loop Poisson arrivals, requests per second, a case each; the server has ``slots``
+    rate_rps: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = []
+    #: the server's slots in an open-loop case (default: the largest concurrency, else 16)
+    slots: Annotated[int, Field(ge=1)] | None = None
     requests: Annotated[int, Field(ge=1)]
     prompt_tokens: Annotated[int, Field(ge=1)]
     new_tokens: Annotated[int, Field(ge=2)]
     #: the server's port (None: a free one); a port in use fails the case in one line
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
-    @field_validator("concurrency")
+    @field_validator("concurrency", "rate_rps")
     @classmethod
-    def _unique(cls, value: list[int]) -> list[int]:
+    def _unique(cls, value: list, info) -> list:
         if len(set(value)) != len(value):
-            raise ValueError("a concurrency is listed twice")
+            name = "a concurrency" if info.field_name == "concurrency" else "a rate_rps"
+            raise ValueError(f"{name} is listed twice")
         return value
 
     @model_validator(mode="after")
     def _enough_requests(self) -> ServeWorkload:
-        if self.requests < max(self.concurrency):
+        from harness.engines.client import OPEN_LOOP_MIN_REQUESTS
+
+        if not self.concurrency and not self.rate_rps:
+            raise ValueError("serve needs a concurrency list, a rate_rps list, or both")
+        if self.concurrency and self.requests < max(self.concurrency):
             raise ValueError(
                 f"requests: {self.requests} cannot keep {max(self.concurrency)} in flight "
                 "(requests must be at least the largest concurrency)"
             )
+        if self.rate_rps and self.requests < OPEN_LOOP_MIN_REQUESTS:
+            raise ValueError(
+                f"requests: {self.requests} is too few for an open loop's window "
+                f"(rate_rps needs at least {OPEN_LOOP_MIN_REQUESTS})"
+            )
         return self
+
+    def open_loop_slots(self) -> int:
+        return self.slots or (max(self.concurrency) if self.concurrency else 16)
 
 
 Workload = Annotated[
@@ -925,20 +943,26 @@ def _shapes(workload: BaseModel) -> list[tuple[dict, str, str]]:
             for t in w.tasks
         ]
     if w.type == "serve":
-        return [
-            (
-                {
-                    "type": "serve",
-                    "concurrency": c,
-                    "requests": w.requests,
-                    "prompt_tokens": w.prompt_tokens,
-                    "new_tokens": w.new_tokens,
-                    "port": w.port,
-                },
-                f"serve-c{c}",
-                f"serve-c{c}-p{w.prompt_tokens}-n{w.new_tokens}-r{w.requests}",
-            )
+        shape = f"p{w.prompt_tokens}-n{w.new_tokens}-r{w.requests}"
+        base = {
+            "type": "serve",
+            "requests": w.requests,
+            "prompt_tokens": w.prompt_tokens,
+            "new_tokens": w.new_tokens,
+            "port": w.port,
+        }
+        closed = [
+            ({**base, "concurrency": c}, f"serve-c{c}", f"serve-c{c}-{shape}")
             for c in w.concurrency
+        ]
+        slots = w.open_loop_slots()
+        return closed + [
+            (
+                {**base, "concurrency": slots, "rate_rps": rate},
+                f"serve-rps{rate:g}",
+                f"serve-rps{rate:g}-c{slots}-{shape}",
+            )
+            for rate in w.rate_rps
         ]
     spec = {"type": "command", "name": w.name, "run": list(w.run), "env": dict(w.env), "cwd": w.cwd}
     return [(spec, w.name, w.name)]

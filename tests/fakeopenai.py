@@ -1,11 +1,13 @@
 """A fake OpenAI-compatible completions server for tests and benchmarks/serve_overhead.py.
 
-    python tests/fakeopenai.py --port P [--token-delay-s S] [--die-after N] [--fail-health]
+    python tests/fakeopenai.py --port P [--token-delay-s S] [--parallel N] [--die-after N]
+        [--fail-health]
 
 Streams ``max_tokens`` chunks per request (one token each, as llama.cpp does), ``--token-delay-s``
 apart (0: it answers instantly, so the client's own cost can be measured), then a usage chunk and
 ``[DONE]``. ``--die-after N`` exits the process in the middle of request N (a server that dies
-mid-window); ``--fail-health`` never answers /health with 200. Listens on 127.0.0.1 only.
+mid-window); ``--fail-health`` never answers /health with 200; ``--parallel N`` streams at most
+N answers at once, as a server's slots do (the rest wait their turn). Listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ import sys
 from aiohttp import web
 
 
-def build_app(token_delay_s: float, die_after: int | None, fail_health: bool) -> web.Application:
+def _event(obj: dict) -> bytes:
+    # compact separators, as llama.cpp and vLLM write their chunks
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def build_app(
+    token_delay_s: float, die_after: int | None, fail_health: bool, parallel: int | None = None
+) -> web.Application:
     state = {"requests": 0}
+    slots = asyncio.Semaphore(parallel) if parallel else None
 
     async def health(_request):
         if fail_health:
@@ -31,6 +41,12 @@ def build_app(token_delay_s: float, die_after: int | None, fail_health: bool) ->
         return web.Response(text=f"fake_requests_total {state['requests']}\n")
 
     async def completions(request):
+        if slots is None:
+            return await answer(request)
+        async with slots:
+            return await answer(request)
+
+    async def answer(request):
         body = await request.json()
         state["requests"] += 1
         n = int(body.get("max_tokens", 16))
@@ -41,16 +57,16 @@ def build_app(token_delay_s: float, die_after: int | None, fail_health: bool) ->
                 print("fake server: dying on purpose", flush=True)
                 os._exit(3)
             chunk = {"choices": [{"index": 0, "text": f" t{i}", "finish_reason": None}]}
-            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            await resp.write(_event(chunk))
             if token_delay_s:
                 await asyncio.sleep(token_delay_s)
         final = {
             "choices": [{"index": 0, "text": "", "finish_reason": "length"}],
             "timings": {"predicted_per_second": 1.0 / token_delay_s if token_delay_s else 1e6},
         }
-        await resp.write(b"data: " + json.dumps(final).encode() + b"\n\n")
+        await resp.write(_event(final))
         usage = {"choices": [], "usage": {"completion_tokens": n}}
-        await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+        await resp.write(_event(usage))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
@@ -67,12 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--token-delay-s", type=float, default=0.0)
     ap.add_argument("--die-after", type=int, default=None)
+    ap.add_argument("--parallel", type=int, default=None)
     ap.add_argument("--fail-health", action="store_true")
     args = ap.parse_args(argv)
     print(f"fake server on 127.0.0.1:{args.port}", flush=True)
     if args.fail_health:
         print("fake server: model failed to load (on purpose)", flush=True)
-    app = build_app(args.token_delay_s, args.die_after, args.fail_health)
+    app = build_app(args.token_delay_s, args.die_after, args.fail_health, args.parallel)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 

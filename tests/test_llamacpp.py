@@ -197,9 +197,12 @@ def test_the_serving_suite_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     results = _check_served(run_dir)
-    assert len(results) == 15
+    assert len(results) == 18
     rows = json.loads(json.dumps([r["repetitions"][0] for r in results.values()]))
-    assert {r["concurrency"] for r in rows if r.get("workload") == "serve"} == {1, 4, 16}
+    serve = [r for r in rows if r.get("workload") == "serve"]
+    assert {r["concurrency"] for r in serve if r["arrivals"] == "closed-loop"} == {1, 4, 16}
+    poisson = [r for r in serve if r["arrivals"] == "poisson"]
+    assert len(poisson) == 3 and {(r["rate_rps"], r["concurrency"]) for r in poisson} == {(40, 16)}
 
 
 def test_install_script_returns_at_once_when_built():

@@ -17,7 +17,14 @@ import pytest
 import yaml
 from runhelpers import FAST, PY, TESTS, harness, results_by_name
 
-from harness.engines.client import completion_payload, percentile, run_closed_loop
+from harness.engines import client
+from harness.engines.client import (
+    completion_payload,
+    percentile,
+    poisson_schedule,
+    run_closed_loop,
+    run_open_loop,
+)
 from harness.engines.server import ServerProcess, check_port_free, free_port
 from harness.errors import HarnessError
 from harness.suite import SuiteError, expand, validate_data
@@ -174,6 +181,118 @@ def test_steady_state_window_opens_with_all_first_tokens_and_closes_at_drain(tmp
 def test_requests_fewer_than_concurrency_are_refused():
     with pytest.raises(HarnessError, match="requests must be at least the concurrency"):
         run_closed_loop("http://127.0.0.1:9/v1/completions", [{}] * 2, 4)
+
+
+class _Content:
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    async def iter_any(self):
+        for c in self.chunks:
+            yield c
+
+
+class _Response:
+    status = 200
+
+    def __init__(self, chunks):
+        self.content = _Content(chunks)
+
+
+def read(chunks: list[bytes], on_first=None) -> client.RequestTiming:
+    import asyncio
+
+    timing = client.RequestTiming(sent_s=time.perf_counter())
+    asyncio.run(client._read_stream(_Response(chunks), timing, on_first))
+    return timing
+
+
+def test_the_stream_reader_counts_tokens_across_reads_crlf_spacing_and_a_missing_blank_line():
+    tok = b'data: {"choices":[{"text":" a","index":0,"finish_reason":null}]}'
+    spaced = b'data: {"choices": [{"text": " b", "finish_reason": null}]}'
+    final = (
+        b'data: {"choices":[{"text":"","finish_reason":"length"}],'
+        b'"usage":{"completion_tokens":4},"timings":{"predicted_per_second":250.0,'
+        b'"prompt_ms":2.0,"predicted_ms":12.0}}'
+    )
+    stream = tok + b"\r\n\r\n" + tok + b"\n\n" + spaced + b"\n\n" + tok + b"\n\n" + final
+    # split everywhere, the CRLF pair and the JSON included
+    chunks = [stream[:30], stream[30 : len(tok) + 1], stream[len(tok) + 1 : len(tok) + 3]]
+    chunks += [stream[len(tok) + 3 : 150], stream[150:]]
+    firsts = []
+    t = read(chunks, lambda: firsts.append(1))
+    assert len(t.token_s) == 4 and firsts == [1]
+    assert t.usage_tokens == 4 and t.server_tokens_per_s == 250.0 and t.server_busy_ms == 14.0
+    assert t.end_s >= t.token_s[-1]
+    # [DONE] ends the read, whatever follows
+    t = read([tok + b"\n\ndata: [DONE]\n\n" + tok + b"\n\n"])
+    assert len(t.token_s) == 1
+
+
+def test_the_stream_reader_refuses_garbage_and_errors_in_one_line():
+    with pytest.raises(HarnessError, match="not JSON: b'{nope'"):
+        read([b"data: {nope\n\n"])
+    with pytest.raises(HarnessError, match="server streamed an error: .*overloaded"):
+        read([b'data: {"error":{"message":"overloaded"}}\n\n'])
+    with pytest.raises(HarnessError, match="not an object"):
+        read([b"data: [1, 2]\n\n"])
+
+
+def test_poisson_arrivals_are_seeded_with_the_rate_as_their_mean():
+    a = poisson_schedule(4000, 50.0, 7)
+    assert a == poisson_schedule(4000, 50.0, 7) and a != poisson_schedule(4000, 50.0, 8)
+    gaps = [y - x for x, y in zip(a, a[1:], strict=False)]
+    assert a[0] == 0.0 and min(gaps) > 0
+    mean = sum(gaps) / len(gaps)
+    assert mean == pytest.approx(1 / 50.0, rel=0.05)
+    # exponential gaps: the standard deviation equals the mean (a fixed pace would give 0)
+    sd = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5
+    assert sd == pytest.approx(mean, rel=0.1)
+
+
+def test_an_open_loop_sends_at_its_arrivals_whatever_is_in_flight(tmp_path):
+    # each request takes 8 x 25 ms = 0.2 s; arrivals at 40 rps overlap many of them
+    server = fake_server(tmp_path, "--token-delay-s", "0.025").start()
+    try:
+        server.wait_healthy(60)
+        url = server.health_url.replace("/health", "/v1/completions")
+        payloads = [completion_payload("m", [5, 6], 8) for _ in range(30)]
+        result = run_open_loop(url, payloads, 40.0, 3)
+    finally:
+        server.stop()
+    rs = sorted(result.requests, key=lambda r: r.sent_s)
+    assert len(rs) == 30 and all(len(r.token_s) == 8 for r in rs)
+    schedule = poisson_schedule(30, 40.0, 3)
+    start = rs[0].scheduled_s
+    assert [r.scheduled_s - start for r in rs] == pytest.approx(schedule, abs=1e-9)
+    assert max(r.lag_s for r in rs) < 0.1
+    # a closed loop would wait for an answer first: here requests overlap
+    overlap = max(sum(1 for o in rs if o.sent_s <= r.sent_s < o.end_s) for r in rs)
+    assert overlap >= 4
+    # the window spans the arrivals after the first tenth (3 of 30) up to the last one
+    assert result.open_s == pytest.approx(rs[3].sent_s, abs=0.02)
+    assert result.close_s == pytest.approx(rs[-1].sent_s, abs=0.02)
+    assert result.close_s < max(r.end_s for r in rs)
+
+
+def test_an_open_loop_refuses_a_bad_rate_and_too_few_requests():
+    with pytest.raises(HarnessError, match="rate_rps must be a positive number"):
+        run_open_loop("http://127.0.0.1:9/v1/completions", [{}] * 20, 0.0, 1)
+    with pytest.raises(HarnessError, match="at least 10 requests"):
+        run_open_loop("http://127.0.0.1:9/v1/completions", [{}] * 3, 5.0, 1)
+
+
+def test_a_server_that_stops_answering_ends_the_load_in_one_line(tmp_path):
+    server = fake_server(tmp_path, "--token-delay-s", "60").start()
+    try:
+        server.wait_healthy(60)
+        url = server.health_url.replace("/health", "/v1/completions")
+        t0 = time.monotonic()
+        with pytest.raises(HarnessError, match=r"no answer from .* within 1 s"):
+            run_closed_loop(url, [completion_payload("m", [5], 4)] * 2, 2, timeout_s=1.0)
+        assert time.monotonic() - t0 < 15
+    finally:
+        server.stop()
 
 
 def test_percentile_is_numpy_linear():
@@ -361,6 +480,62 @@ def test_a_server_already_running_at_a_url_is_measured_with_a_warning(tmp_path):
     (result,) = results_by_name(run_dir).values()
     warnings = json.dumps(result["repetitions"][0]["warnings"])
     assert "only this machine's energy was measured" in warnings
+
+
+def test_open_loop_cases_are_their_own_with_the_servers_slots():
+    w = {"type": "serve", "concurrency": [1, 4], "rate_rps": [2, 0.5], "requests": 16,
+         "prompt_tokens": 8, "new_tokens": 8}  # fmt: skip
+    cases = expand(validate_data(serve_suite(fake_variant(), w)))
+    names_ = [c["case"] for c in cases]
+    names = sorted(c["workload"].get("rate_rps") or 0 for c in cases)
+    assert names == [0, 0, 0.5, 2]
+    open_loop = [c for c in cases if c["workload"].get("rate_rps")]
+    assert {c["workload"]["concurrency"] for c in open_loop} == {4}
+    assert "tiny-s/fake/h/serve-rps0.5" in names_ and "tiny-s/fake/h/serve-c4" in names_
+    w2 = {**w, "concurrency": [], "slots": 3}
+    cases = expand(validate_data(serve_suite(fake_variant(), w2)))
+    assert [c["workload"]["concurrency"] for c in cases] == [3, 3]
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"concurrency": [], "rate_rps": []}, "serve needs a concurrency list, a rate_rps list"),
+        ({"rate_rps": [2], "requests": 5}, "rate_rps needs at least 10"),
+        ({"rate_rps": [2, 2]}, "a rate_rps is listed twice"),
+        ({"rate_rps": [-1]}, r"rate_rps.0: must be > 0"),
+    ],
+)
+def test_validate_refuses_a_bad_open_loop(patch, message):
+    w = {"type": "serve", "concurrency": [1], "requests": 16, "prompt_tokens": 8,
+         "new_tokens": 8, **patch}  # fmt: skip
+    with pytest.raises(SuiteError, match=message):
+        validate_data(serve_suite(fake_variant(), w))
+
+
+def test_an_open_loop_case_runs_end_to_end_and_warns_when_the_server_falls_behind(tmp_path):
+    # 8 tokens x 20 ms = 0.16 s a request on 2 slots: about 12 requests/s at most
+    w = {"type": "serve", "rate_rps": [4, 60], "slots": 2, "requests": 24, "prompt_tokens": 4,
+         "new_tokens": 8}  # fmt: skip
+    proc, run_dir = run_suite(
+        tmp_path,
+        serve_suite(fake_variant("--token-delay-s", "0.02", "--parallel", "{parallel}"), w),
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = results_by_name(run_dir)
+    assert set(results) == {"tiny-s/fake/h/serve-rps4", "tiny-s/fake/h/serve-rps60"}
+    for name, result in results.items():
+        rec = result["repetitions"][0]
+        assert rec["arrivals"] == "poisson" and rec["rate_rps"] == float(name.split("rps")[-1])
+        assert rec["concurrency"] == 2 and rec["client_cpu_s"] >= 0
+        assert rec["arrival_lag_p99_s"] < 0.2
+        assert "arrivals after the first tenth" in result["summary"]["window"]
+    slow = json.dumps(results["tiny-s/fake/h/serve-rps60"]["repetitions"][0]["warnings"])
+    assert "did not keep up" in slow
+    easy = json.dumps(results["tiny-s/fake/h/serve-rps4"]["repetitions"][0]["warnings"])
+    assert "did not keep up" not in easy
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "Poisson 60 rps, 2 slots" in report
 
 
 def test_serving_suites_validate():

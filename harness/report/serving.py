@@ -6,6 +6,8 @@
   making it cost (``produce_j``);
 - the figure ``serving.png``: energy per token and per request against concurrency, one line per
   variant;
+- open-loop cases (Poisson arrivals at ``rate_rps``) are rows of their own, keyed by the rate;
+  the concurrency curve and its gain are closed-loop only;
 - in report.md: that table, energy per token at the highest concurrency against concurrency 1
   per variant, model size per variant, accuracy per variant, and the same model in-process
   (``infer`` at batch 1) against served (``serve`` at concurrency 1).
@@ -32,7 +34,7 @@ SERVE_METRICS = [
     "steady_s",
     "energy_j",
 ]
-KEYS = ["model", "variant", "engine", "hardware", "energy_method", "concurrency"]
+KEYS = ["model", "variant", "engine", "hardware", "energy_method", "concurrency", "rate_rps"]
 FACTS = ["quantization", "model_size_mb", "produce_j", "prompt_tokens", "new_tokens"]
 
 
@@ -52,14 +54,25 @@ def serve_table(frame: pd.DataFrame) -> pd.DataFrame:
     for col in KEYS + FACTS + SERVE_METRICS:
         if col not in f.columns:
             f[col] = None
-    for col in SERVE_METRICS + ["concurrency", "model_size_mb", "produce_j"]:
+    for col in SERVE_METRICS + ["concurrency", "rate_rps", "model_size_mb", "produce_j"]:
         f[col] = pd.to_numeric(f[col], errors="coerce")
     g = f.groupby(KEYS, dropna=False)
     out = g[SERVE_METRICS].median()
     out = out.join(g[FACTS].first()).join(g.size().to_frame("n")).reset_index()
-    return out.sort_values(["model", "variant", "concurrency"], kind="stable").reset_index(
-        drop=True
-    )
+    return out.sort_values(
+        ["model", "variant", "rate_rps", "concurrency"], kind="stable", na_position="first"
+    ).reset_index(drop=True)
+
+
+def closed_loop(serve: pd.DataFrame) -> pd.DataFrame:
+    """The closed-loop rows (a concurrency, no arrival rate)."""
+    return serve[serve["rate_rps"].isna()] if "rate_rps" in serve.columns else serve
+
+
+def _load(r) -> str:
+    if pd.notna(r.get("rate_rps")):
+        return f"Poisson {r['rate_rps']:g} rps, {int(r['concurrency'])} slots"
+    return f"{int(r['concurrency'])} in flight"
 
 
 def accuracy_by_variant(frame: pd.DataFrame) -> pd.DataFrame:
@@ -81,6 +94,7 @@ def accuracy_by_variant(frame: pd.DataFrame) -> pd.DataFrame:
 
 def in_process_vs_served(frame: pd.DataFrame, serve: pd.DataFrame) -> pd.DataFrame:
     """The same model in-process (infer, smallest batch) beside served (lowest concurrency)."""
+    serve = closed_loop(serve)
     if serve.empty or "workload" not in frame.columns:
         return pd.DataFrame()
     infer = _ok(frame[frame["workload"] == "infer"]).copy()
@@ -121,6 +135,7 @@ def in_process_vs_served(frame: pd.DataFrame, serve: pd.DataFrame) -> pd.DataFra
 
 def concurrency_gain(serve: pd.DataFrame) -> pd.DataFrame:
     """Per variant: energy per token at the highest concurrency against concurrency 1."""
+    serve = closed_loop(serve)
     rows = []
     for (model, variant), g in serve.groupby(["model", "variant"]):
         lo, hi = g["concurrency"].min(), g["concurrency"].max()
@@ -144,6 +159,7 @@ def concurrency_gain(serve: pd.DataFrame) -> pd.DataFrame:
 
 def figure(serve: pd.DataFrame, path: Path) -> Path | None:
     """Energy per token and per request against concurrency, one line per variant."""
+    serve = closed_loop(serve)
     if serve.empty or serve["concurrency"].nunique() < 1:
         return None
     import matplotlib
@@ -185,14 +201,16 @@ def section(frame: pd.DataFrame, table, fmt) -> str:
         return ""
     parts = [
         "## Serving\n",
-        "Served requests measured in the steady state only (the window opens when `concurrency` "
-        "requests are in flight with their first tokens, and closes when fewer remain). "
+        "Served requests measured in the steady state only (closed-loop, the window opens when "
+        "`concurrency` requests are in flight with their first tokens, and closes when fewer "
+        "remain; open-loop, at Poisson arrivals of `rate_rps`, it spans the arrivals after the "
+        "first tenth). "
         "Energy per request is energy per token × new_tokens. Latencies in seconds.\n",
     ]
     rows = [
         {
             "setup": f"{r['model']}/{r['variant']} ({r['engine']})",
-            "c": _fmt(r["concurrency"]),
+            "c": _load(r),
             "ept": _fmt(r["energy_per_token_j"]),
             "epr": _fmt(r["energy_per_request_j"]),
             "tps": _fmt(r["tokens_per_s"]),
@@ -206,7 +224,7 @@ def section(frame: pd.DataFrame, table, fmt) -> str:
     ]
     cols = [
         ("setup", "setup"),
-        ("c", "concurrency"),
+        ("c", "load"),
         ("ept", "J/token"),
         ("epr", "J/request"),
         ("tps", "tokens/s"),

@@ -230,6 +230,8 @@ def serving_rows(runs: list[Run]) -> pd.DataFrame:
         if not {"concurrency", "energy_per_request_j"} <= set(f.columns):
             continue
         f = f[(f["workload"] == "serve") & (f["status"] == "ok")]
+        if "rate_rps" in f.columns:  # the curve is closed-loop; open-loop cases are in report.md
+            f = f[pd.to_numeric(f["rate_rps"], errors="coerce").isna()]
         f = f.assign(
             concurrency=pd.to_numeric(f["concurrency"], errors="coerce"),
             energy_per_request_j=pd.to_numeric(f["energy_per_request_j"], errors="coerce"),

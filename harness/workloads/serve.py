@@ -1,32 +1,51 @@
 """Serve: streamed requests to the variant's model server, measured in its steady state only.
 
-``{type: serve, concurrency, requests, prompt_tokens, new_tokens, port}``: the case exports the
-model for its engine (GGUF for llama.cpp, inside a meter window: ``produce_j``), starts the server
-with ``concurrency`` slots in its own process group, and stops it at the end (also on failure; the
-kernel kills it if the worker dies). Each repetition sends ``requests`` streamed completions of
-exactly ``prompt_tokens`` token ids and ``new_tokens`` generated tokens (end-of-sequence ignored)
-from ``concurrency`` closed-loop clients (``harness.engines.client``).
+``{type: serve, concurrency, requests, prompt_tokens, new_tokens, port}`` (and a case's
+``rate_rps``): the case exports the model for its engine (GGUF for llama.cpp, inside a meter
+window: ``produce_j``), starts the server with ``concurrency`` slots in its own process group, and
+stops it at the end (also on failure; the kernel kills it if the worker dies). Each repetition
+sends ``requests`` streamed completions of exactly ``prompt_tokens`` token ids and ``new_tokens``
+generated tokens (end-of-sequence ignored) from ``concurrency`` closed-loop clients
+(``harness.engines.client``), or, in an open-loop case (``rate_rps``), at seeded Poisson arrivals
+of that rate whatever is still in flight (the server queues what its slots cannot take).
 
-The meter window is the steady state: it opens when ``concurrency`` requests are in flight and all
-have their first token, and closes when fewer than ``concurrency`` remain. Inside it:
+The meter window is the steady state: closed-loop, it opens when ``concurrency`` requests are in
+flight and all have their first token, and closes when fewer than ``concurrency`` remain;
+open-loop, it opens at the arrival that ends the first tenth of arrivals and closes at the last
+arrival (what follows is drain). A server that serves fewer requests per second in the window
+than were offered gets a warning: its queue grew, and latencies with it. Inside it:
 ``tokens_out`` = tokens that arrived in the window, ``energy_per_token_j`` = window energy / those
 tokens, ``energy_per_request_j`` = energy per token × ``new_tokens`` (a request's worth of
 generated tokens at this concurrency, its prefill included as the server interleaves it),
 ``requests_per_s`` = tokens per second / ``new_tokens``. TTFT, inter-token latency and end-to-end
-latency percentiles are over every request of the repetition. A server that dies mid-window fails
+latency percentiles are over every request of the repetition. ``client_cpu_s`` is the load
+generator's own CPU time in the window (this process); above a tenth of one core it is a warning,
+since on a CPU server it ran on the machine measured and took CPU the server could have used. A server that dies mid-window fails
 the case with its exit status and its log's last lines (``server.log`` in the case folder); its
 metrics endpoint's last answer is kept as ``server-metrics.txt``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from harness.engines.client import completion_payload, percentile, run_closed_loop
+from harness.engines.client import (
+    completion_payload,
+    percentile,
+    run_closed_loop,
+    run_open_loop,
+)
 from harness.errors import HarnessError
 from harness.workloads.base import Repetition, Workload
 
 PROMPT_SEED = 1234
+#: the seed of an open loop's Poisson arrivals (the same arrivals for every variant)
+ARRIVAL_SEED = 4321
+#: the load generator's CPU, as a share of one core over the window, above which it is a warning
+CLIENT_CPU_WARN = 0.10
+#: an open loop served below this share of its offered rate did not keep up
+KEPT_UP = 0.9
 #: extra context per slot beyond prompt and output (the server's own tokens, rounding)
 CONTEXT_SLACK = 16
 
@@ -42,6 +61,7 @@ class ServeWorkload(Workload):
         self.prompt_tokens = int(spec["prompt_tokens"])
         self.new_tokens = int(spec["new_tokens"])
         self.port = spec.get("port")
+        self.rate_rps = float(spec["rate_rps"]) if spec.get("rate_rps") is not None else None
         self.engine = None
         self._server_speeds: list[float] = []
 
@@ -79,9 +99,16 @@ class ServeWorkload(Workload):
             "engine": name,
             "device_name": describe(case["hardware"])["device_name"],
             "concurrency": self.concurrency,
+            "rate_rps": self.rate_rps,
             "prompt_tokens": self.prompt_tokens,
             "new_tokens": self.new_tokens,
         }
+
+    def _load(self, on_open, on_close):
+        url = self.engine.completions_url
+        if self.rate_rps is not None:
+            return run_open_loop(url, self.payloads, self.rate_rps, ARRIVAL_SEED, on_open, on_close)
+        return run_closed_loop(url, self.payloads, self.concurrency, on_open, on_close)
 
     def warmup(self, iterations: int) -> None:
         """One unmeasured round of ``concurrency`` requests per iteration (caches, threads)."""
@@ -101,14 +128,14 @@ class ServeWorkload(Workload):
 
         def on_open() -> None:
             meter.begin(name)
+            holder["cpu0"] = time.process_time()
 
         def on_close() -> None:
+            holder["cpu1"] = time.process_time()
             holder["m"] = meter.end(name)
 
         try:
-            result = run_closed_loop(
-                self.engine.completions_url, self.payloads, self.concurrency, on_open, on_close
-            )
+            result = self._load(on_open, on_close)
         except HarnessError:
             self.engine.check_alive(wait_s=2.0)  # a dead server is the reason, with its log
             raise
@@ -120,7 +147,7 @@ class ServeWorkload(Workload):
             raise HarnessError(
                 f"serve: no steady state at concurrency {self.concurrency} "
                 f"({self.requests} requests never had {self.concurrency} in flight with first tokens)"
-            )
+            )  # an open loop always has its window: it opens and closes at scheduled arrivals
         m = holder["m"]
         if getattr(self.engine, "remote", False):
             from harness.engines.openai import REMOTE_WARNING
@@ -141,8 +168,27 @@ class ServeWorkload(Workload):
         speeds = [r.server_tokens_per_s for r in result.requests if r.server_tokens_per_s]
         self._server_speeds.extend(speeds)
         per_token = m.total_j / tokens if tokens else None
+        client_cpu_s = holder["cpu1"] - holder["cpu0"]
+        share = client_cpu_s / steady_s if steady_s > 0 else None
+        if share is not None and share > CLIENT_CPU_WARN:
+            m.warnings.append(
+                f"the load generator used {share:.0%} of one core in the window, on the machine "
+                "measured: on a CPU server that is CPU the server could have used, and its energy "
+                "is inside the figure"
+            )
+        lags = [r.lag_s for r in result.requests if r.lag_s is not None]
+        served_rps = tokens / self.new_tokens / steady_s if steady_s > 0 else None
+        if self.rate_rps is not None and served_rps is not None:
+            if served_rps < KEPT_UP * self.rate_rps:
+                m.warnings.append(
+                    f"the server served {served_rps:.3g} requests/s of the {self.rate_rps:g} "
+                    "offered: it did not keep up, its queue grew through the window and the "
+                    "latencies grew with it (not a steady state)"
+                )
         columns: dict[str, Any] = {
             "concurrency": self.concurrency,
+            "rate_rps": self.rate_rps,
+            "arrivals": "poisson" if self.rate_rps is not None else "closed-loop",
             "prompt_tokens": self.prompt_tokens,
             "new_tokens": self.new_tokens,
             "requests": len(result.requests),
@@ -151,7 +197,7 @@ class ServeWorkload(Workload):
             "queries": tokens / self.new_tokens if tokens else None,
             "steady_s": steady_s,
             "energy_per_request_j": per_token * self.new_tokens if per_token else None,
-            "requests_per_s": tokens / self.new_tokens / steady_s if steady_s > 0 else None,
+            "requests_per_s": served_rps,
             "ttft_s": percentile(ttft, 50),
             "ttft_p50_s": percentile(ttft, 50),
             "ttft_p90_s": percentile(ttft, 90),
@@ -164,6 +210,8 @@ class ServeWorkload(Workload):
             "latency_p90_s": percentile(latency, 90),
             "latency_p99_s": percentile(latency, 99),
             "load_wall_s": result.wall_s,
+            "client_cpu_s": client_cpu_s,
+            "arrival_lag_p99_s": percentile(lags, 99),
             "server_tokens_per_s": percentile(speeds, 50),
         }
         return Repetition(measurement=m, columns=columns)
@@ -174,7 +222,11 @@ class ServeWorkload(Workload):
             "server_pid": getattr(self.engine, "server_pid", None),
             "server_tokens_per_s_p50": percentile(self._server_speeds, 50),
             "prompt_seed": PROMPT_SEED,
-            "window": "steady state: concurrency in flight with first tokens, until fewer remain",
+            "window": (
+                "steady state: arrivals after the first tenth, until the last arrival"
+                if self.rate_rps is not None
+                else "steady state: concurrency in flight with first tokens, until fewer remain"
+            ),
         }
 
     def teardown(self) -> None:
