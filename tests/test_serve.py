@@ -441,6 +441,19 @@ def test_serve_cases_measure_the_steady_state_and_leave_no_server(tmp_path):
         assert not alive(pid)
 
 
+def test_a_load_generator_that_takes_a_core_is_a_warning(tmp_path):
+    # against an instant server the client (or the server beside it) is the bottleneck: the
+    # client's share of the window is far above a tenth of one core
+    w = {"type": "serve", "concurrency": [4], "requests": 64, "prompt_tokens": 4,
+         "new_tokens": 32}  # fmt: skip
+    proc, run_dir = run_suite(tmp_path, serve_suite(fake_variant(), w))
+    assert proc.returncode == 0, proc.stderr
+    (result,) = results_by_name(run_dir).values()
+    rec = result["repetitions"][0]
+    assert rec["client_cpu_s"] > 0.1 * rec["steady_s"]
+    assert "the load generator used" in json.dumps(rec["warnings"])
+
+
 def test_a_server_dying_mid_window_fails_the_case_with_the_reason(tmp_path):
     data = serve_suite(fake_variant("--die-after", "5"))
     data["workloads"][0]["concurrency"] = [1]
@@ -534,6 +547,7 @@ def test_an_open_loop_case_runs_end_to_end_and_warns_when_the_server_falls_behin
     assert "did not keep up" in slow
     easy = json.dumps(results["tiny-s/fake/h/serve-rps4"]["repetitions"][0]["warnings"])
     assert "did not keep up" not in easy
+    assert "the load generator used" not in easy  # 32 tokens/s cost the client next to nothing
     report = (run_dir / "report" / "report.md").read_text()
     assert "Poisson 60 rps, 2 slots" in report
 
