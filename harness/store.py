@@ -284,7 +284,7 @@ def _write_unnamed_then_link(path: Path, data: bytes) -> bool:
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
-            fd = os.open(".", _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+            fd = os.open(path.parent, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
         except OSError as e:
             if e.errno in _NO_TMPFILE:
                 return False
