@@ -9,6 +9,7 @@ variables and the credentials of URLs never reach the disk.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -245,14 +246,95 @@ def last_line(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------ atomic writes
+#: the characters of a temporary's random part: tempfile's, so ``sweep_temporaries`` knows both
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+#: O_TMPFILE where Linux has it: a file with no name until it is linked in
+_O_TMPFILE = getattr(os, "O_TMPFILE", None)
+#: what open(O_TMPFILE) answers where the filesystem (or an old kernel) cannot make one
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
+
+
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+    """Write ``data`` to ``path`` atomically: a temporary in the same folder, fsync, rename.
 
     The one way the project writes a file (results, reports, figures, task files, tokenizer):
     a reader, or a run killed half-way, sees the old file or the new one, never a part.
+
+    The data goes into a file without a name (``O_TMPFILE``) that gets one only once it is
+    written and fsynced, just before the rename: a process SIGKILLed while writing (which can take
+    a long while on a busy disk) leaves nothing in the folder, where a named temporary would stay
+    until the next run's ``sweep_temporaries``. Where the filesystem has no such files the
+    temporary is named from the start, as ``tempfile.mkstemp`` makes it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if not _write_unnamed_then_link(path, data):
+            _write_named(path, data)
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)  # fsync and write name no file: say which one failed
+        raise
+
+
+def _write_unnamed_then_link(path: Path, data: bytes) -> bool:
+    """``write_bytes`` through an unnamed file; False (nothing written) where there is none."""
+    if _O_TMPFILE is None or not os.path.isdir("/proc/self/fd"):
+        return False  # no O_TMPFILE here, or no /proc to link one through
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fd = os.open(path.parent, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno in _NO_TMPFILE:
+                return False
+            raise
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                f.write(data)
+                f.flush()
+            os.fsync(fd)
+            tmp = _link_temporary(fd, path, dir_fd)  # a SIGKILL before here leaves nothing
+            if tmp is None:
+                return False
+            try:
+                os.replace(tmp, path)  # at once: a SIGKILL in between leaves it to the sweep
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        finally:
+            os.close(fd)  # an unnamed file not linked is gone with its descriptor
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        except OSError:
+            pass
+        return True
+    finally:
+        os.close(dir_fd)
+
+
+def _link_temporary(fd: int, path: Path, dir_fd: int) -> Path | None:
+    """Name the unnamed file ``fd`` ``.<name>.<8 random>.tmp`` beside ``path``; None when Linux
+    will not link it (a /proc that refuses), so the caller writes a named temporary instead."""
+    for _attempt in range(100):
+        name = f".{path.name}.{''.join(secrets.choice(_TEMP_CHARS) for _ in range(8))}.tmp"
+        try:
+            # dst_dir_fd makes Python call linkat(AT_SYMLINK_FOLLOW), which links the file the
+            # /proc entry stands for; plain link(2) would try to link the /proc symlink itself
+            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+            return path.parent / name
+        except FileExistsError:
+            continue
+        except OSError as e:
+            if e.errno in _DISK_FULL:  # no room for the name: say which file, not /proc's
+                raise OSError(e.errno, e.strerror, str(path)) from None
+            return None
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+
+
+def _write_named(path: Path, data: bytes) -> None:
+    """``write_bytes`` through a named temporary (``tempfile.mkstemp``), where no unnamed file
+    can be made; a SIGKILL mid-write leaves it for ``sweep_temporaries``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -260,13 +342,11 @@ def write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as e:
+    except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(path)  # fsync and write name no file: say which one failed
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
 
@@ -294,7 +374,7 @@ def staging_folder(target: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
 
 
-# what write_bytes and staging_folder leave behind when killed: ".<name>.<tempfile's 8>.tmp"
+# what write_bytes and staging_folder leave behind when killed: ".<name>.<8 of _TEMP_CHARS>.tmp"
 _STALE_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
@@ -304,7 +384,9 @@ def sweep_temporaries(folder: Path) -> list[Path]:
     Only safe while nothing else writes there (the runner calls it under the machine lock when a
     run starts or resumes): a live write's temporary has the same name. A SIGKILL gives the
     ``except`` in ``write_bytes`` no chance to unlink, so without this a resumed run keeps
-    ``.result.json.x1y2z3w4.tmp`` files beside its results for good. Returns what was removed.
+    ``.result.json.x1y2z3w4.tmp`` files beside its results for good: a staging folder, a write
+    killed between naming its file and renaming it, or any write killed on a filesystem without
+    unnamed files. Returns what was removed.
     """
     removed: list[Path] = []
     for root, dirs, files in os.walk(folder):
@@ -417,8 +499,6 @@ _DISK_FULL = {28, 122}  # ENOSPC, EDQUOT
 
 def write_error(e: OSError, resume: Path | None = None) -> HarnessError:
     """The one line for a write that failed: ``no space left on device writing PATH``."""
-    import errno
-
     where = f" writing {e.filename}" if e.filename else ""
     if e.errno in _DISK_FULL or e.errno == errno.ENOSPC:
         what = "no space left on device" if e.errno != 122 else "disk quota exceeded"
