@@ -452,6 +452,9 @@ def test_a_load_generator_that_takes_a_core_is_a_warning(tmp_path):
     rec = result["repetitions"][0]
     assert rec["client_cpu_s"] > 0.1 * rec["steady_s"]
     assert "the load generator used" in json.dumps(rec["warnings"])
+    # an instant server's tokens come many to a read: their ITL is the client's, and says so
+    assert rec["itl_coalesced_share"] > 0.1
+    assert "in one read with the one before" in json.dumps(rec["warnings"])
 
 
 def test_a_server_dying_mid_window_fails_the_case_with_the_reason(tmp_path):
@@ -548,6 +551,7 @@ def test_an_open_loop_case_runs_end_to_end_and_warns_when_the_server_falls_behin
     easy = json.dumps(results["tiny-s/fake/h/serve-rps4"]["repetitions"][0]["warnings"])
     assert "did not keep up" not in easy
     assert "the load generator used" not in easy  # 32 tokens/s cost the client next to nothing
+    assert "in one read with the one before" not in easy  # 20 ms apart: each read on its own
     report = (run_dir / "report" / "report.md").read_text()
     assert "Poisson 60 rps, 2 slots" in report
 

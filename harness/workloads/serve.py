@@ -46,6 +46,9 @@ ARRIVAL_SEED = 4321
 CLIENT_CPU_WARN = 0.10
 #: an open loop served below this share of its offered rate did not keep up
 KEPT_UP = 0.9
+#: above this share of tokens read in one go with the one before, ITL is the client's, not the
+#: server's
+COALESCED_WARN = 0.10
 #: extra context per slot beyond prompt and output (the server's own tokens, rounding)
 CONTEXT_SLACK = 16
 
@@ -176,6 +179,15 @@ class ServeWorkload(Workload):
                 "measured: on a CPU server that is CPU the server could have used, and its energy "
                 "is inside the figure"
             )
+        # tokens that came in one read with the one before carry its arrival time (ITL 0): the
+        # client saw them together, because it could not read each as it came (a busy CPU)
+        coalesced = sum(1 for x in itl if x == 0) / len(itl) if itl else 0.0
+        if coalesced > COALESCED_WARN:
+            m.warnings.append(
+                f"{coalesced:.0%} of tokens reached the client in one read with the one before "
+                "(inter-token latency 0): it could not read each as it came, so the ITL "
+                "percentiles show the client's reads more than the server's pace"
+            )
         lags = [r.lag_s for r in result.requests if r.lag_s is not None]
         served_rps = tokens / self.new_tokens / steady_s if steady_s > 0 else None
         if self.rate_rps is not None and served_rps is not None:
@@ -211,6 +223,7 @@ class ServeWorkload(Workload):
             "latency_p99_s": percentile(latency, 99),
             "load_wall_s": result.wall_s,
             "client_cpu_s": client_cpu_s,
+            "itl_coalesced_share": coalesced,
             "arrival_lag_p99_s": percentile(lags, 99),
             "server_tokens_per_s": percentile(speeds, 50),
         }
