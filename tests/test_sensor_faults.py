@@ -342,3 +342,13 @@ def test_check_of_rapl_reports_resolution_and_mirrors(sysfs, monkeypatch, capsys
     assert r["verdict"] == "warn" and r["mirrors"] and "package-0-die-1" in r["mirrors"][0]
     assert r["update_period_s"] == pytest.approx(0.01, rel=0.5)
     assert r["resolution"] > 0
+
+
+def test_an_update_missed_by_a_late_read_does_not_stretch_the_period():
+    from harness.sensors.check import _Series
+
+    s = _Series()
+    # a counter updating every 0.1 s, read once late enough that two updates merged into one
+    for t, value in [(0.0, 0), (0.05, 1), (0.15, 2), (0.25, 3), (0.45, 5), (0.55, 6), (0.65, 7)]:
+        s.see(t, value)
+    assert s.period_s() == pytest.approx(0.1)  # the mean of the intervals would say 0.12

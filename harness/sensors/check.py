@@ -17,6 +17,7 @@ A source with nothing usable is one line saying why (``none``), which is not a f
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -87,10 +88,12 @@ class _Series:
         self.last = value
 
     def period_s(self) -> float | None:
+        """The median time between changes: a read delayed past an update (a busy machine) merges
+        two updates into one change, which would stretch a mean; most intervals stay one period."""
         seen = self.changes[1:]  # the first entry is the first read, not a change
         if len(seen) < 2:
             return None
-        return (seen[-1][0] - seen[0][0]) / (len(seen) - 1)
+        return statistics.median(b[0] - a[0] for a, b in zip(seen, seen[1:], strict=False))
 
 
 def check_all(watch_s: float = DEFAULT_WATCH_S) -> list[CheckResult]:
