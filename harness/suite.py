@@ -567,8 +567,7 @@ class ServeWorkload(_Selects):
     @classmethod
     def _unique(cls, value: list, info) -> list:
         if len(set(value)) != len(value):
-            name = "a concurrency" if info.field_name == "concurrency" else "a rate_rps"
-            raise ValueError(f"{name} is listed twice")
+            raise ValueError(f"a {info.field_name} is listed twice")
         return value
 
     @model_validator(mode="after")

@@ -187,6 +187,13 @@ def completion_payload(model: str, prompt: Any, new_tokens: int, **extra: Any) -
     }
 
 
+async def _cancel_all(tasks: list) -> None:
+    """Cancel a load's request tasks and wait for them, when one failed or the load was stopped."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class _Load:
     """What a closed and an open loop share: the session, one timed request, the window, the
     watchdog that ends a load when a request has had no answer for ``timeout_s``."""
@@ -251,8 +258,7 @@ class _Load:
                 for task in (work, watchdog):
                     task.cancel()
                 await asyncio.gather(work, watchdog, return_exceptions=True)
-        if self.open_s is not None and self.close_s is None:
-            self.close()
+        self.close()  # a window still open when the last request ended closes there
         return LoadResult(self.done, self.open_s, self.close_s, time.perf_counter() - t0)
 
 
@@ -280,9 +286,7 @@ async def _closed_loop(load: _Load, concurrency: int) -> LoadResult:
         try:
             await asyncio.gather(*tasks)
         except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(tasks)
             raise
 
     return await load.run(body, concurrency)
@@ -324,9 +328,7 @@ async def _open_loop(load: _Load, schedule: list[float]) -> LoadResult:
             load.close()
             await asyncio.gather(*tasks)
         except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(tasks)
             raise
 
     return await load.run(body, 0)

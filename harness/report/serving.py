@@ -65,8 +65,10 @@ def serve_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def closed_loop(serve: pd.DataFrame) -> pd.DataFrame:
-    """The closed-loop rows (a concurrency, no arrival rate)."""
-    return serve[serve["rate_rps"].isna()] if "rate_rps" in serve.columns else serve
+    """The closed-loop rows (a concurrency, no arrival rate), of a table or of raw records."""
+    if "rate_rps" not in serve.columns:
+        return serve
+    return serve[pd.to_numeric(serve["rate_rps"], errors="coerce").isna()]
 
 
 def _load(r) -> str:

@@ -36,6 +36,7 @@ from harness.report.compare import compare_frames
 from harness.report.leaderboard import combine
 from harness.report.leaderboard import leaderboard as leaderboard_of
 from harness.report.load import Run, open_runs
+from harness.report.serving import closed_loop
 from harness.report.tables import Tables, build_tables
 
 #: the engine of a variant that names none (ARCHITECTURE.md: transformers is the default)
@@ -230,8 +231,7 @@ def serving_rows(runs: list[Run]) -> pd.DataFrame:
         if not {"concurrency", "energy_per_request_j"} <= set(f.columns):
             continue
         f = f[(f["workload"] == "serve") & (f["status"] == "ok")]
-        if "rate_rps" in f.columns:  # the curve is closed-loop; open-loop cases are in report.md
-            f = f[pd.to_numeric(f["rate_rps"], errors="coerce").isna()]
+        f = closed_loop(f)  # the curve is closed-loop; open-loop cases are in report.md
         f = f.assign(
             concurrency=pd.to_numeric(f["concurrency"], errors="coerce"),
             energy_per_request_j=pd.to_numeric(f["energy_per_request_j"], errors="coerce"),

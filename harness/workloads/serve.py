@@ -20,9 +20,10 @@ generated tokens at this concurrency, its prefill included as the server interle
 ``requests_per_s`` = tokens per second / ``new_tokens``. TTFT, inter-token latency and end-to-end
 latency percentiles are over every request of the repetition. ``client_cpu_s`` is the load
 generator's own CPU time in the window (this process); above a tenth of one core it is a warning,
-since on a CPU server it ran on the machine measured and took CPU the server could have used. A server that dies mid-window fails
-the case with its exit status and its log's last lines (``server.log`` in the case folder); its
-metrics endpoint's last answer is kept as ``server-metrics.txt``.
+since on a CPU server it ran on the machine measured and took CPU the server could have used. A
+server that dies mid-window fails the case with its exit status and its log's last lines
+(``server.log`` in the case folder); its metrics endpoint's last answer is kept as
+``server-metrics.txt``.
 """
 
 from __future__ import annotations
