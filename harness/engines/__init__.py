@@ -29,6 +29,14 @@ REGISTRY = {
 DEFAULT_ENGINE = "transformers"
 
 
+def ordinary_token_ids(tokenizer: Any, vocab: int | None = None) -> list[int]:
+    """The ids below ``vocab`` (default: the tokenizer's size) that are not special tokens: what
+    every engine draws its seeded prompts from."""
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    size = len(tokenizer) if vocab is None else vocab
+    return [i for i in range(size) if i not in special]
+
+
 @dataclass
 class Prompts:
     """A batch of prompts as token ids: ``batch_size`` rows of exactly ``prompt_tokens`` ids."""

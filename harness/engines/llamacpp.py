@@ -19,8 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness.engines import ordinary_token_ids
 from harness.engines.served import ServedEngine
-from harness.engines.server import HOST, check_port_free, free_port
+from harness.engines.server import HOST, port_to_use
 from harness.errors import HarnessError
 
 INSTALL_HINT = "run scripts/install-llamacpp.sh (and pip install -e '.[serve]')"
@@ -102,8 +103,7 @@ class LlamaCppEngine(ServedEngine):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(gguf.saved_tokenizer(self.gguf_path)))
-        special = set(self.tokenizer.all_special_ids or [])
-        self._vocab = [i for i in range(len(self.tokenizer)) if i not in special]
+        self._vocab = ordinary_token_ids(self.tokenizer)
         self._context = int(getattr(self.tokenizer, "model_max_length", 0) or 0) or None
         return dict(self.columns)
 
@@ -123,10 +123,7 @@ class LlamaCppEngine(ServedEngine):
         if self.gguf_path is None:
             raise HarnessError("engine llamacpp: load before start")
         self.stop()
-        if port is None:
-            port = free_port()
-        else:
-            check_port_free(port)
+        port = port_to_use(port)
         cmd = [
             str(self.server_bin),
             "--model", str(self.gguf_path),

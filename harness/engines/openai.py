@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.engines import ordinary_token_ids
 from harness.engines.served import ServedEngine
-from harness.engines.server import HOST, ServerProcess, check_port_free, free_port
+from harness.engines.server import HOST, ServerProcess, port_to_use
 from harness.errors import HarnessError
 
 REMOTE_WARNING = "openai: the server runs elsewhere; only this machine's energy was measured"
@@ -67,8 +68,7 @@ class OpenAIEngine(ServedEngine):
                     from transformers import AutoTokenizer
 
                     tok = AutoTokenizer.from_pretrained(source.removeprefix("path:"))
-                special = set(tok.all_special_ids or [])
-                return [i for i in range(len(tok)) if i not in special]
+                return ordinary_token_ids(tok)
             except Exception as e:  # a path without a tokenizer: say so rather than guess ids
                 raise HarnessError(
                     f"engine openai: cannot load the tokenizer of {source}: {e}"
@@ -92,10 +92,7 @@ class OpenAIEngine(ServedEngine):
                 probe = ServerProcess(["true"], health, log_path, name="openai server")
                 return _wait_remote(probe, health_timeout_s)
             return 0.0
-        if port is None:
-            port = free_port()
-        else:
-            check_port_free(port)
+        port = port_to_use(port)
 
         def fill(text: str) -> str:
             return (

@@ -50,6 +50,14 @@ def check_port_free(port: int) -> None:
             raise HarnessError(f"port {port} on {HOST} is in use; choose another port") from None
 
 
+def port_to_use(port: int | None) -> int:
+    """``port`` once it is checked free (one line when it is not), or a free one when None."""
+    if port is None:
+        return free_port()
+    check_port_free(port)
+    return port
+
+
 def _own_group_and_die_with_parent() -> None:  # runs in the child between fork and exec
     os.setsid()
     with contextlib.suppress(Exception):

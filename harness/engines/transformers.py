@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from harness.engines import Engine, Prompts
+from harness.engines import Engine, Prompts, ordinary_token_ids
 from harness.errors import HarnessError
 
 
@@ -27,8 +27,7 @@ def fixed_prompts(model, tokenizer, batch_size: int, prompt_tokens: int, seed: i
     vocab = model.get_input_embeddings().num_embeddings
     if tokenizer is not None:
         vocab = min(vocab, len(tokenizer))
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    allowed = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
+    allowed = torch.tensor(ordinary_token_ids(tokenizer, vocab), dtype=torch.long)
     if allowed.numel() == 0:
         raise HarnessError("the model's vocabulary has no ordinary tokens to build prompts from")
     gen = torch.Generator().manual_seed(seed)

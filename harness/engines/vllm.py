@@ -13,8 +13,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from harness.engines import ordinary_token_ids
 from harness.engines.served import ServedEngine
-from harness.engines.server import HOST, check_port_free, free_port
+from harness.engines.server import HOST, port_to_use
 from harness.errors import HarnessError
 
 INSTALL_HINT = "pip install -e '.[vllm]' on a machine with an NVIDIA GPU"
@@ -64,8 +65,7 @@ class VLLMEngine(ServedEngine):
                 "(train it first in this run, or name a path: model)"
             )
         self.model_dir = loaded.path
-        special = set(loaded.tokenizer.all_special_ids or [])
-        self._vocab = [i for i in range(len(loaded.tokenizer)) if i not in special]
+        self._vocab = ordinary_token_ids(loaded.tokenizer)
         self.dtype = dtype
         self.columns = {**loaded.columns(), "dtype": dtype, "quantization": None}
         self.loaded = self.model_dir
@@ -80,10 +80,7 @@ class VLLMEngine(ServedEngine):
         port: int | None = None,
         health_timeout_s: float = 600.0,
     ) -> float:
-        if port is None:
-            port = free_port()
-        else:
-            check_port_free(port)
+        port = port_to_use(port)
         exe = shutil.which("vllm")
         cmd = [exe] if exe else [sys.executable, "-m", "vllm.entrypoints.cli.main"]
         cmd += [
