@@ -1,13 +1,16 @@
 """A fake OpenAI-compatible completions server for tests and benchmarks/serve_overhead.py.
 
     python tests/fakeopenai.py --port P [--token-delay-s S] [--parallel N] [--die-after N]
-        [--fail-health]
+        [--fail-health] [--idle-close-s S]
 
 Streams ``max_tokens`` chunks per request (one token each, as llama.cpp does), ``--token-delay-s``
 apart (0: it answers instantly, so the client's own cost can be measured), then a usage chunk and
 ``[DONE]``. ``--die-after N`` exits the process in the middle of request N (a server that dies
 mid-window); ``--fail-health`` never answers /health with 200; ``--parallel N`` streams at most
-N answers at once, as a server's slots do (the rest wait their turn). Listens on 127.0.0.1 only.
+N answers at once, as a server's slots do (the rest wait their turn); ``--idle-close-s S`` closes a
+connection that has sent no request within S seconds (llama.cpp's and uvicorn's keep-alive do so
+after 5). ``/metrics`` counts the requests and the connections they came on. Listens on 127.0.0.1
+only.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def _event(obj: dict) -> bytes:
 def build_app(
     token_delay_s: float, die_after: int | None, fail_health: bool, parallel: int | None = None
 ) -> web.Application:
-    state = {"requests": 0}
+    state = {"requests": 0, "peers": set()}
     slots = asyncio.Semaphore(parallel) if parallel else None
 
     async def health(_request):
@@ -38,7 +41,10 @@ def build_app(
         return web.json_response({"status": "ok"})
 
     async def metrics(_request):
-        return web.Response(text=f"fake_requests_total {state['requests']}\n")
+        return web.Response(
+            text=f"fake_requests_total {state['requests']}\n"
+            f"fake_request_connections_total {len(state['peers'])}\n"
+        )
 
     async def completions(request):
         if slots is None:
@@ -49,6 +55,7 @@ def build_app(
     async def answer(request):
         body = await request.json()
         state["requests"] += 1
+        state["peers"].add(request.transport.get_extra_info("peername"))
         n = int(body.get("max_tokens", 16))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -78,6 +85,28 @@ def build_app(
     return app
 
 
+def close_idle_connections(after_s: float) -> None:
+    """Close each connection that has not sent a request within ``after_s`` of opening."""
+    from aiohttp import web_protocol
+
+    made = web_protocol.RequestHandler.connection_made
+    received = web_protocol.RequestHandler.data_received
+    idle: dict = {}  # handler -> its timer (handlers have __slots__)
+
+    def connection_made(self, transport) -> None:
+        made(self, transport)
+        idle[self] = asyncio.get_running_loop().call_later(after_s, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        timer = idle.pop(self, None)
+        if timer is not None:
+            timer.cancel()
+        received(self, data)
+
+    web_protocol.RequestHandler.connection_made = connection_made
+    web_protocol.RequestHandler.data_received = data_received
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -85,7 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--die-after", type=int, default=None)
     ap.add_argument("--parallel", type=int, default=None)
     ap.add_argument("--fail-health", action="store_true")
+    ap.add_argument("--idle-close-s", type=float, default=None)
     args = ap.parse_args(argv)
+    if args.idle_close_s is not None:
+        close_idle_connections(args.idle_close_s)
     print(f"fake server on 127.0.0.1:{args.port}", flush=True)
     if args.fail_health:
         print("fake server: model failed to load (on purpose)", flush=True)

@@ -178,6 +178,75 @@ def test_steady_state_window_opens_with_all_first_tokens_and_closes_at_drain(tmp
     assert result.steady_s > 0
 
 
+def fake_metrics(server: ServerProcess) -> dict[str, float]:
+    import urllib.request
+
+    url = server.health_url.replace("/health", "/metrics")
+    with urllib.request.urlopen(url, timeout=10) as f:
+        lines = f.read().decode().split("\n")
+    return {k: float(v) for k, v in (line.split() for line in lines if line)}
+
+
+def count_connections(monkeypatch) -> list:
+    """Every connection aiohttp's connector opens, spares included."""
+    import aiohttp
+
+    opened = []
+    create = aiohttp.TCPConnector._create_connection
+
+    async def counting(self, req, traces, timeout):
+        proto = await create(self, req, traces, timeout)
+        opened.append(proto)
+        return proto
+
+    monkeypatch.setattr(aiohttp.TCPConnector, "_create_connection", counting)
+    return opened
+
+
+def test_each_request_goes_on_a_connection_opened_ahead_of_it(tmp_path, monkeypatch):
+    opened = count_connections(monkeypatch)
+    server = fake_server(tmp_path, "--token-delay-s", "0.005").start()
+    try:
+        server.wait_healthy(60)
+        url = server.health_url.replace("/health", "/v1/completions")
+        result = run_closed_loop(url, [completion_payload("m", [5], 8) for _ in range(10)], 1)
+        seen = fake_metrics(server)
+    finally:
+        server.stop()
+    assert len(result.requests) == 10 and all(len(r.token_s) == 8 for r in result.requests)
+    # a connection of its own for each request (the server may close it after the stream) ...
+    assert seen["fake_request_connections_total"] == 10
+    # ... opened while the one before was streaming: one spare more than requests, not two
+    # connections a request, and the last spare closed with the session
+    assert len(opened) == 11
+    assert not any(p.is_connected() for p in opened)
+
+
+def test_a_spare_the_server_closed_or_too_old_is_replaced_not_sent_on(tmp_path, monkeypatch):
+    opened = count_connections(monkeypatch)
+    # the server closes a connection idle for 20 ms; each request takes about 100 ms
+    server = fake_server(tmp_path, "--token-delay-s", "0.01", "--idle-close-s", "0.02").start()
+    try:
+        server.wait_healthy(60)
+        url = server.health_url.replace("/health", "/v1/completions")
+        result = run_closed_loop(url, [completion_payload("m", [5], 10) for _ in range(6)], 1)
+        assert all(len(r.token_s) == 10 for r in result.requests)
+        assert len(opened) == 12  # every spare was closed under it: a fresh one each time
+        opened.clear()
+        # too old to trust, though still open
+        monkeypatch.setattr(client, "SPARE_MAX_AGE_S", 0.0)
+        server.stop()
+        server = fake_server(tmp_path, "--token-delay-s", "0.01").start()
+        server.wait_healthy(60)
+        url = server.health_url.replace("/health", "/v1/completions")
+        result = run_closed_loop(url, [completion_payload("m", [5], 10) for _ in range(6)], 1)
+        seen = fake_metrics(server)
+    finally:
+        server.stop()
+    assert all(len(r.token_s) == 10 for r in result.requests)
+    assert len(opened) == 12 and seen["fake_request_connections_total"] == 6
+
+
 def test_requests_fewer_than_concurrency_are_refused():
     with pytest.raises(HarnessError, match="requests must be at least the concurrency"):
         run_closed_loop("http://127.0.0.1:9/v1/completions", [{}] * 2, 4)
