@@ -13,12 +13,18 @@ Prints, measured side by side in one run:
    b. against llama.cpp's server with the builtin tiny-s: the share of one core when serving
       (goal: under 5%), and the share (a) predicts at llama.cpp's token rate (the client alone,
       without sharing this machine's cores with the server);
+   c. beside it, the floor of any asyncio client on this machine: a bare protocol on the same
+      event loop that only notes when each read came (no HTTP library, no parsing, the request
+      written as bytes), over the same streams: what the kernel and the event loop cost per read,
+      which no client built on them can go below;
 2. the harness's tokens/s through llama.cpp at concurrency 1 (steady-state window, every
    request's prefill and HTTP included) against llama.cpp's own generation speed for the same
-   requests (its ``timings.predicted_per_second``, decode only), the median of five rounds;
-   goal: at least 0.9. Requests of 128 new tokens, llama-bench's own generation test (tg128); 32
-   are shown beside, where a request's fixed costs (prefill, connection, the server's own
-   0.7 ms before it answers, which curl sees too) weigh four times as much.
+   requests (its ``timings.predicted_per_second``, decode only; over a round their harmonic
+   mean, which is its total tokens over its total decode time, as the harness's figure is), the
+   median of five rounds; goal: at least 0.9. Requests of 128 new tokens, llama-bench's own
+   generation test (tg128); 32 are shown beside, where a request's fixed costs (prefill, the
+   server's own 1.4 ms from a request to its first token beyond its timed prefill, which a bare
+   socket sees too) weigh four times as much.
 
 Needs the serve extra and llama.cpp built (scripts/install-llamacpp.sh); 1b and 2 are skipped,
 with a line saying so, without it.
@@ -27,6 +33,8 @@ with a line saying so, without it.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -55,6 +63,50 @@ def client_share(url: str, payloads: list[dict], concurrency: int) -> tuple[floa
     return marks["cpu1"] - marks["cpu0"], marks["t1"] - marks["t0"], result.tokens_in_window()
 
 
+def floor_share(
+    host: str, port: int, payloads: list[dict], concurrency: int
+) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of a bare asyncio protocol streaming ``payloads`` closed-loop:
+    it writes each request as bytes and only notes each read's time; llama.cpp closes the
+    connection after a stream, which ends the request. A reference floor, not a client."""
+    import uvloop
+
+    class Bare(asyncio.Protocol):
+        def __init__(self, done: asyncio.Future) -> None:
+            self.done, self.reads = done, []
+
+        def data_received(self, data: bytes) -> None:
+            self.reads.append(time.perf_counter())
+
+        def connection_lost(self, exc) -> None:
+            if not self.done.done():
+                self.done.set_result(len(self.reads))
+
+    bodies = [json.dumps(p).encode() for p in payloads]
+    head = "POST /v1/completions HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n"
+
+    async def one(body: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        transport, _ = await loop.create_connection(lambda: Bare(done), host, port)
+        request = head.format(host, port) + f"Content-Length: {len(body)}\r\n\r\n"
+        transport.write(request.encode() + body)
+        await done
+
+    async def main() -> tuple[float, float]:
+        queue = list(bodies)
+
+        async def client() -> None:
+            while queue:
+                await one(queue.pop())
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return time.process_time() - cpu0, time.perf_counter() - t0
+
+    return uvloop.run(main())
+
+
 def c1_ratio(engine, payloads: list[dict], label: str) -> float | None:
     """The harness's tokens/s at concurrency 1 against llama.cpp's own decode speed."""
     run_closed_loop(engine.completions_url, payloads[:2], 1)  # warm up
@@ -71,11 +123,12 @@ def c1_ratio(engine, payloads: list[dict], label: str) -> float | None:
     if not own:
         print("llama.cpp sent no timings: its own speed is unknown")
         return None
-    own_tps = statistics.median(own)
+    # every request decodes the same count: tokens over total time is the speeds' harmonic mean
+    own_tps = statistics.harmonic_mean(own)
     ratio = harness_tps / own_tps
     busy = [r.server_busy_ms for r in result.requests if r.server_busy_ms]
     n = payloads[0]["max_tokens"]
-    own_e2e = n / (statistics.median(busy) / 1000)
+    own_e2e = n / (statistics.mean(busy) / 1000)
     rs = result.requests
     gaps = [b.sent_s - a.end_s for a, b in zip(rs, rs[1:], strict=False)]
     ms = lambda xs: statistics.median(xs) * 1000  # noqa: E731
@@ -150,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{rate:.0f} tokens/s, {cpu_s / tokens * 1e6:.1f} us per token: client share "
             f"{share:.1%} of one core (goal < 5%: {'met' if share < 0.05 else 'NOT met'}); "
             f"the instant server's cost per token predicts {per_token_s * rate:.1%} at this rate"
+        )
+        bare = [completion_payload("tiny-s", i, n) for i in engine.prompt_ids(args.requests, p, 2)]
+        port16 = int(engine.base_url.rsplit(":", 1)[1])
+        bare_cpu, bare_s = floor_share("127.0.0.1", port16, bare, 16)
+        bare_tokens = len(bare) * n
+        print(
+            f"  the floor, a bare asyncio protocol on the same streams: CPU {bare_cpu:.3f} s in "
+            f"{bare_s:.3f} s, {bare_tokens / bare_s:.0f} tokens/s, "
+            f"{bare_cpu / bare_tokens * 1e6:.1f} us per token: {bare_cpu / bare_s:.1%} of one core"
+            f" ({bare_cpu / bare_tokens / (cpu_s / tokens):.0%} of the client's cost per token)"
         )
 
         engine.start(parallel=1, ctx_per_slot=p + max(n, 32) + 16, log_path=tmp / "server1.log")
