@@ -230,3 +230,20 @@ def test_the_report_uses_the_intensity_recorded_in_the_run(tmp_path):
     grid = build_tables(open_run(run)).grid
     assert grid.intensity_g_per_kwh == 999.0 and grid.pue == 1.1
     assert "recorded" in grid.source
+
+
+def test_warnings_that_differ_only_in_their_numbers_are_one_line_with_their_range(tmp_path):
+    case = infer_case("m", "fp32", "cpu", 1, 2.0, reps=3, trace=False)
+    texts = [
+        "58% of tokens came together;the client used 18% of one core",
+        "53% of tokens came together;window of 0.0171 s is short;the client used 20% of one core",
+        "47% of tokens came together",
+    ]
+    for row, text in zip(case.reps, texts, strict=True):
+        row["warnings"] = text
+    md = (build_report(write_run(tmp_path, [case]), figures=False) / "report.md").read_text()
+    section = md.split("## Warnings", 1)[1]
+    assert "  - 47–58% of tokens came together (3 of 3 windows)" in section
+    assert "  - the client used 18–20% of one core (2 of 3 windows)" in section
+    assert "  - window of 0.0171 s is short (1 of 3 windows)" in section
+    assert "53%" not in section  # no near-copy a window

@@ -415,23 +415,52 @@ def split_warnings(joined) -> list[str]:
     return [w.strip() for w in re.split(r";(?! )", joined) if w.strip()]
 
 
+_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def group_warnings(windows: list[list[str]]) -> list[str]:
+    """One line per kind of warning over a case's windows: texts that differ only in their numbers
+    are one kind, each number shown as its range over the windows that carried it, with how many
+    of the windows did ("47–58% of tokens ... (3 of 3 windows)"), not one near-copy a window."""
+    kinds: dict[str, list[list[str]]] = {}  # text with its numbers blanked -> each one's numbers
+    pieces: dict[str, list[str]] = {}
+    for texts in windows:
+        for text in dict.fromkeys(texts):
+            key = _NUMBER.sub("#", text)
+            kinds.setdefault(key, []).append(_NUMBER.findall(text))
+            pieces.setdefault(key, _NUMBER.split(text))
+    lines = []
+    for key, found in kinds.items():
+        parts = pieces[key]
+        out = [parts[0]]
+        for i, rest in enumerate(parts[1:]):
+            values = sorted({f[i] for f in found}, key=lambda v: float(v.replace(",", "")))
+            out.append(values[0] if len(values) == 1 else f"{values[0]}–{values[-1]}")
+            out.append(rest)
+        line = "".join(out)
+        if len(windows) > 1:
+            line += f" ({len(found)} of {len(windows)} windows)"
+        lines.append(line)
+    return lines
+
+
 def warnings_section(tables: Tables) -> str:
-    """Per case, every distinct warning its windows carried: no figure is silently clean."""
+    """Per case, every kind of warning its windows carried: no figure is silently clean."""
     frame = tables.run.frame
     if frame.empty or "warnings" not in frame.columns:
         return ""
-    per_case: dict[str, list[str]] = {}
+    per_case: dict[str, list[list[str]]] = {}
     for r in _records(frame):
-        texts = split_warnings(r.get("warnings"))
-        if texts:
-            found = per_case.setdefault(str(r.get("case") or r.get("case_id")), [])
-            found += [t for t in texts if t not in found]
+        per_case.setdefault(str(r.get("case") or r.get("case_id")), []).append(
+            split_warnings(r.get("warnings"))
+        )
+    per_case = {case: w for case, w in per_case.items() if any(w)}
     if not per_case:
         return ""
     parts = ["## Warnings\n", "What the sensors' checks noticed in each case's windows.\n"]
-    for case, texts in sorted(per_case.items()):
+    for case, windows in sorted(per_case.items()):
         parts.append(f"- **{escape(case)}**")
-        parts += [f"  - {escape(t)}" for t in texts]
+        parts += [f"  - {escape(t)}" for t in group_warnings(windows)]
     return "\n".join(parts) + "\n"
 
 
