@@ -152,3 +152,19 @@ def test_no_shared_batch_size_is_said(tmp_path, capsys):
     run = write_run(tmp_path, cases)
     assert main(["recommend", str(run), "--min-accuracy", "0.5"]) == 0
     assert "share no batch size" in capsys.readouterr().out
+
+
+def test_setups_scored_without_an_energy_per_query_are_named_not_dropped(tmp_path, capsys):
+    # a served variant: an accuracy, its energy per request in the Serving section only
+    cases = [
+        infer_case("a", "fp32", "cpu", 8, 10.0, trace=False),
+        accuracy_case("a", "fp32", "cpu", "arith", 0.9),
+        accuracy_case("a", "q4_0", "cpu", "arith", 0.9),
+    ]
+    path = write_run(tmp_path, cases)
+    r = recommend(build_tables(open_run(path)), 0.5)
+    assert r.chosen["setup"] == "a/fp32/cpu" and r.unpriced == ["a/q4_0/cpu"]
+    assert main(["recommend", str(path), "--min-accuracy", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 setup with an accuracy but no J/query not weighed" in out
+    assert out.split("not weighed")[1].split("\n")[0].endswith("a/q4_0/cpu")

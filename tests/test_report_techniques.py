@@ -170,3 +170,24 @@ def test_a_magnitude_pruned_variant_that_seems_much_cheaper_is_flagged(tmp_path)
     assert "dense shapes" in t.loc["tiny-l/p30/cpu", "note"]
     assert t.loc["tiny-l/p30/cpu", "technique"] == "prune 0.3 magnitude"
     assert pd.isna(t.loc["tiny-l/n30/cpu", "note"])  # removing neurons does remove work
+
+
+def test_the_answer_names_smaller_accurate_setups_it_has_no_energy_per_query_for(tmp_path):
+    # a served q4_0 variant: scored, a quarter the size, but its energy is per request
+    cases = [
+        infer_case("tiny-s", "fp32", "cpu", 8, 0.5, params=1e6),
+        accuracy_case("tiny-s", "fp32", "cpu", "arith_mc", 0.50, params=1e6),
+        _variant(
+            accuracy_case("tiny-s", "q4_0", "cpu", "arith_mc", 0.50, params=1e6),
+            quantization="gguf-q4_0",
+            model_size_mb=1.0,
+        ),
+    ]
+    text = (build_report(write_run(tmp_path, cases), figures=False) / "report.md").read_text()
+    answer = next(line for line in text.splitlines() if line.startswith("**Answer:**"))
+    assert "no smaller setup of this run with an energy per query is accurate enough" in answer
+    assert "tiny-s/q4_0/cpu is as accurate and smaller, but has no energy per query" in answer
+    # without it, the plain sentence stands
+    text = build_report(write_run(tmp_path / "b", cases[:2]), figures=False) / "report.md"
+    answer = next(x for x in text.read_text().splitlines() if x.startswith("**Answer:**"))
+    assert "no smaller setup of this run is accurate enough" in answer and "q4_0" not in answer

@@ -181,6 +181,7 @@ def recommend(
             f"{m['accuracy']:.4g} (lower bound {m['accuracy_ci_low']:.4g}; {m['setup']}, "
             f"{m[r.energy_column]:.4g} {unit})"
         )
+        _unpriced_note(r, unit)
         return 1
     c, m = r.chosen, r.most_accurate
     click.echo(
@@ -213,9 +214,20 @@ def recommend(
             f"left out (never compared with {r.method} energy; see --method): "
             + ", ".join(r.left_out["setup"])
         )
+    _unpriced_note(r, unit)
     click.echo(f"\nPareto front ({r.what} against {unit}, {r.method} energy):")
     click.echo(text_table(r.front))
     return 0
+
+
+def _unpriced_note(r, unit: str) -> None:
+    """The setups with an accuracy that were not weighed, named: nothing is left out silently."""
+    if r.unpriced:
+        click.echo(
+            f"note: {len(r.unpriced)} setup{'' if len(r.unpriced) == 1 else 's'} with an accuracy "
+            f"but no {unit} not weighed (a served "
+            "setup's energy is per request: the report's Serving section): " + ", ".join(r.unpriced)
+        )
 
 
 def _latency_text(r, row, latency: str) -> str:

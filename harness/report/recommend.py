@@ -130,6 +130,8 @@ class Candidates:
     #: setups left out because their energy was obtained by the other method
     left_out: pd.DataFrame = field(default_factory=pd.DataFrame)
     method: str | None = None
+    #: setups with an accuracy but no energy figure to weigh (a served setup's is per request)
+    unpriced: list[str] = field(default_factory=list)
 
 
 def candidate_set(
@@ -178,6 +180,7 @@ def candidate_set(
         }
     )
     out["judged_accuracy"] = out["accuracy_ci_low" if by == "lower" else "accuracy"]
+    unpriced = list(out.loc[out["accuracy"].notna() & out[energy_col].isna(), "setup"])
     out = out[out["accuracy"].notna() & out[energy_col].notna()].reset_index(drop=True)
     methods = set(out["energy_method"])
     if method is None:
@@ -185,7 +188,7 @@ def candidate_set(
     left_out = out[out["energy_method"] != method].reset_index(drop=True)
     out = out[out["energy_method"] == method].reset_index(drop=True)
     out["on_front"] = pareto_mask(out[energy_col].to_numpy(), out["accuracy"].to_numpy())
-    return Candidates(out, what, batch_size_used, left_out, method)
+    return Candidates(out, what, batch_size_used, left_out, method, unpriced)
 
 
 def candidates(tables: Tables, task: str | None, per: str, **options) -> tuple[pd.DataFrame, str]:
@@ -210,6 +213,8 @@ class Recommendation:
     #: the latency target (s) and its column, when one was given (--max-latency)
     max_latency: float | None = None
     latency_column: str | None = None
+    #: setups with an accuracy but no energy figure to weigh (Candidates.unpriced)
+    unpriced: list[str] = field(default_factory=list)
 
     @property
     def front(self) -> pd.DataFrame:
@@ -314,4 +319,5 @@ def recommend(
         left_out=c.left_out,
         max_latency=max_latency,
         latency_column=latency_col,
+        unpriced=c.unpriced,
     )

@@ -506,17 +506,33 @@ def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | No
     of the run are the candidates when there are any. Making includes a teacher's or source's
     own training on both sides: deploying the small setup needs it made.
     """
-    s = produced.reset_index()
-    s = s[s["accuracy"].notna() & s["energy_per_query_j"].notna()]
+    scored = produced.reset_index()
+    scored = scored[scored["accuracy"].notna()]
     every = ";".join(tables.tasks)
-    if (s["accuracy_tasks"] == every).any():
-        s = s[s["accuracy_tasks"] == every]
+    if (scored["accuracy_tasks"] == every).any():
+        scored = scored[scored["accuracy_tasks"] == every]
+    s = scored[scored["energy_per_query_j"].notna()]
     if s.empty:
         return None
     best = s.loc[s["accuracy"].idxmax()]
     near = s[s["accuracy"] >= best["accuracy"] - tolerance]
     small = near.sort_values(["model_size_mb", "params", "energy_per_query_j"], kind="stable")
     small = small.iloc[0]
+    # setups as accurate and smaller that the answer cannot weigh (a served one's energy is per
+    # request at a concurrency, in Serving): named, so that "no smaller setup" is never said of them
+    unpriced = scored[
+        scored["energy_per_query_j"].isna()
+        & (scored["accuracy"] >= best["accuracy"] - tolerance)
+        & (scored["model_size_mb"] < small["model_size_mb"])
+    ].sort_values("model_size_mb", kind="stable")
+    names = ", ".join(_label(r) for _, r in unpriced.iterrows())
+    aside = (
+        f" {names} {'is' if len(unpriced) == 1 else 'are'} as accurate and smaller, but "
+        f"{'has' if len(unpriced) == 1 else 'have'} no energy per query in this run to weigh "
+        "(a served setup's energy is per request: see Serving)."
+        if names
+        else ""
+    )
     plain = s[~s.apply(_is_derived, axis=1)]
     plain = plain if not plain.empty else s
     largest = plain[plain["params"] == plain["params"].max()]
@@ -533,9 +549,10 @@ def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | No
         f"(accuracy {small['accuracy']:.3f})"
     )
     if _label(small) == _label(full):
+        among = " with an energy per query" if names else ""
         return (
-            f"{head}, the full-size setup itself: no smaller setup of this run is accurate "
-            f"enough (energy {method})."
+            f"{head}, the full-size setup itself: no smaller setup of this run{among} is "
+            f"accurate enough (energy {method}).{aside}"
         )
 
     def making(row) -> float:
@@ -561,6 +578,7 @@ def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | No
         f"{head}; against the full-size {_label(full)} (accuracy {full['accuracy']:.3f}) it "
         f"{_saves(epq_saved)} energy per query and {make_text}; over {n:,} queries it {verb} "
         f"{abs(kwh):.3g} kWh{co2_text}{'' if verb == 'saves' else ' more'} (energy {method})."
+        f"{aside}"
     )
 
 
