@@ -203,16 +203,22 @@ def count_connections(monkeypatch) -> list:
     return opened
 
 
-def test_each_request_goes_on_a_connection_opened_ahead_of_it(tmp_path, monkeypatch):
-    opened = count_connections(monkeypatch)
-    server = fake_server(tmp_path, "--token-delay-s", "0.005").start()
+def closed_loop_on_fake(tmp_path: Path, fake_args: list[str], requests: int, tokens: int):
+    """``requests`` of ``tokens`` one at a time against a fake server started with
+    ``fake_args``: the load's result, and the fake's metrics after it."""
+    server = fake_server(tmp_path, *fake_args).start()
     try:
         server.wait_healthy(60)
         url = server.health_url.replace("/health", "/v1/completions")
-        result = run_closed_loop(url, [completion_payload("m", [5], 8) for _ in range(10)], 1)
-        seen = fake_metrics(server)
+        payloads = [completion_payload("m", [5], tokens) for _ in range(requests)]
+        return run_closed_loop(url, payloads, 1), fake_metrics(server)
     finally:
         server.stop()
+
+
+def test_each_request_goes_on_a_connection_opened_ahead_of_it(tmp_path, monkeypatch):
+    opened = count_connections(monkeypatch)
+    result, seen = closed_loop_on_fake(tmp_path, ["--token-delay-s", "0.005"], 10, 8)
     assert len(result.requests) == 10 and all(len(r.token_s) == 8 for r in result.requests)
     # a connection of its own for each request (the server may close it after the stream) ...
     assert seen["fake_request_connections_total"] == 10
@@ -225,24 +231,14 @@ def test_each_request_goes_on_a_connection_opened_ahead_of_it(tmp_path, monkeypa
 def test_a_spare_the_server_closed_or_too_old_is_replaced_not_sent_on(tmp_path, monkeypatch):
     opened = count_connections(monkeypatch)
     # the server closes a connection idle for 20 ms; each request takes about 100 ms
-    server = fake_server(tmp_path, "--token-delay-s", "0.01", "--idle-close-s", "0.02").start()
-    try:
-        server.wait_healthy(60)
-        url = server.health_url.replace("/health", "/v1/completions")
-        result = run_closed_loop(url, [completion_payload("m", [5], 10) for _ in range(6)], 1)
-        assert all(len(r.token_s) == 10 for r in result.requests)
-        assert len(opened) == 12  # every spare was closed under it: a fresh one each time
-        opened.clear()
-        # too old to trust, though still open
-        monkeypatch.setattr(client, "SPARE_MAX_AGE_S", 0.0)
-        server.stop()
-        server = fake_server(tmp_path, "--token-delay-s", "0.01").start()
-        server.wait_healthy(60)
-        url = server.health_url.replace("/health", "/v1/completions")
-        result = run_closed_loop(url, [completion_payload("m", [5], 10) for _ in range(6)], 1)
-        seen = fake_metrics(server)
-    finally:
-        server.stop()
+    fake = ["--token-delay-s", "0.01", "--idle-close-s", "0.02"]
+    result, _ = closed_loop_on_fake(tmp_path, fake, 6, 10)
+    assert all(len(r.token_s) == 10 for r in result.requests)
+    assert len(opened) == 12  # every spare was closed under it: a fresh one each time
+    opened.clear()
+    # too old to trust, though still open
+    monkeypatch.setattr(client, "SPARE_MAX_AGE_S", 0.0)
+    result, seen = closed_loop_on_fake(tmp_path, ["--token-delay-s", "0.01"], 6, 10)
     assert all(len(r.token_s) == 10 for r in result.requests)
     assert len(opened) == 12 and seen["fake_request_connections_total"] == 6
 
