@@ -243,6 +243,40 @@ def test_a_spare_the_server_closed_or_too_old_is_replaced_not_sent_on(tmp_path, 
     assert len(opened) == 12 and seen["fake_request_connections_total"] == 6
 
 
+@pytest.mark.parametrize("aiohttp_close", ["waiters", "none"])
+def test_a_spare_still_opening_when_the_load_ends_is_cancelled(monkeypatch, aiohttp_close):
+    """Closing the connector while a spare is still being opened cancels that opening, whether
+    aiohttp's own ``_close`` hands back the waiters close() awaits (3.13 and newer) or returns
+    None (3.9 to 3.12, which pyproject admits): that gave AttributeError on close."""
+    import asyncio
+
+    import aiohttp
+
+    async def never_connects(self, req, traces, timeout):
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(aiohttp.TCPConnector, "_create_connection", never_connects)
+    if aiohttp_close == "none":
+        real_close = aiohttp.TCPConnector._close
+
+        def close_returning_none(self, *args, **kwargs):
+            real_close(self, *args, **kwargs)
+
+        monkeypatch.setattr(aiohttp.TCPConnector, "_close", close_returning_none)
+
+    async def load_ends_while_a_spare_opens():
+        connector = client._spare_connector(4)
+        connector._open_ahead(None, None)
+        opening = connector._opening
+        await asyncio.sleep(0)  # the spare's connect is under way
+        await connector.close()
+        await asyncio.sleep(0)
+        return opening
+
+    opening = asyncio.run(asyncio.wait_for(load_ends_while_a_spare_opens(), 5))
+    assert opening is not None and opening.cancelled()
+
+
 def test_requests_fewer_than_concurrency_are_refused():
     with pytest.raises(HarnessError, match="requests must be at least the concurrency"):
         run_closed_loop("http://127.0.0.1:9/v1/completions", [{}] * 2, 4)

@@ -237,10 +237,12 @@ def _spare_connector(limit: int):
             self._opening = asyncio.ensure_future(open_one())
 
         def _close(self, *args, **kwargs):
+            # aiohttp returns the waiters its close() awaits since 3.13; before, None and no wait
             waiters = super()._close(*args, **kwargs)
             if self._opening is not None:
                 self._opening.cancel()
-                waiters.append(self._opening)
+                if waiters is not None:
+                    waiters.append(self._opening)
             if self._spare is not None:
                 self._spare[1].close()
                 self._spare = None
