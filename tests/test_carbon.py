@@ -51,6 +51,21 @@ def test_record_carbon_uses_the_hour_it_ran_at(tmp_path):
     assert derive(late, carbon)["co2e_g"] == pytest.approx(1.5 * 300.0)
 
 
+def test_readings_finer_than_an_hour_are_averaged_per_hour(tmp_path):
+    # Electricity Maps' 15-minute export: hour 10 reads 100, 200, 300, 400 (mean 250), hour 11
+    # reads 50 four times. The last reading of each hour (400) was kept before.
+    rows = [f"2026-03-01T10:{m:02d}:00Z,{g}" for m, g in zip((0, 15, 30, 45), (100, 200, 300, 400))]
+    rows += [f"2026-03-01T11:{m:02d}:00Z,50" for m in (0, 15, 30, 45)]
+    series = read_series(_grid_file(tmp_path, "timestamp,g_per_kwh\n" + "\n".join(rows) + "\n"))
+    assert series.at_hour(int(H0 // 3600)) == pytest.approx(250.0)
+    assert series.points == [[H0, pytest.approx(250.0)], [H0 + 3600, pytest.approx(50.0)]]
+    assert series.mean_g_per_kwh == pytest.approx(150.0)
+    assert window_intensity(series, H0 + 600, 60) == pytest.approx(250.0)
+    assert "8 readings averaged per hour" in series.span()
+    # the series as the manifest keeps it (one point an hour) reads the same back
+    assert window_intensity(series.points, H0 + 600, 60) == pytest.approx(250.0)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -8,6 +8,7 @@ tables it also ships: US states (EPA eGRID, lbs/MWh), Nordic bidding zones and C
 An hourly series (``intensity_file``: a CSV of timestamp, gCO2e/kWh, as Electricity Maps and
 WattTime export them) replaces the flat figure: a window's energy is spread evenly over its
 duration and each hour's part is weighed by that hour's intensity (:func:`window_intensity`).
+Readings finer than an hour are averaged per hour (:class:`IntensitySeries`).
 """
 
 from __future__ import annotations
@@ -151,12 +152,22 @@ _TIME_COLUMNS = ("timestamp", "datetime (utc)", "datetime", "point_time", "time"
 
 
 class IntensitySeries:
-    """Hourly grid intensity: hour starts (unix seconds, UTC) and gCO2e/kWh, sorted."""
+    """Hourly grid intensity: hour starts (unix seconds, UTC) and gCO2e/kWh, sorted.
+
+    Readings finer than an hour (Electricity Maps' 5 and 15 minutes, WattTime's 5) are averaged
+    per hour: each hour's figure is the plain mean of the readings stamped inside it, which is the
+    time-weighted mean for evenly spaced readings (what both services export).
+    """
 
     def __init__(self, points: list[list[float]]):
         if not points:
             raise HarnessError("carbon.intensity_file: the file has no rows")
-        self.points = sorted([float(t), float(g)] for t, g in points)
+        readings: dict[int, list[float]] = {}
+        for t, g in points:
+            readings.setdefault(int(float(t) // HOUR_S), []).append(float(g))
+        #: readings in the file (or series) before averaging per hour
+        self.readings = len(points)
+        self.points = [[HOUR_S * h, sum(v) / len(v)] for h, v in sorted(readings.items())]
         self._by_hour = {int(t // HOUR_S): g for t, g in self.points}
         by_hod: dict[int, list[float]] = {}
         for t, g in self.points:
@@ -180,7 +191,10 @@ class IntensitySeries:
     def span(self) -> str:
         first = dt.datetime.fromtimestamp(self.points[0][0], dt.timezone.utc)
         last = dt.datetime.fromtimestamp(self.points[-1][0], dt.timezone.utc)
-        return f"{len(self.points)} hours, {first:%Y-%m-%dT%H:%MZ} to {last:%Y-%m-%dT%H:%MZ}"
+        text = f"{len(self.points)} hours, {first:%Y-%m-%dT%H:%MZ} to {last:%Y-%m-%dT%H:%MZ}"
+        if self.readings > len(self.points):
+            text += f"; {self.readings} readings averaged per hour"
+        return text
 
 
 def _parse_time(text: str, where: str) -> float:
@@ -237,7 +251,7 @@ def _read_series(path: str, mtime_ns: int) -> IntensitySeries:
             raise HarnessError(f"{where}: {row[g_col]!r} is not a number of gCO2e/kWh") from None
         if not g >= 0 or math.isinf(g):
             raise HarnessError(f"{where}: intensity must be zero or more, not {row[g_col]!r}")
-        points.append([HOUR_S * (t // HOUR_S), g])
+        points.append([t, g])
     return IntensitySeries(points)
 
 
