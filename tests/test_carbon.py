@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from pathlib import Path
 
 import pytest
 from fakeruns import infer_case, train_case, write_run
@@ -54,7 +55,10 @@ def test_record_carbon_uses_the_hour_it_ran_at(tmp_path):
 def test_readings_finer_than_an_hour_are_averaged_per_hour(tmp_path):
     # Electricity Maps' 15-minute export: hour 10 reads 100, 200, 300, 400 (mean 250), hour 11
     # reads 50 four times. The last reading of each hour (400) was kept before.
-    rows = [f"2026-03-01T10:{m:02d}:00Z,{g}" for m, g in zip((0, 15, 30, 45), (100, 200, 300, 400))]
+    rows = [
+        f"2026-03-01T10:{m:02d}:00Z,{g}"
+        for m, g in zip((0, 15, 30, 45), (100, 200, 300, 400), strict=True)
+    ]
     rows += [f"2026-03-01T11:{m:02d}:00Z,50" for m in (0, 15, 30, 45)]
     series = read_series(_grid_file(tmp_path, "timestamp,g_per_kwh\n" + "\n".join(rows) + "\n"))
     assert series.at_hour(int(H0 // 3600)) == pytest.approx(250.0)
@@ -295,6 +299,54 @@ def test_boamps_export_one_report_per_case(tmp_path):
     assert by_stage["inference"]["environment"]["country"] == "FRA"
     embodied = json.loads((out / "embodied.json").read_text())
     assert embodied["hardware_lifetime_years"] == 4.0
+
+
+BOAMPS_SCHEMAS = Path(__file__).parent / "boamps"
+BOAMPS_MODEL_URI = "https://raw.githubusercontent.com/Boavizta/BoAmps/main/model/"
+
+
+def boamps_validator():
+    """BoAmps' own report schema (tests/boamps, see its README), its $refs resolved from the
+    copies there: no network."""
+    jsonschema = pytest.importorskip("jsonschema")
+    referencing = pytest.importorskip("referencing")
+    from referencing.jsonschema import DRAFT4
+
+    resources = []
+    for path in sorted(BOAMPS_SCHEMAS.glob("*_schema.json")):
+        contents = json.loads(path.read_text(encoding="utf-8"))
+        resources.append((BOAMPS_MODEL_URI + path.name, DRAFT4.create_resource(contents)))
+    registry = referencing.Registry().with_resources(resources)
+    schema = json.loads((BOAMPS_SCHEMAS / "report_schema.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft4Validator(schema, registry=registry)
+
+
+def test_boamps_reports_pass_boamps_own_schema_with_params_in_billions(tmp_path):
+    from harness.carbon import boamps
+
+    if not boamps.available():
+        pytest.skip("this codecarbon has no BoAmps models")
+    cases = [
+        train_case("m", "fp32", "cpu", [3.6e5] * 3, params=1.5e8),
+        infer_case("m", "fp32", "cpu", 8, 3.6, rel_noise=0.0, params=1.5e8),
+    ]
+    run = write_run(tmp_path, cases, carbon={"country": "FRA"}, intensity_g_per_kwh=56.0)
+    from harness.report import build_report
+
+    out = build_report(run, figures=False)
+    validator = boamps_validator()
+    files = sorted((out / "boamps").glob("*.json"))
+    assert len(files) == 2
+    for f in files:
+        report = json.loads(f.read_text())
+        problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(report)]
+        assert not problems, problems
+        # "number of billions of total parameters of your model, e.g. 8 for llama3.1-8b"
+        (algorithm,) = report["task"]["algorithms"]
+        assert algorithm["parametersNumber"] == pytest.approx(0.15)
+    # the validator does reject a report that breaks the schema
+    report["quality"] = "excellent"
+    assert any(True for _ in validator.iter_errors(report))
 
 
 def test_a_capped_clock_scales_the_power_above_idle(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ The report is built with codecarbon's own BoAmps dataclasses (its #1113,
 ``codecarbon.output_methods.boamps``), so the two tools write the same schema: header, task
 (stage, algorithm, dataset, requests), one measure per repetition (kWh, seconds, when, how
 measured), system, software, infrastructure (CPU, GPU, RAM), environment (country, intensity)
-and quality (``high`` for a measured figure, ``low`` for an estimate).
+and quality (``high`` for a measured figure, ``low`` for an estimate). Units are BoAmps' own:
+kWh, seconds, billions of parameters, gCO2e/kWh.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def _num(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(value) else value
+
+
+def _billions(count) -> float | None:
+    """A parameter count as BoAmps' ``parametersNumber`` takes it: billions (8 for an 8B model)."""
+    n = _num(count)
+    return None if n is None else n / 1e9
 
 
 def _when(unix_s) -> str | None:
@@ -122,7 +129,7 @@ def reports(run, frame) -> dict[str, dict]:
                     BoAmpsAlgorithm(
                         algorithm_type="llm",
                         algorithm_name=first.get("model"),
-                        parameters_number=_num(first.get("params")),
+                        parameters_number=_billions(first.get("params")),
                         framework="pytorch",
                         quantization=first.get("quantization") or None,
                     )
