@@ -94,6 +94,11 @@ def _cpuinfo() -> str:
         return ""
 
 
+def is_virtual_machine() -> bool:
+    """True on a virtual machine: the CPU flags carry ``hypervisor``."""
+    return bool(re.search(r"^flags\s*:.*\bhypervisor\b", _cpuinfo(), re.MULTILINE))
+
+
 def cpu_model_name() -> str | None:
     """This CPU's model name as /proc/cpuinfo gives it, else the platform's; None if unknown.
 
@@ -172,4 +177,6 @@ def host_facts() -> dict:
         "logical_cores": os.cpu_count(),
         "memory_mb": memory_mb(),
         "machine": platform.machine(),
+        # a VM uses a share of its host: its embodied emissions are charged by that share
+        "virtual_machine": is_virtual_machine(),
     }

@@ -861,9 +861,27 @@ def rows_frame(rows: list[dict]):
     return df
 
 
-def rebuild_measurements(run_dir: Path):
-    """Rewrite measurements.parquet and .csv from the case results; return the DataFrame."""
+#: columns the report fills (harness.report.measurements): in the files once it is built, left
+#: out before (or where no row has them), never written always empty
+REPORT_COLUMNS = ("produce_j", "embodied_g", "co2e_total_g")
+
+
+def without_unfilled_report_columns(df):
+    """``df`` less the report-time columns that no row fills."""
+    empty = [c for c in REPORT_COLUMNS if c in df.columns and df[c].isna().all()]
+    return df.drop(columns=empty)
+
+
+def rebuild_measurements(run_dir: Path, fill=None):
+    """Rewrite measurements.parquet and .csv from the case results; return the DataFrame.
+
+    ``fill(df)``: a DataFrame of columns to set on the rows (the report's, by
+    ``harness.report.measurements.report_columns``)."""
     df = rows_frame(collect_rows(run_dir))
+    if fill is not None and len(df):
+        for col, values in fill(df).items():
+            df[col] = values
+    df = without_unfilled_report_columns(df)
     write_parquet(Path(run_dir) / MEASUREMENTS_PARQUET, df)
     write_csv(Path(run_dir) / MEASUREMENTS_CSV, df)
     return df
@@ -918,7 +936,7 @@ def load_results(path: str | Path = "results"):
                 continue
             except Exception:
                 pass  # unreadable: rebuild from the case results below
-        frames.append(rows_frame(collect_rows(run)))
+        frames.append(without_unfilled_report_columns(rows_frame(collect_rows(run))))
     frames = [f for f in frames if len(f)]
     if not frames:
         return rows_frame([])

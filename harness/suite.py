@@ -122,6 +122,12 @@ class Carbon(_Strict):
     wue_l_per_kwh: Annotated[float, Field(ge=0)] | None = None
     #: litres of water consumed per kWh of electricity generated (default: a labelled average)
     electricity_water_l_per_kwh: Annotated[float, Field(ge=0)] | None = None
+    #: threads of the physical host this machine (a VM, a slice) runs on: embodied emissions are
+    #: charged by vCPUs ÷ host_threads (on a VM without it or cloud_instance: assumed, warned)
+    host_threads: Annotated[int, Field(ge=1)] | None = None
+    #: a cloud instance type boaviztapi knows, provider/type (aws/m5.large): its embodied
+    #: emissions are boaviztapi's for that instance
+    cloud_instance: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Carbon:
@@ -132,6 +138,15 @@ class Carbon(_Strict):
             )
         if self.region is not None and self.country is None:
             raise ValueError("region needs a country")
+        if self.host_threads is not None and self.cloud_instance is not None:
+            raise ValueError("give host_threads or cloud_instance, not both")
+        if self.cloud_instance is not None:
+            from harness.carbon import embodied
+
+            try:
+                embodied.check_cloud_instance(self.cloud_instance)
+            except HarnessError as e:
+                raise ValueError(str(e).removeprefix("carbon.")) from None
         if self.intensity_file is not None:
             self.intensity_file = str(Path(self.intensity_file).expanduser().resolve())
         if self.country is not None or self.intensity_file is not None:

@@ -229,8 +229,9 @@ def write_run(
     report: dict | None = None,
     intensity_g_per_kwh: float | None = None,
     pue: float | None = None,
+    host: dict | None = None,
 ) -> Path:
-    """Write a run folder under ``root``; returns its path."""
+    """Write a run folder under ``root``; returns its path (``host``: the manifest's host facts)."""
     if run_id is None:
         stamp = started.replace("-", "").replace(":", "").rstrip("Z")
         run_id = f"{suite}-{stamp}-" + hashlib.sha1(f"{suite}{started}".encode()).hexdigest()[:6]
@@ -251,7 +252,7 @@ def write_run(
         "suite": suite_dict,
         "started": started,
         "finished": started,
-        "host": {"hostname": "fakehost", "cpu": "Fake CPU 9000"},
+        "host": host or {"hostname": "fakehost", "cpu": "Fake CPU 9000"},
         "sensors": [{"source": "rapl", "domain": "cpu:0", "kind": "counter", "status": "ok"}],
         "carbon": carbon,
     }

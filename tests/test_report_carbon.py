@@ -6,9 +6,12 @@ Grid intensities read by hand from codecarbon's data/private_infra/global_energy
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fakeruns import accuracy_case, infer_case, train_case, write_run
 
+from harness.carbon import embodied as emb
 from harness.report.load import open_run
 from harness.report.tables import build_tables
 
@@ -78,3 +81,124 @@ def test_lifetime_default_is_a_million_queries(tmp_path):
     assert row["queries_lifetime"] == 1_000_000
     assert row["energy_lifetime_j"] == pytest.approx(3.6e6 + 3.6e6)
     assert row["inference_share_lifetime"] == pytest.approx(0.5)
+
+
+# --- the report-time columns in the measurement files; embodied emissions on a shared host ------
+
+needs_boavizta = pytest.mark.skipif(not emb.available(), reason="boaviztapi is not installed")
+REPORT_COLUMNS = ["produce_j", "embodied_g", "co2e_total_g"]
+#: a 2-vCPU virtual machine, as the manifest of a run on one records it
+VM_HOST = {
+    "hostname": "vm",
+    "cpu": "AMD EPYC",
+    "logical_cores": 2,
+    "memory_mb": 24576,
+    "virtual_machine": True,
+}
+
+
+def _cases():
+    return [
+        train_case("m", "fp32", "cpu", [1.2e6, 1.2e6, 1.2e6]),
+        infer_case("m", "fp32", "cpu", 8, 3.6, rel_noise=0.0),
+        accuracy_case("m", "fp32", "cpu", "t", 0.7),
+    ]
+
+
+@needs_boavizta
+def test_measurement_files_carry_the_report_columns_once_the_report_is_built(tmp_path):
+    import pandas as pd
+
+    from harness import load_results, store
+    from harness.report import build_report
+
+    run = write_run(
+        tmp_path, _cases(), carbon={"intensity_g_per_kwh": 100}, intensity_g_per_kwh=100
+    )
+    # before the report: the columns are not in the files at all (they were always empty)
+    store.rebuild_measurements(run)
+    before = pd.read_csv(run / "measurements.csv")
+    assert not set(REPORT_COLUMNS) & set(before.columns)
+    assert not set(REPORT_COLUMNS) & set(load_results(run).columns)
+
+    build_report(run, figures=False)
+    tables = build_tables(open_run(run))
+    rate = tables.accounting.g_per_s
+    for frame in (
+        pd.read_csv(run / "measurements.csv"),
+        pd.read_parquet(run / "measurements.parquet"),
+        load_results(run),  # what a notebook reads: the cache, fresh after the report
+    ):
+        ok = frame[frame["status"] == "ok"]
+        assert len(ok) == 7
+        assert ok[REPORT_COLUMNS].notna().all().all(), ok[REPORT_COLUMNS]
+        assert ok["embodied_g"].to_numpy() == pytest.approx(ok["duration_s"].to_numpy() * rate)
+        assert ok["co2e_total_g"].to_numpy() == pytest.approx(
+            (ok["co2e_g"] + ok["embodied_g"]).to_numpy()
+        )
+        # the setup's making: its training run, 3 chunks of 1.2e6 J, on every row of the setup
+        assert ok["produce_j"].to_numpy() == pytest.approx(3.6e6)
+    assert not store.measurements_stale(run)
+
+
+@needs_boavizta
+def test_a_vm_is_charged_its_share_of_the_host_not_the_whole_server(tmp_path):
+    carbon = {"intensity_g_per_kwh": 100, "host_threads": 64}
+    tables = build_tables(open_run(write_run(tmp_path, _cases(), carbon=carbon, host=VM_HOST)))
+    acc = tables.accounting
+    host = emb.embodied(emb.machine_of({"host": VM_HOST}, as_host=True))
+    assert acc.embodied.kg == pytest.approx(host.kg)  # the host, from boaviztapi
+    assert acc.share.cpu == pytest.approx(2 / 64)
+    assert acc.share.ram == pytest.approx(24 / host.memory_gb)
+    ram = sum(kg for part, kg in host.parts.items() if part.startswith("RAM"))
+    charged = (host.kg - ram) * 2 / 64 + ram * 24 / host.memory_gb
+    assert acc.charged_kg[0] == pytest.approx(charged)
+    assert acc.charged_kg[0] < 0.2 * host.kg
+    rate = charged * 1000 / (4 * 8760 * 3600)
+    ok = tables.run.frame[tables.run.frame["status"] == "ok"]
+    assert ok["embodied_g"].to_numpy() == pytest.approx(ok["duration_s"].to_numpy() * rate)
+    assert acc.warning is None
+    assert not ok["warnings"].fillna("").str.contains("embodied_g").any()
+
+
+@needs_boavizta
+def test_a_vm_whose_host_is_unknown_gets_an_assumed_share_with_a_warning(tmp_path):
+    import pandas as pd
+
+    from harness.report import build_report
+
+    run = write_run(tmp_path, _cases(), carbon={"intensity_g_per_kwh": 100}, host=VM_HOST)
+    out = build_report(run, figures=False)
+    tables = build_tables(open_run(run))
+    acc = tables.accounting
+    # the whole server was charged before (every row's embodied share near 96 %)
+    assert acc.share is not None and acc.share.cpu < 1
+    assert acc.charged_kg[0] < 0.2 * acc.embodied.kg
+    assert "carbon.host_threads" in acc.warning
+    rows = pd.read_csv(run / "measurements.csv")
+    assert rows["warnings"].str.contains("embodied_g: share of the host assumed").all()
+    text = (out / "report.md").read_text()
+    assert "this machine's share" in text and "**Warning:** embodied_g" in text
+    saved = json.loads((out / "embodied.json").read_text())
+    assert saved["charged_kg"] == pytest.approx(acc.charged_kg[0])
+    assert saved["warning"] == acc.warning
+
+
+@needs_boavizta
+def test_a_cloud_instance_is_charged_as_boaviztapi_charges_it(tmp_path):
+    carbon = {"intensity_g_per_kwh": 100, "cloud_instance": "aws/m5.large"}
+    tables = build_tables(open_run(write_run(tmp_path, _cases(), carbon=carbon, host=VM_HOST)))
+    acc = tables.accounting
+    # boaviztapi's own figure for one m5.large: 2 of the 96 vCPUs of an m5.metal
+    assert acc.charged_kg[0] == pytest.approx(emb.cloud_instance("aws/m5.large").kg)
+    assert acc.charged_kg[0] < 50
+    assert acc.warning is None
+
+
+def test_the_bare_metal_machine_is_charged_whole(tmp_path):
+    tables = build_tables(open_run(write_run(tmp_path, _cases(), carbon={"country": "FRA"})))
+    acc = tables.accounting
+    if acc.embodied is None:
+        pytest.skip(acc.missing)
+    assert acc.share is None and acc.warning is None
+    assert acc.charged_kg[0] == pytest.approx(acc.embodied.kg)

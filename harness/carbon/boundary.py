@@ -39,40 +39,138 @@ class Accounting:
     """What the run's embodied figures rest on."""
 
     lifetime_years: float = 4.0
+    #: the machine (or, on a shared host, the whole host) as boaviztapi assessed it
     embodied: emb.Embodied | None = None
     machine: emb.Machine | None = None
+    #: the part of a shared host charged to the run's machine (None: the whole machine)
+    share: emb.Share | None = None
+    #: the doubt the embodied figures carry (an assumed share), None when there is none
+    warning: str | None = None
     #: why there is no embodied figure (None when there is one)
     missing: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
+    def charged_kg(self) -> tuple[float, float, float]:
+        """``(kg, kg_min, kg_max)`` charged to the run's machine."""
+        if self.embodied is None:
+            return math.nan, math.nan, math.nan
+        return emb.charged(self.embodied, self.share)
+
+    @property
     def g_per_s(self) -> float:
-        return self.embodied.g_per_s(self.lifetime_years) if self.embodied else math.nan
+        kg = self.charged_kg[0]
+        return kg * 1000.0 / (self.lifetime_years * emb.HOURS_PER_YEAR * 3600.0)
 
     def to_dict(self) -> dict:
         out = {"hardware_lifetime_years": self.lifetime_years, "missing": self.missing}
         if self.embodied is not None:
+            kg, low, high = self.charged_kg
             out.update(self.embodied.to_dict(), embodied_g_per_s=self.g_per_s)
+            out.update(charged_kg=kg, charged_kg_min=low, charged_kg_max=high)
+            out.update(
+                host_share_cpu=self.share.cpu if self.share else 1.0,
+                host_share_ram=self.share.ram if self.share else 1.0,
+                share_origin=self.share.origin if self.share else "the whole machine",
+                warning=self.warning,
+            )
         return out
+
+
+def assess(manifest: dict, frame: pd.DataFrame, carbon_block: dict | None) -> Accounting:
+    """The run's embodied accounting: the machine, or the share of its host (see
+    :mod:`harness.carbon.embodied`), and the doubt it carries."""
+    block = carbon_block or {}
+    host = manifest.get("host") or {}
+    acc = Accounting(lifetime_years=float(block.get("hardware_lifetime_years") or 4.0))
+    instance = block.get("cloud_instance")
+    host_threads = block.get("host_threads")
+    shared = bool(host.get("virtual_machine")) or bool(host_threads)
+    try:
+        if instance:
+            acc.embodied = emb.cloud_instance(str(instance))
+            return acc
+        acc.machine = emb.machine_of(manifest, frame, as_host=shared)
+        acc.embodied = emb.embodied(acc.machine)
+    except HarnessError as e:
+        acc.missing = str(e)
+        return acc
+    except Exception as e:  # noqa: BLE001 - boaviztapi failing must not lose the report
+        acc.missing = f"boaviztapi could not assess the machine: {type(e).__name__}: {e}"
+        return acc
+    if shared:
+        _share_of_host(acc, host, host_threads)
+    return acc
+
+
+def _share_of_host(acc: Accounting, host: dict, host_threads) -> None:
+    """Set the share of the host (vCPUs ÷ host threads; memory ÷ host memory for RAM), from
+    ``carbon.host_threads``, else assumed from boaviztapi's host with a warning."""
+    e = acc.embodied
+    vcpus = host.get("logical_cores") or host.get("cpu_count")
+    memory_mb = host.get("memory_mb")
+    ask = "give carbon.host_threads (the host's threads) or carbon.cloud_instance"
+    if host_threads:
+        threads = float(host_threads)
+        known = "carbon.host_threads"
+    else:
+        threads = e.threads
+        known = (
+            f"assumed: boaviztapi's {emb.ARCHETYPE} host with this CPU, its threads; the host "
+            "is unknown on this virtual machine"
+        )
+    if not vcpus or not threads:
+        acc.embodied = None
+        acc.missing = (
+            "a virtual machine whose share of its host is unknown "
+            f"({'vCPUs' if not vcpus else 'host threads'} unknown): {ask}"
+        )
+        return
+    cpu = min(1.0, float(vcpus) / threads)
+    ram = cpu
+    ram_text = ""
+    if memory_mb and e.memory_gb:
+        ram = min(1.0, float(memory_mb) / 1024.0 / e.memory_gb)
+        ram_text = f"; RAM {float(memory_mb) / 1024:.3g} of {e.memory_gb:g} GB"
+    acc.share = emb.Share(
+        cpu=cpu, ram=ram, origin=f"{vcpus} of {threads:g} host threads ({known}){ram_text}"
+    )
+    if not host_threads:
+        acc.warning = (
+            f"embodied_g: share of the host assumed ({cpu:.3g} of its parts: {vcpus} of "
+            f"{threads:g} threads of boaviztapi's default host); {ask}"
+        )
+
+
+def embodied_columns(frame: pd.DataFrame, acc: Accounting) -> pd.DataFrame:
+    """``embodied_g`` and ``co2e_total_g`` of every repetition of ``frame`` (its index), and its
+    ``warnings`` with the accounting's doubt added to each row that has an embodied figure: the
+    one definition that the report and measurements.csv both use."""
+    duration = pd.to_numeric(frame["duration_s"], errors="coerce")
+    out = pd.DataFrame(index=frame.index)
+    out["embodied_g"] = duration * acc.g_per_s
+    out["co2e_total_g"] = pd.to_numeric(frame["co2e_g"], errors="coerce") + out["embodied_g"]
+    warnings = frame["warnings"] if "warnings" in frame else pd.Series(None, index=frame.index)
+    if acc.warning:
+        has = out["embodied_g"].notna()
+        warnings = warnings.where(~has, warnings.map(lambda w: _add_warning(w, acc.warning)))
+    out["warnings"] = warnings
+    return out
+
+
+def _add_warning(warnings, warning: str) -> str:
+    text = warnings if isinstance(warnings, str) and warnings else ""
+    return text if warning in text else (f"{text};{warning}" if text else warning)
 
 
 def account(manifest: dict, frame: pd.DataFrame, carbon_block: dict | None) -> Accounting:
     """Fill ``embodied_g`` and ``co2e_total_g`` of every repetition (in place)."""
-    block = carbon_block or {}
-    years = float(block.get("hardware_lifetime_years") or 4.0)
-    acc = Accounting(lifetime_years=years)
-    acc.machine = emb.machine_of(manifest, frame)
-    try:
-        acc.embodied = emb.embodied(acc.machine)
-    except HarnessError as e:
-        acc.missing = str(e)
-    except Exception as e:  # noqa: BLE001 - boaviztapi failing must not lose the report
-        acc.missing = f"boaviztapi could not assess the machine: {type(e).__name__}: {e}"
+    acc = assess(manifest, frame, carbon_block)
     if frame.empty:
         return acc
-    duration = pd.to_numeric(frame["duration_s"], errors="coerce")
-    frame["embodied_g"] = duration * acc.g_per_s
-    frame["co2e_total_g"] = pd.to_numeric(frame["co2e_g"], errors="coerce") + frame["embodied_g"]
+    filled = embodied_columns(frame, acc)
+    for col in filled.columns:
+        frame[col] = filled[col]
     return acc
 
 

@@ -31,6 +31,9 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     out.mkdir(exist_ok=True)
     board = leaderboard(tables)
     making = techniques.build(tables)
+    from harness.report import measurements
+
+    measurements.write(tables, making.produced)  # produce_j, embodied_g, co2e_total_g filled
     write_csv(techniques.summary_with_produce(tables, making), out / "summary.csv")
     write_csv(board, out / "leaderboard.csv")
     write_csv(tables.cases, out / "cases.csv")

@@ -256,12 +256,23 @@ def boundary_section(tables: Tables) -> str:
     parts = ["## Carbon beyond the plug\n"]
     if acc is not None and acc.embodied is not None:
         e = acc.embodied
-        parts.append(
-            f"Embodied emissions of the machine: {fmt(e.kg)} kgCO2e ({fmt(e.kg_min)} to "
-            f"{fmt(e.kg_max)}, {escape(e.source)}), amortised over "
-            f"{fmt(acc.lifetime_years)} years: {fmt(acc.g_per_s * 3600)} gCO2e per hour of use "
-            "(suite `carbon.hardware_lifetime_years`).\n"
+        kg, low, high = acc.charged_kg
+        whole = "host" if acc.share is not None else "machine"
+        text = f"Embodied emissions of the {whole}: {fmt(e.kg)} kgCO2e ({fmt(e.kg_min)} to "
+        text += f"{fmt(e.kg_max)}, {escape(e.source)})"
+        if acc.share is not None:
+            text += (
+                f"; this machine's share: {fmt(100 * acc.share.cpu, 3)} % of its parts, "
+                f"{fmt(100 * acc.share.ram, 3)} % of its RAM, GPUs whole "
+                f"({escape(acc.share.origin)}): {fmt(kg)} kgCO2e ({fmt(low)} to {fmt(high)})"
+            )
+        text += (
+            f", amortised over {fmt(acc.lifetime_years)} years: {fmt(acc.g_per_s * 3600)} "
+            "gCO2e per hour of use (suite `carbon.hardware_lifetime_years`).\n"
         )
+        parts.append(text)
+        if acc.warning:
+            parts.append(f"**Warning:** {escape(acc.warning)}.\n")
         part_rows = [
             {"part": name, "kg": fmt(kg), "origin": e.origins.get(name, "")}
             for name, kg in e.parts.items()

@@ -155,9 +155,9 @@ class CpuModel:
 
 
 def is_virtual_machine() -> bool:
-    from harness.hardware import _cpuinfo
+    from harness.hardware import is_virtual_machine as on_a_vm
 
-    return bool(re.search(r"^flags\s*:.*\bhypervisor\b", _cpuinfo(), re.MULTILINE))
+    return on_a_vm()
 
 
 def memory_w(total_gb: float, memory_type: str | None = None) -> tuple[float, float, str]:
