@@ -344,6 +344,7 @@ def test_boamps_reports_pass_boamps_own_schema_with_params_in_billions(tmp_path)
         # "number of billions of total parameters of your model, e.g. 8 for llama3.1-8b"
         (algorithm,) = report["task"]["algorithms"]
         assert algorithm["parametersNumber"] == pytest.approx(0.15)
+    assert report["infrastructure"]["infraType"] == "onPremise"
     # the validator does reject a report that breaks the schema
     report["quality"] = "excellent"
     assert any(True for _ in validator.iter_errors(report))
@@ -416,3 +417,52 @@ def test_ladder_rungs_by_hand():
     assert r["pue_g"] == pytest.approx(300 / 3.6e6 * 360 * 100)
     assert r["embodied_g"] == pytest.approx(r["pue_g"] + 0.5 * 100)
     assert r["gpu_wh"] == pytest.approx(80 / 3600 * 100)
+
+
+@needs_boavizta
+def test_boamps_names_the_cloud_instance_the_suite_gives(tmp_path):
+    from harness.carbon import boamps
+
+    if not boamps.available():
+        pytest.skip("this codecarbon has no BoAmps models")
+    carbon = {"country": "FRA", "cloud_instance": "aws/m5.large"}
+    run = write_run(tmp_path, [infer_case("m", "fp32", "cpu", 8, 3.6)], carbon=carbon)
+    from harness.report import build_report
+
+    out = build_report(run, figures=False)
+    (path,) = (out / "boamps").glob("*.json")
+    report = json.loads(path.read_text())
+    assert not list(boamps_validator().iter_errors(report))
+    infra = report["infrastructure"]
+    assert (infra["infraType"], infra["cloudProvider"], infra["cloudInstance"]) == (
+        "publicCloud",
+        "aws",
+        "m5.large",
+    )
+
+
+def test_suite_takes_the_host_share_keys(tmp_path):
+    from harness.suite import Suite
+
+    base = {
+        "name": "s",
+        "hardware": [{"name": "cpu"}],
+        "workloads": [{"type": "command", "name": "c", "run": ["true"]}],
+    }
+    s = Suite.model_validate({**base, "carbon": {"country": "FRA", "host_threads": 64}})
+    assert s.carbon.host_threads == 64
+    with pytest.raises(Exception, match="greater than or equal to 1"):
+        Suite.model_validate({**base, "carbon": {"country": "FRA", "host_threads": 0}})
+    with pytest.raises(Exception, match="not both"):
+        Suite.model_validate(
+            {**base, "carbon": {"country": "FRA", "host_threads": 8, "cloud_instance": "aws/x"}}
+        )
+    with pytest.raises(Exception, match="provider/instance-type"):
+        Suite.model_validate({**base, "carbon": {"country": "FRA", "cloud_instance": "m5.large"}})
+    if emb.available():
+        with pytest.raises(Exception, match="does not know 'm5.huge' at 'aws'"):
+            Suite.model_validate(
+                {**base, "carbon": {"country": "FRA", "cloud_instance": "aws/m5.huge"}}
+            )
+        ok = {**base, "carbon": {"country": "FRA", "cloud_instance": "aws/m5.large"}}
+        assert Suite.model_validate(ok).carbon.cloud_instance == "aws/m5.large"

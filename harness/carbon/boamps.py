@@ -41,6 +41,21 @@ def _when(unix_s) -> str | None:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _infrastructure(cls, carbon: dict, components: list):
+    """``publicCloud`` with its provider and instance where the suite names one
+    (``carbon.cloud_instance``: provider/type), else ``onPremise``."""
+    instance = carbon.get("cloud_instance")
+    if instance and "/" in str(instance):
+        provider, _, kind = str(instance).partition("/")
+        return cls(
+            infra_type="publicCloud",
+            cloud_provider=provider,
+            cloud_instance=kind,
+            components=components,
+        )
+    return cls(infra_type="onPremise", components=components)
+
+
 def available() -> bool:
     try:
         import codecarbon.output_methods.boamps.models  # noqa: F401
@@ -142,7 +157,7 @@ def reports(run, frame) -> dict[str, dict]:
             measures=measures,
             system=BoAmpsSystem(os=host.get("os") or platform.system()),
             software=BoAmpsSoftware(language="python", version=host.get("python")),
-            infrastructure=BoAmpsInfrastructure(infra_type="onPremise", components=components),
+            infrastructure=_infrastructure(BoAmpsInfrastructure, carbon, components),
             environment=BoAmpsEnvironment(
                 country=carbon.get("country"),
                 power_source_carbon_intensity=_num(first.get("intensity_g_per_kwh")),
