@@ -107,8 +107,12 @@ def _origin(part: str, detail: dict, machine: Machine) -> str:
         return "boaviztapi default (model unknown)"
     if part.startswith("RAM"):
         capacity = detail.get("capacity") or {}
+        units = (detail.get("units") or {}).get("value")
         status = "given" if capacity.get("status") == "INPUT" else "boaviztapi default"
-        return f"{capacity.get('value')} GB {status}; density boaviztapi's average"
+        size = f"{capacity.get('value')} GB"
+        if units and units != 1:
+            size = f"{units:g} × {size}"
+        return f"{size} {status}; density boaviztapi's average"
     return f"boaviztapi's {ARCHETYPE} archetype"
 
 

@@ -277,7 +277,8 @@ def boundary_section(tables: Tables) -> str:
             {"part": name, "kg": fmt(kg), "origin": e.origins.get(name, "")}
             for name, kg in e.parts.items()
         ]
-        parts.append(table(part_rows, [("part", "part"), ("kg", "kgCO2e"), ("origin", "known as")]))
+        kg_head = "kgCO2e (whole host)" if acc.share is not None else "kgCO2e"
+        parts.append(table(part_rows, [("part", "part"), ("kg", kg_head), ("origin", "known as")]))
     elif acc is not None:
         parts.append(f"No embodied emissions: {escape(acc.missing)}\n")
     lad = boundary_ladder(tables) if tables.grid.known else pd.DataFrame()
