@@ -7,6 +7,8 @@ Grid intensities read by hand from codecarbon's data/private_infra/global_energy
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 from fakeruns import accuracy_case, infer_case, train_case, write_run
@@ -139,6 +141,13 @@ def test_measurement_files_carry_the_report_columns_once_the_report_is_built(tmp
         # the setup's making: its training run, 3 chunks of 1.2e6 J, on every row of the setup
         assert ok["produce_j"].to_numpy() == pytest.approx(3.6e6)
     assert not store.measurements_stale(run)
+    # a result newer than the cache: rebuilt from the results, the report's columns left out
+    # until the next report rather than read stale or written empty
+    result = next((run / "cases").glob("*/result.json"))
+    future = time.time() + 5
+    os.utime(result, (future, future))
+    assert store.measurements_stale(run)
+    assert not set(REPORT_COLUMNS) & set(load_results(run).columns)
 
 
 @needs_boavizta
