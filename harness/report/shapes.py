@@ -1,0 +1,165 @@
+"""The one rule for setting setups side by side: at a shape every one of them measured.
+
+A setup's energy per query depends on the shape it ran at as much as on the setup: a batch of 8
+shares each step's weights over 8 queries, a server with 8 requests in flight shares them over 8
+streams. One setup at batch 8 against another at batch 1 compares batch sizes, not setups. So
+every comparison between setups (the techniques table, the report's answer sentence, recommend,
+the lifetime saving, the site's compare) takes its figures at a shape all of them measured:
+
+- in-process (``infer`` cases): the largest batch size they all have, at the same prompt and new
+  tokens (at that batch size: the most new tokens, then the longest prompt, that all have);
+- served (closed-loop ``serve`` cases): the largest concurrency they all have, likewise; a served
+  request is one query, so ``energy_per_request_j`` stands as its energy per query.
+
+Where they share none, :meth:`Shapes.shared` returns None and the comparison prints no figure: it
+says so, naming what each measured (:meth:`Shapes.measured`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness.report.tables import SETUP, Tables
+
+#: the figures a comparison takes at its shape (each with ``_ci_low`` / ``_ci_high``)
+FIGURES = ["energy_per_query_j", "tokens_per_s"]
+_COLUMNS = [c for m in FIGURES for c in (m, f"{m}_ci_low", f"{m}_ci_high")]
+_SHAPE = ["size", "prompt_tokens", "new_tokens"]
+#: what a shape's size is, per workload
+SIZE_WORD = {"infer": "batch", "serve": "concurrency"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A workload shape: a batch size (infer) or a concurrency (serve) at a prompt and new tokens."""
+
+    workload: str
+    size: int
+    prompt_tokens: float
+    new_tokens: float
+    #: whether the run measured more than one prompt/new-token length (then the label names them)
+    lengths_vary: bool = False
+
+    @property
+    def label(self) -> str:
+        """``batch 8`` or ``concurrency 4`` (``batch 8 p32 n16`` where lengths vary in the run)."""
+        text = f"{SIZE_WORD[self.workload]} {self.size}"
+        if self.lengths_vary:
+            text += f" p{_int(self.prompt_tokens)} n{_int(self.new_tokens)}"
+        return text
+
+
+def _int(value) -> str:
+    return str(int(value)) if pd.notna(value) and value >= 0 else "?"
+
+
+def _infer_rows(tables: Tables) -> pd.DataFrame:
+    c = tables.cases
+    infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
+    infer["energy_method"] = infer["energy_method"].fillna("unknown")
+    infer["size"] = pd.to_numeric(infer["batch_size"], errors="coerce")
+    return infer[[*SETUP, *_SHAPE, *_COLUMNS]].assign(workload="infer")
+
+
+def _serve_rows(tables: Tables) -> pd.DataFrame:
+    """Closed-loop serve cases: medians and intervals per setup and shape, per request."""
+    from harness.report.stats import aggregate
+
+    f = tables.run.frame
+    if "workload" not in f.columns or "concurrency" not in f.columns:
+        return pd.DataFrame(columns=[*SETUP, *_SHAPE, *_COLUMNS, "workload"])
+    serve = f[(f["workload"] == "serve") & (f["status"] == "ok") & f["model"].notna()].copy()
+    if "rate_rps" in serve.columns:  # open loop: the offered rate, not a concurrency, shapes it
+        serve = serve[pd.to_numeric(serve["rate_rps"], errors="coerce").isna()]
+    if serve.empty or "energy_per_request_j" not in serve.columns:
+        return pd.DataFrame(columns=[*SETUP, *_SHAPE, *_COLUMNS, "workload"])
+    serve["energy_method"] = serve["energy_method"].fillna("unknown")
+    serve["size"] = pd.to_numeric(serve["concurrency"], errors="coerce")
+    serve["energy_per_query_j"] = pd.to_numeric(serve["energy_per_request_j"], errors="coerce")
+    serve["tokens_per_s"] = pd.to_numeric(serve["tokens_per_s"], errors="coerce")
+    stats = aggregate(serve, [*SETUP, *_SHAPE], FIGURES, with_cv=False).reset_index()
+    return stats[[*SETUP, *_SHAPE, *_COLUMNS]].assign(workload="serve")
+
+
+class Shapes:
+    """Every shape each setup of a run measured, with its figures: built once per report."""
+
+    def __init__(self, tables: Tables):
+        parts = [p for p in (_infer_rows(tables), _serve_rows(tables)) if not p.empty]
+        rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        if rows.empty:
+            rows = pd.DataFrame(columns=[*SETUP, *_SHAPE, *_COLUMNS, "workload"])
+        rows = rows[rows["size"].notna()].copy()
+        # an unknown length is a length of its own (NaN never equals NaN in a set of shapes)
+        rows[["prompt_tokens", "new_tokens"]] = rows[["prompt_tokens", "new_tokens"]].fillna(-1)
+        self.rows = rows
+        self._vary = {
+            w: g[["prompt_tokens", "new_tokens"]].drop_duplicates().shape[0] > 1
+            for w, g in rows.groupby("workload")
+        }
+
+    def _of(self, key) -> pd.DataFrame:
+        r = self.rows
+        mask = pd.Series(True, index=r.index)
+        for col, value in zip(SETUP, key, strict=True):
+            mask &= r[col] == value
+        return r[mask]
+
+    def shared(self, keys) -> Shape | None:
+        """The shape every setup of ``keys`` measured (see the module's docstring), or None.
+
+        In-process before served; the largest size, then the most new tokens, then the longest
+        prompt. This is the one rule every comparison between setups follows.
+        """
+        keys = list(keys)
+        if not keys:
+            return None
+        for workload in ("infer", "serve"):
+            common = None
+            for key in keys:
+                r = self._of(key)
+                r = r[r["workload"] == workload]
+                found = set(map(tuple, r[_SHAPE].astype(float).to_numpy().tolist()))
+                common = found if common is None else common & found
+                if not common:
+                    break
+            if common:
+                size, prompt, new = max(common, key=lambda t: (t[0], t[2], t[1]))
+                return Shape(workload, int(size), prompt, new, self._vary.get(workload, False))
+        return None
+
+    def at(self, key, shape: Shape | None) -> pd.Series:
+        """The figures (:data:`FIGURES` with intervals) of ``key`` at ``shape`` (NaN where none)."""
+        empty = pd.Series(math.nan, index=_COLUMNS, dtype=float)
+        if shape is None:
+            return empty
+        r = self._of(key)
+        r = r[
+            (r["workload"] == shape.workload)
+            & (r["size"].astype(float) == shape.size)
+            & (r["prompt_tokens"].astype(float) == shape.prompt_tokens)
+            & (r["new_tokens"].astype(float) == shape.new_tokens)
+        ]
+        if r.empty:
+            return empty
+        return r.iloc[-1][_COLUMNS].astype(float)
+
+    def measured(self, key) -> str:
+        """What ``key`` measured, for a comparison that has no shared shape: ``batch 1, 8``."""
+        r = self._of(key)
+        if r.empty:
+            return "no energy per query"
+        parts = []
+        for workload, g in r.groupby("workload", sort=False):
+            sizes = sorted({int(s) for s in g["size"]})
+            parts.append(f"{SIZE_WORD[workload]} {', '.join(str(s) for s in sizes)}")
+        return "; ".join(parts)
+
+    def no_shared(self, keys) -> str:
+        """``no shape both measured (a at batch 1; b at batch 8)``."""
+        what = "; ".join(f"{'/'.join(k[:3])} at {self.measured(k)}" for k in keys)
+        both = "both" if len(list(keys)) == 2 else "all"
+        return f"no shape {both} measured ({what})"
