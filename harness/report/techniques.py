@@ -220,6 +220,19 @@ def _setup_facts(tables: Tables) -> pd.DataFrame:
     return s
 
 
+def headline_shapes(tables: Tables, keys) -> list[str | None]:
+    """The shape of each setup's unsuffixed summary figures (its headline, the largest batch it
+    measured in-process; :meth:`harness.report.shapes.Shapes.shared` of the setup alone)."""
+    from harness.report.shapes import Shapes
+
+    shapes = Shapes(tables)
+    out = []
+    for key in keys:
+        shape = shapes.shared([key])
+        out.append(shape.label if shape is not None and shape.workload == "infer" else None)
+    return out
+
+
 def add_produce(tables: Tables) -> pd.DataFrame:
     """``produce_j`` (with interval), ``produced_from``, the upstream making shown apart, and the
     lifetime with the making: ``produce_j`` + ``queries_lifetime`` × energy per query."""
@@ -265,6 +278,7 @@ def add_produce(tables: Tables) -> pd.DataFrame:
         up_from.append(
             f"{upstream['workload']} {upstream['case']}" if upstream is not None else None
         )
+    s["shape"] = headline_shapes(tables, s.index)
     s["produce_j"] = produce
     s["produce_j_ci_low"] = low
     s["produce_j_ci_high"] = high
@@ -654,11 +668,26 @@ def _acc_text(row) -> str:
     return _fmt_range(row["accuracy"], row.get("accuracy_ci_low"), row.get("accuracy_ci_high"))
 
 
-def _pct_range(mid: float, lo: float, hi: float, word: str) -> str:
-    """``saves 40% (95% interval 37–43%)``, from a saving in % and its interval."""
+def _per_query_text(saving: Saving) -> str:
+    """``saves 40% energy per query (95% interval 37% to 43% saved)``, or what it costs more, or
+    that the saving is inside its interval."""
+    mid, lo, hi = saving.saved_pct, saving.saved_pct_ci_low, saving.saved_pct_ci_high
     if not math.isfinite(lo) or not math.isfinite(hi):
-        return f"{_saves(mid)} {word} (no interval)"
-    return f"{_saves(mid)} {word} (95% interval {_signed(lo)} to {_signed(hi)} saved)"
+        return f"{_saves(mid)} energy per query (no interval)"
+    if saving.verdict == NO_SAVING:
+        less = f"{_signed(mid)} less" if mid >= 0 else f"{_signed(-mid)} more"
+        return (
+            f"uses energy per query that cannot be told from the full-size's ({less}, 95% "
+            f"interval {_signed(lo)} to {_signed(hi)} saved: no saving measured)"
+        )
+    if mid >= 0:
+        return f"{_saves(mid)} energy per query (95% interval {_signed(lo)} to {_signed(hi)} saved)"
+    return f"{_saves(mid)} energy per query (95% interval {_signed(-hi)} to {_signed(-lo)} more)"
+
+
+def _number(value: float) -> str:
+    """``0.0179`` or ``−0.00531`` (the minus sign of the sentence's other figures)."""
+    return f"{value:.3g}".replace("-", "−")
 
 
 def _signed(value: float) -> str:
@@ -767,11 +796,7 @@ def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | No
             f"{make_text} (energy {method}).{tail}"
         )
     saving = saving_of(shapes.at(keys[0], shape), shapes.at(keys[1], shape))
-    per_query = _pct_range(
-        saving.saved_pct, saving.saved_pct_ci_low, saving.saved_pct_ci_high, "energy per query"
-    )
-    if saving.verdict == NO_SAVING:
-        per_query += ": no saving measured"
+    per_query = _per_query_text(saving)
     life_j = [saving.saved_j * n, saving.saved_j_ci_low * n, saving.saved_j_ci_high * n]
     if pd.notna(make_s) and pd.notna(make_f):
         life_j = [x + make_f - make_s for x in life_j]
@@ -780,7 +805,7 @@ def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | No
     co2_text = f" and {abs(co2):.3g} gCO2e" if math.isfinite(co2) else ""
     verb = "saves" if kwh[0] >= 0 else "costs"
     life_range = (
-        f" (95% interval {kwh[1]:.3g} to {kwh[2]:.3g} kWh saved)"
+        f" (95% interval {_number(kwh[1])} to {_number(kwh[2])} kWh saved)"
         if math.isfinite(kwh[1]) and math.isfinite(kwh[2])
         else ""
     )
@@ -943,6 +968,7 @@ def making_section(produced: pd.DataFrame, queries: int) -> str:
             "from": r["produced_from"],
             "up": fmt(r["upstream_produce_j"]),
             "upfrom": r["upstream_from"],
+            "shape": r["shape"] or "",
             "life": fmt(r["energy_lifetime_produced_kwh"]),
             "co2": fmt(r["co2e_lifetime_produced_g"]),
         }
@@ -955,14 +981,16 @@ def making_section(produced: pd.DataFrame, queries: int) -> str:
         ("from", "made by"),
         ("up", "teacher/source J (apart)"),
         ("upfrom", "teacher/source made by"),
+        ("shape", "queries at"),
         ("life", f"kWh: produce_j + {queries:,} queries"),
         ("co2", "gCO2e lifetime"),
     ]
     intro = (
         "The energy that made each setup (`produce_j`): the case that made its model, plus the "
         "making of a quantised or pruned variant on load. A teacher's or source model's own "
-        "training is shown apart, not added. Lifetime = produce_j + the queries at the headline "
-        "shape.\n\n"
+        "training is shown apart, not added. Lifetime = produce_j + the queries at each setup's "
+        "headline shape (*queries at*: rows at different shapes do not compare; the answer and "
+        "Techniques set two setups side by side at a shape both measured).\n\n"
     )
     return "## What each setup cost to make\n\n" + intro + table(rows, cols, len(rows))
 
@@ -1111,7 +1139,7 @@ def build(tables: Tables) -> Making:
 
 def summary_with_produce(tables: Tables, making: Making) -> pd.DataFrame:
     """summary.csv with the making columns (produce_j, produced_from, ...) after the others."""
-    extra = making.produced[PRODUCE_COLUMNS].reset_index()
+    extra = making.produced[["shape", *PRODUCE_COLUMNS]].reset_index()
     return tables.summary.merge(extra, on=SETUP, how="left")
 
 
