@@ -25,7 +25,7 @@ import pandas as pd
 from harness.report.tables import SETUP, Tables
 
 #: the figures a comparison takes at its shape (each with ``_ci_low`` / ``_ci_high``)
-FIGURES = ["energy_per_query_j", "tokens_per_s"]
+FIGURES = ["energy_per_query_j", "energy_per_token_j", "tokens_per_s"]
 _COLUMNS = [c for m in FIGURES for c in (m, f"{m}_ci_low", f"{m}_ci_high")]
 _SHAPE = ["size", "prompt_tokens", "new_tokens"]
 #: what a shape's size is, per workload
@@ -79,9 +79,16 @@ def _serve_rows(tables: Tables) -> pd.DataFrame:
     serve["energy_method"] = serve["energy_method"].fillna("unknown")
     serve["size"] = pd.to_numeric(serve["concurrency"], errors="coerce")
     serve["energy_per_query_j"] = pd.to_numeric(serve["energy_per_request_j"], errors="coerce")
-    serve["tokens_per_s"] = pd.to_numeric(serve["tokens_per_s"], errors="coerce")
+    for col in ("energy_per_token_j", "tokens_per_s"):
+        serve[col] = pd.to_numeric(serve.get(col), errors="coerce")
     stats = aggregate(serve, [*SETUP, *_SHAPE], FIGURES, with_cv=False).reset_index()
     return stats[[*SETUP, *_SHAPE, *_COLUMNS]].assign(workload="serve")
+
+
+def _order(shape: tuple) -> tuple:
+    """Larger first: the size, then the new tokens, then the prompt."""
+    size, prompt, new = shape
+    return (size, new, prompt)
 
 
 class Shapes:
@@ -108,11 +115,19 @@ class Shapes:
             mask &= r[col] == value
         return r[mask]
 
-    def shared(self, keys) -> Shape | None:
+    def _found(self, key, workload: str, size: int | None) -> set[tuple]:
+        r = self._of(key)
+        r = r[r["workload"] == workload]
+        if size is not None:
+            r = r[r["size"].astype(float) == size]
+        return set(map(tuple, r[_SHAPE].astype(float).to_numpy().tolist()))
+
+    def shared(self, keys, size: int | None = None) -> Shape | None:
         """The shape every setup of ``keys`` measured (see the module's docstring), or None.
 
         In-process before served; the largest size, then the most new tokens, then the longest
-        prompt. This is the one rule every comparison between setups follows.
+        prompt (``size``: only shapes of that batch size or concurrency). This is the one rule
+        every comparison between setups follows.
         """
         keys = list(keys)
         if not keys:
@@ -120,16 +135,35 @@ class Shapes:
         for workload in ("infer", "serve"):
             common = None
             for key in keys:
-                r = self._of(key)
-                r = r[r["workload"] == workload]
-                found = set(map(tuple, r[_SHAPE].astype(float).to_numpy().tolist()))
+                found = self._found(key, workload, size)
                 common = found if common is None else common & found
                 if not common:
                     break
             if common:
-                size, prompt, new = max(common, key=lambda t: (t[0], t[2], t[1]))
-                return Shape(workload, int(size), prompt, new, self._vary.get(workload, False))
+                return self._shape(workload, max(common, key=_order))
         return None
+
+    def most_shared(self, keys, size: int | None = None) -> tuple[Shape | None, list]:
+        """For many setups that may share no shape (recommend): :meth:`shared` where they all
+        share one; else the shape the most of them measured (ties: by :meth:`shared`'s order),
+        and the setups measured at it. The others have no figure to compare."""
+        keys = list(keys)
+        shape = self.shared(keys, size)
+        if shape is not None or not keys:
+            return shape, keys
+        for workload in ("infer", "serve"):
+            count: dict[tuple, list] = {}
+            for key in keys:
+                for found in self._found(key, workload, size):
+                    count.setdefault(found, []).append(key)
+            if count:
+                best = max(count, key=lambda t: (len(count[t]), _order(t)))
+                return self._shape(workload, best), count[best]
+        return None, []
+
+    def _shape(self, workload: str, found: tuple) -> Shape:
+        size, prompt, new = found
+        return Shape(workload, int(size), prompt, new, self._vary.get(workload, False))
 
     def at(self, key, shape: Shape | None) -> pd.Series:
         """The figures (:data:`FIGURES` with intervals) of ``key`` at ``shape`` (NaN where none)."""
