@@ -27,6 +27,8 @@ from harness.report.tables import SETUP, Tables
 #: the figures a comparison takes at its shape (each with ``_ci_low`` / ``_ci_high``)
 FIGURES = ["energy_per_query_j", "energy_per_token_j", "tokens_per_s"]
 _COLUMNS = [c for m in FIGURES for c in (m, f"{m}_ci_low", f"{m}_ci_high")]
+#: latency beside them, in-process only (the site's compare shows it at the shape compared)
+LATENCY = ["ttft_s", "latency_p90_s"]
 _SHAPE = ["size", "prompt_tokens", "new_tokens"]
 #: what a shape's size is, per workload
 SIZE_WORD = {"infer": "batch", "serve": "concurrency"}
@@ -61,7 +63,7 @@ def _infer_rows(tables: Tables) -> pd.DataFrame:
     infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
     infer["energy_method"] = infer["energy_method"].fillna("unknown")
     infer["size"] = pd.to_numeric(infer["batch_size"], errors="coerce")
-    return infer[[*SETUP, *_SHAPE, *_COLUMNS]].assign(workload="infer")
+    return infer[[*SETUP, *_SHAPE, *_COLUMNS, *LATENCY]].assign(workload="infer")
 
 
 def _serve_rows(tables: Tables) -> pd.DataFrame:
@@ -180,6 +182,19 @@ class Shapes:
         if r.empty:
             return empty
         return r.iloc[-1][_COLUMNS].astype(float)
+
+    def listed(self, key) -> list[tuple[Shape, pd.Series]]:
+        """Every shape ``key`` measured with its figures, in the order :meth:`shared` prefers
+        (in-process first, then the largest): the first of one setup's list that another setup
+        also has is the shape both are compared at."""
+        out = []
+        r = self._of(key)
+        for workload in ("infer", "serve"):
+            g = r[r["workload"] == workload]
+            found = {tuple(float(x) for x in t[_SHAPE]): t for _, t in g.iterrows()}
+            for t in sorted(found, key=_order, reverse=True):
+                out.append((self._shape(workload, t), found[t]))
+        return out
 
     def measured(self, key) -> str:
         """What ``key`` measured, for a comparison that has no shared shape: ``batch 1, 8``."""
