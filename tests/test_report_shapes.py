@@ -213,3 +213,31 @@ def test_the_answer_says_when_accuracy_intervals_cannot_place_a_setup(tmp_path):
     )
     _, making = _making(tmp_path / "narrow", cases, accuracy_tolerance=0.05)
     assert "is tiny-l/int8/cpu" in making.sentence and "cannot be told" not in making.sentence
+
+
+def test_served_setups_are_compared_at_the_same_concurrency(tmp_path):
+    from sitekit import add_serving
+
+    q4 = {"quantization": "gguf-q4_0", "model_size_mb": 2.0}
+    cases = [
+        accuracy_case("m", "f16", "cpu", "arith_mc", 0.80, params=8e6),
+        _with(accuracy_case("m", "q4", "cpu", "arith_mc", 0.79, params=8e6), **q4),
+        infer_case("m", "f16", "cpu", 1, 2.0, params=8e6),
+        infer_case("n", "fp32", "cpu", 1, 2.0, params=8e6),
+    ]
+    run = write_run(tmp_path, cases)
+    # f16 served at 1 and 16 requests in flight, q4 at 1 and 4: compared at concurrency 1
+    add_serving(run, "m", "f16", {1: [3.0, 3.1, 2.9], 16: [0.5, 0.51, 0.49]})
+    add_serving(run, "m", "q4", {1: [1.5, 1.55, 1.45], 4: [0.8, 0.81, 0.79]})
+    tables = build_tables(open_run(run))
+    shapes = Shapes(tables)
+    f16, q = ("m", "f16", "cpu", "measured"), ("m", "q4", "cpu", "measured")
+    shape = shapes.shared([f16, q])
+    assert shape.workload == "serve" and shape.label == "concurrency 1"
+    assert shapes.at(q, shape)["energy_per_query_j"] == pytest.approx(1.5)
+    t = build(tables).techniques.set_index("setup").loc["m/q4/cpu"]
+    assert t["shape"] == "concurrency 1"
+    assert t["energy_per_query_pct"] == pytest.approx(50)
+    # a served setup and one measured in-process only share no shape
+    assert shapes.shared([q, ("n", "fp32", "cpu", "measured")]) is None
+    assert shapes.measured(f16) == "batch 1; concurrency 1, 16"
