@@ -9,10 +9,12 @@ because the teacher was made anyway, for its own use.
 
 The techniques table sets each derived setup against its source: a quantised or pruned variant
 against the unmodified variant of the same model, a distilled student against its teacher, a
-fine-tune against the model it started from. Break-even is the number of queries after which the
-setup that is cheaper to run has paid back its extra making cost: the technique's own making
-energy ÷ the energy per query it saves. Intervals of ratios are conservative (low ÷ high, high ÷
-low of the two 95% intervals).
+fine-tune against the model it started from, at a shape both measured (:mod:`harness.report.shapes`;
+none shared: no figure). Break-even is the number of queries after which the setup that is
+cheaper to run has paid back its extra making cost: the technique's own making energy ÷ the
+energy per query it saves, computed only where a saving is measured (:func:`saving_of`), never for
+a technique that does the same work per query (:func:`same_work`). Intervals of ratios are
+conservative (low ÷ high, high ÷ low of the two 95% intervals).
 """
 
 from __future__ import annotations
