@@ -100,7 +100,7 @@ def _energy_at(tables: Tables, keys, shape, energy_col: str) -> pd.Series:
     """Per setup of ``keys``: the energy figure at ``shape`` (NaN where it has none there)."""
     from harness.report.shapes import Shapes
 
-    shapes = Shapes(tables)
+    shapes = Shapes.of(tables)
     return pd.Series([shapes.at(key, shape)[energy_col] for key in keys], dtype=float)
 
 
@@ -147,7 +147,7 @@ def candidate_set(
     setups = tables.setups
     point, low, high, what = _accuracy(setups, tasks, task)
     energy_col = ENERGY_COLUMN[per]
-    shapes = Shapes(tables)
+    shapes = Shapes.of(tables)
     infer = shapes.rows[shapes.rows["workload"] == "infer"]
     measured = set(map(tuple, infer[SETUP].to_numpy().tolist()))
     scored = [k for k, p in zip(setups.index, point, strict=True) if pd.notna(p)]

@@ -105,17 +105,24 @@ class Shapes:
         # an unknown length is a length of its own (NaN never equals NaN in a set of shapes)
         rows[["prompt_tokens", "new_tokens"]] = rows[["prompt_tokens", "new_tokens"]].fillna(-1)
         self.rows = rows
+        self._by = {tuple(k): g for k, g in rows.groupby(SETUP, sort=False)} if len(rows) else {}
+        self._none = rows.iloc[0:0]
         self._vary = {
             w: g[["prompt_tokens", "new_tokens"]].drop_duplicates().shape[0] > 1
             for w, g in rows.groupby("workload")
         }
 
+    @classmethod
+    def of(cls, tables: Tables) -> Shapes:
+        """The shapes of ``tables``, built once per report and kept with them."""
+        found = getattr(tables, "_shapes", None)
+        if found is None:
+            found = cls(tables)
+            tables._shapes = found
+        return found
+
     def _of(self, key) -> pd.DataFrame:
-        r = self.rows
-        mask = pd.Series(True, index=r.index)
-        for col, value in zip(SETUP, key, strict=True):
-            mask &= r[col] == value
-        return r[mask]
+        return self._by.get(tuple(key), self._none)
 
     def _found(self, key, workload: str, size: int | None) -> set[tuple]:
         r = self._of(key)

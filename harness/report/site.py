@@ -161,7 +161,7 @@ def _extras(tables: Tables) -> pd.DataFrame:
         key = (case_id, method)
         p90.append(float(cases.at[key, "latency_p90_s"]) if key in cases.index else math.nan)
     warnings = _setup_warnings(run)
-    shapes = Shapes(tables)
+    shapes = Shapes.of(tables)
     keys = setups[["model", "variant", "hardware", "energy_method"]].itertuples(index=False)
     return pd.DataFrame(
         {

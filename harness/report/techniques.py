@@ -227,7 +227,7 @@ def headline_shapes(tables: Tables, keys) -> list[str | None]:
     measured in-process; :meth:`harness.report.shapes.Shapes.shared` of the setup alone)."""
     from harness.report.shapes import Shapes
 
-    shapes = Shapes(tables)
+    shapes = Shapes.of(tables)
     out = []
     for key in keys:
         shape = shapes.shared([key])
@@ -470,7 +470,7 @@ def techniques_table(tables: Tables, produced: pd.DataFrame | None = None) -> pd
     s = produced if produced is not None else add_produce(tables)
     makers = making_cases(tables.run.frame)
     variant_j = _variant_making(tables.run.frame)
-    shapes = Shapes(tables)
+    shapes = Shapes.of(tables)
     rows = []
     for key in s.index:
         source, technique = _source_of(s, key, makers)
@@ -667,7 +667,10 @@ def within_tolerance(row, best, tolerance: float) -> str:
 
 
 def _acc_text(row) -> str:
-    return _fmt_range(row["accuracy"], row.get("accuracy_ci_low"), row.get("accuracy_ci_high"))
+    lo, hi = row.get("accuracy_ci_low"), row.get("accuracy_ci_high")
+    if pd.notna(lo) and pd.notna(hi):
+        return f"{row['accuracy']:.3f} ({lo:.3f}–{hi:.3f})"
+    return f"{row['accuracy']:.3f}"
 
 
 def _per_query_text(saving: Saving) -> str:
@@ -789,7 +792,7 @@ def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | No
         else "an unknown share to make (not made in this run)"
     )
     against = f"against the full-size {_label(full)} (accuracy {full['accuracy']:.3f})"
-    shapes = Shapes(tables)
+    shapes = Shapes.of(tables)
     keys = [tuple(small[c] for c in SETUP), tuple(full[c] for c in SETUP)]
     shape = shapes.shared(keys)
     if shape is None:
@@ -1101,7 +1104,8 @@ def figure(tech: pd.DataFrame, path: Path) -> Path | None:
     ax.legend(title="technique", fontsize=8)
     methods = sorted(set(t["energy_method"]))
     ax.set_title(
-        "Accuracy retained against energy per query saved (95% intervals)\n"
+        "Accuracy retained against energy per query saved, at a shape both measured "
+        "(95% intervals)\n"
         f"energy: {', '.join(methods)}",
         fontsize=11,
     )
