@@ -190,6 +190,12 @@ class Shapes:
             return empty
         return r.iloc[-1][_COLUMNS].astype(float)
 
+    def headline(self, key) -> str | None:
+        """The label of the shape of a setup's unsuffixed summary figures: its headline, the
+        largest batch it measured in-process (:meth:`shared` of the setup alone)."""
+        shape = self.shared([key])
+        return shape.label if shape is not None and shape.workload == "infer" else None
+
     def listed(self, key) -> list[tuple[Shape, pd.Series]]:
         """Every shape ``key`` measured with its figures, in the order :meth:`shared` prefers
         (in-process first, then the largest): the first of one setup's list that another setup

@@ -222,19 +222,6 @@ def _setup_facts(tables: Tables) -> pd.DataFrame:
     return s
 
 
-def headline_shapes(tables: Tables, keys) -> list[str | None]:
-    """The shape of each setup's unsuffixed summary figures (its headline, the largest batch it
-    measured in-process; :meth:`harness.report.shapes.Shapes.shared` of the setup alone)."""
-    from harness.report.shapes import Shapes
-
-    shapes = Shapes.of(tables)
-    out = []
-    for key in keys:
-        shape = shapes.shared([key])
-        out.append(shape.label if shape is not None and shape.workload == "infer" else None)
-    return out
-
-
 def add_produce(tables: Tables) -> pd.DataFrame:
     """``produce_j`` (with interval), ``produced_from``, the upstream making shown apart, and the
     lifetime with the making: ``produce_j`` + ``queries_lifetime`` × energy per query."""
@@ -280,7 +267,9 @@ def add_produce(tables: Tables) -> pd.DataFrame:
         up_from.append(
             f"{upstream['workload']} {upstream['case']}" if upstream is not None else None
         )
-    s["shape"] = headline_shapes(tables, s.index)
+    from harness.report.shapes import Shapes
+
+    s["shape"] = [Shapes.of(tables).headline(key) for key in s.index]
     s["produce_j"] = produce
     s["produce_j_ci_low"] = low
     s["produce_j_ci_high"] = high
@@ -431,9 +420,8 @@ def _doubt(setup: pd.Series, epq, epq_src) -> str | None:
     if pd.notna(epq) and pd.notna(epq_src) and epq_src > 0:
         if abs(epq / epq_src - 1) > SAME_WORK_TOLERANCE:
             return (
-                "magnitude pruning keeps the dense shapes (the same work per query): a J/query "
-                "change this large is doubtful (the machine's other load varies between cases), "
-                "not a saving to count on"
+                f"its J/query moved {100 * (epq / epq_src - 1):+.0f}% all the same: the machine's "
+                "other load between cases, not the technique"
             )
     return None
 
@@ -495,7 +483,7 @@ def techniques_table(tables: Tables, produced: pd.DataFrame | None = None) -> pd
         elif work:
             verdict, be = SAME_WORK, [math.nan] * 3
             what = (
-                "magnitude pruning keeps its zeros in dense tensors"
+                "magnitude pruning keeps the dense shapes, its zeros multiplied all the same"
                 if technique != "finetune"
                 else "a fine-tune runs the same network as its source"
             )
