@@ -150,9 +150,13 @@ def test_a_difference_inside_its_interval_is_no_saving_not_a_break_even(tmp_path
     assert "inside its 95% interval" in t["note"]
 
 
-def test_break_even_is_unknown_where_an_input_is_missing_and_never_only_where_it_costs(tmp_path):
-    # an hf: model, not made in the run: the measured quantising on load is its making
-    hf = {"model_source": "hf:org/tiny"}
+@pytest.mark.parametrize("source", ["hf:org/tiny", "path:/models/tiny", "builtin:tiny-s"])
+def test_break_even_is_unknown_where_an_input_is_missing_and_never_only_where_it_costs(
+    tmp_path, source
+):
+    # a model not made in the run (downloaded, a folder, an untrained builtin): the measured
+    # quantising on load is its making
+    hf = {"model_source": source}
     cases = [
         _with(infer_case("m", "fp32", "cpu", 8, 2.0, params=8e6), **hf),
         _with(infer_case("m", "int8", "cpu", 8, 1.2, params=8e6), **hf, **INT8),
