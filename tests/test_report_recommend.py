@@ -188,6 +188,6 @@ def test_setups_that_share_no_batch_size_are_not_weighed_at_their_own(tmp_path, 
     assert r.not_at_shape == ["y/fp32/cpu (batch 1)"]
     assert main(["recommend", str(run), "--min-accuracy", "0.5"]) == 0
     out = capsys.readouterr().out
-    assert "compared at batch 8, and not compared (no figure at batch 8" in out
+    assert "compared at batch 8 (the setups share no batch size); not compared" in out
     header = out.split("Pareto front")[1].splitlines()[1]
     assert "shape" in header.split()

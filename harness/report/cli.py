@@ -203,9 +203,10 @@ def recommend(
     if not r.not_at_shape:
         click.echo(f"every setup compared at batch size {r.batch_size} (--batch-size)")
     else:
+        why = "--batch-size" if batch_size else "the setups share no batch size"
         click.echo(
-            f"note: the setups share no batch size; compared at {r.shape}, and not compared (no "
-            f"figure at {r.shape}; choose one with --batch-size): " + ", ".join(r.not_at_shape)
+            f"note: compared at {r.shape} ({why}); not compared, having no figure at "
+            f"{r.shape} (choose another with --batch-size): " + ", ".join(r.not_at_shape)
         )
     if len(r.left_out):
         click.echo(
