@@ -168,3 +168,26 @@ def test_setups_scored_without_an_energy_per_query_are_named_not_dropped(tmp_pat
     out = capsys.readouterr().out
     assert "note: 1 setup with an accuracy but no J/query not weighed" in out
     assert out.split("not weighed")[1].split("\n")[0].endswith("a/q4_0/cpu")
+
+
+def test_setups_that_share_no_batch_size_are_not_weighed_at_their_own(tmp_path, capsys):
+    # x and z at batch 8, y at batch 1 only: y (2 J at batch 1) was weighed against x (1 J at
+    # batch 8), each at its own largest batch; now all at batch 8, y named as not compared
+    cases = [
+        infer_case("x", "fp32", "cpu", 8, 1.0, trace=False),
+        accuracy_case("x", "fp32", "cpu", "arith", 0.9),
+        infer_case("z", "fp32", "cpu", 8, 1.5, trace=False),
+        accuracy_case("z", "fp32", "cpu", "arith", 0.9),
+        infer_case("y", "fp32", "cpu", 1, 0.5, trace=False),
+        accuracy_case("y", "fp32", "cpu", "arith", 0.9),
+    ]
+    run = write_run(tmp_path, cases)
+    r = recommend(build_tables(open_run(run)), 0.5)
+    assert sorted(r.candidates["setup"]) == ["x/fp32/cpu", "z/fp32/cpu"]
+    assert set(r.candidates["shape"]) == {"batch 8"} and r.chosen["setup"] == "x/fp32/cpu"
+    assert r.not_at_shape == ["y/fp32/cpu (batch 1)"]
+    assert main(["recommend", str(run), "--min-accuracy", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "compared at batch 8 (the setups share no batch size); not compared" in out
+    header = out.split("Pareto front")[1].splitlines()[1]
+    assert "shape" in header.split()

@@ -287,3 +287,32 @@ def test_history_marks_the_regressions(driver, pages):
     regressions = by_css(driver, "#regressions tbody tr")
     assert len(regressions) >= 4
     assert all("nightly-20250103" in tr.text for tr in regressions)
+
+
+def test_compare_view_sets_two_models_side_by_side_at_a_shape_both_measured(driver, tmp_path):
+    # a at batch 1 (1.0 J) and batch 8 (0.2 J), b at batch 1 only (0.9 J): the view set a's
+    # batch 8 against b's batch 1 ("0.2" against "0.9"); at batch 1 on both sides b saves 10%
+    cases = [
+        infer_case("a", "fp32", "cpu", 1, 1.0, trace=False),
+        infer_case("a", "fp32", "cpu", 8, 0.2, trace=False),
+        infer_case("b", "fp32", "cpu", 1, 0.9, trace=False),
+        infer_case("c", "fp32", "cpu", 4, 0.5, trace=False),
+    ]
+    page = build_site([write_run(tmp_path / "run", cases)], tmp_path / "site")
+    open_page(driver, page)
+    by_css(driver, "#tabs button[data-tab='compare']")[0].click()
+
+    def rows():
+        return {
+            tr.get_attribute("data-key"): [td.text for td in tr.find_elements("css selector", "td")]
+            for tr in by_css(driver, "#compare-table tbody tr")
+        }
+
+    got = rows()
+    assert got["shape"][1:3] == ["batch 1", "batch 1"]
+    assert got["energy_per_query_j"][1:] == ["1", "0.9", "0.9"]
+    # a against c: no batch size in common, no figure
+    driver.find_element("css selector", "#compare-b option[value='c']").click()
+    got = rows()
+    assert "No shape both measured (a: batch 8, batch 1; c: batch 4)" in got["no-shape"][0]
+    assert got["energy_per_query_j"][1:] == ["—", "—", ""]

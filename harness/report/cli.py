@@ -200,13 +200,13 @@ def recommend(
         f"judged by the {'lower bound of the 95% interval' if by == 'lower' else 'point estimate'}"
         " of accuracy (--accuracy-by)"
     )
-    if r.batch_size is not None:
+    if not r.not_at_shape:
         click.echo(f"every setup compared at batch size {r.batch_size} (--batch-size)")
     else:
-        sizes = ", ".join(str(b) for b in r.mixed_batch_sizes)
+        why = "--batch-size" if batch_size else "the setups share no batch size"
         click.echo(
-            f"note: the setups share no batch size; each is at its largest ({sizes}): "
-            "compare at one with --batch-size"
+            f"note: compared at {r.shape} ({why}); not compared, having no figure at "
+            f"{r.shape} (choose another with --batch-size): " + ", ".join(r.not_at_shape)
         )
     if len(r.left_out):
         click.echo(

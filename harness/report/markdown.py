@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report.tables import Tables
+from harness.report.shapes import Shapes
+from harness.report.tables import SETUP, Tables
 
 MAX_ROWS = 40
 
@@ -324,6 +325,7 @@ def lifetime_section(tables: Tables) -> str:
             "from": r["train_setup"],
             "life": fmt(r["energy_lifetime_kwh"]),
             "co2": fmt(r["co2e_lifetime_g"]),
+            "at": Shapes.of(tables).headline(tuple(r[c] for c in SETUP)) or "",
             "share": fmt(100 * r["inference_share_lifetime"], 3),
             "be": fmt(r["break_even_queries"]),
         }
@@ -334,13 +336,15 @@ def lifetime_section(tables: Tables) -> str:
         ("method", "energy"),
         ("train", "J to train"),
         ("from", "trained as"),
+        ("at", "queries at"),
         ("life", f"kWh for training + {n:,} queries"),
         ("co2", "gCO2e lifetime"),
         ("share", "inference share (%)"),
         ("be", "break-even queries"),
     ]
     intro = (
-        f"Training energy plus {n:,} queries at the headline shape (suite `report.queries_lifetime`). "
+        f"Training energy plus {n:,} queries at each setup's headline shape (*queries at*; suite "
+        "`report.queries_lifetime`). "
         "Break-even: the number of queries whose inference energy equals the training energy "
         "(energy to train ÷ energy per query).\n\n"
     )

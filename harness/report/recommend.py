@@ -1,9 +1,10 @@
 """The cheapest setup that is accurate enough, and the Pareto front of accuracy against energy.
 
-Energy is per query (default) or per generated token, at one batch size for every setup: the
-largest batch size that every candidate measured (or ``batch_size``), so that no setup is compared
-at another batch size than the others. Where the candidates share no batch size, each is taken at
-its own headline shape (its largest batch size) and the recommendation says so.
+Energy is per query (default) or per generated token, at one shape for every setup
+(:mod:`harness.report.shapes`): the largest batch size that every candidate measured (or
+``batch_size``), so that no setup is compared at another batch size than the others. Where the
+candidates share none, they are compared at the shape the most of them measured, and the others
+are named as not compared (``not_at_shape``): no setup is weighed at a shape of its own.
 
 Accuracy is that of the task asked for; with no task: the run's only task, or with several, the
 mean over all of them, counting only setups evaluated on every task (a setup missing a task cannot
@@ -95,43 +96,29 @@ def _accuracy(setups: pd.DataFrame, tasks: list[str], task: str | None):
     return point, low, high, what
 
 
-def _energy_at(tables: Tables, batch_size: int | None, energy_col: str) -> pd.DataFrame:
-    """Per setup: energy figure, batch size, prompt and new tokens at ``batch_size`` (None: each
-    setup's largest). Ties at a batch size go to the most new tokens, then the longest prompt."""
-    c = tables.cases
-    infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
-    infer["energy_method"] = infer["energy_method"].fillna("unknown")
-    if batch_size is not None:
-        infer = infer[infer["batch_size"] == batch_size]
-    order = ["batch_size", "new_tokens", "prompt_tokens"]
-    top = infer.sort_values(order, ascending=False, kind="stable").drop_duplicates(SETUP)
-    return top.set_index(SETUP)[[energy_col, "batch_size", "prompt_tokens", "new_tokens"]]
+def _energy_at(tables: Tables, keys, shape, energy_col: str) -> pd.Series:
+    """Per setup of ``keys``: the energy figure at ``shape`` (NaN where it has none there)."""
+    from harness.report.shapes import Shapes
 
-
-def _common_batch(tables: Tables, setups: pd.Index) -> int | None:
-    """The largest batch size every one of ``setups`` measured, or None."""
-    c = tables.cases
-    infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
-    infer["energy_method"] = infer["energy_method"].fillna("unknown")
-    sizes = infer.groupby(SETUP)["batch_size"].agg(lambda s: set(s.dropna().astype(int)))
-    sizes = sizes.reindex(setups)
-    if sizes.isna().any() or sizes.empty:
-        return None
-    common = set.intersection(*sizes.tolist())
-    return max(common) if common else None
+    shapes = Shapes.of(tables)
+    return pd.Series([shapes.at(key, shape)[energy_col] for key in keys], dtype=float)
 
 
 @dataclass
 class Candidates:
     frame: pd.DataFrame
     what: str
-    #: the batch size all candidates are compared at (None: each at its headline shape)
+    #: the batch size all candidates are compared at (None: no shape at all)
     batch_size: int | None
     #: setups left out because their energy was obtained by the other method
     left_out: pd.DataFrame = field(default_factory=pd.DataFrame)
     method: str | None = None
     #: setups with an accuracy but no energy figure to weigh (a served setup's is per request)
     unpriced: list[str] = field(default_factory=list)
+    #: the shape compared at (harness.report.shapes.Shape.label)
+    shape: str | None = None
+    #: setups with an accuracy and energy figures, but none at ``shape``: "setup (batch 1)"
+    not_at_shape: list[str] = field(default_factory=list)
 
 
 def candidate_set(
@@ -155,32 +142,39 @@ def candidate_set(
     tasks = tables.tasks
     if not tasks:
         raise HarnessError(f"{tables.run.path}: the run has no accuracy results to compare")
+    from harness.report.shapes import Shapes
+
     setups = tables.setups
     point, low, high, what = _accuracy(setups, tasks, task)
     energy_col = ENERGY_COLUMN[per]
-    have_acc = point.notna()
-    all_energy = _energy_at(tables, batch_size, energy_col)
-    with_figures = setups.index[have_acc.to_numpy() & setups.index.isin(all_energy.index)]
-    if batch_size is None:
-        batch_size_used = _common_batch(tables, with_figures)
-    else:
-        batch_size_used = batch_size
-        if not len(with_figures):
-            raise HarnessError(f"--batch-size {batch_size}: no setup with an accuracy measured it")
-    energy = _energy_at(tables, batch_size_used, energy_col).reindex(setups.index)
+    shapes = Shapes.of(tables)
+    infer = shapes.rows[shapes.rows["workload"] == "infer"]
+    measured = set(map(tuple, infer[SETUP].to_numpy().tolist()))
+    scored = [k for k, p in zip(setups.index, point, strict=True) if pd.notna(p)]
+    with_figures = [k for k in scored if k in measured]
+    if batch_size is not None and not any(shapes.shared([k], batch_size) for k in with_figures):
+        raise HarnessError(f"--batch-size {batch_size}: no setup with an accuracy measured it")
+    # the one rule of harness.report.shapes, in-process (a served setup's energy is per request)
+    shape, at_shape = shapes.most_shared(with_figures, batch_size)
+    if shape is not None and shape.workload != "infer":
+        shape, at_shape = None, []
+    labels = setup_label(setups.reset_index())
+    label_of = dict(zip(setups.index, labels, strict=True))
+    not_at = [f"{label_of[k]} ({shapes.measured(k)})" for k in with_figures if k not in at_shape]
+    unpriced = [label_of[k] for k in scored if k not in measured]
     out = pd.DataFrame(
         {
-            "setup": setup_label(setups.reset_index()).to_numpy(),
+            "setup": labels.to_numpy(),
             "accuracy": point.to_numpy(),
             "accuracy_ci_low": low.to_numpy(),
             "accuracy_ci_high": high.to_numpy(),
-            energy_col: energy[energy_col].to_numpy(),
-            "batch_size": energy["batch_size"].to_numpy(),
+            energy_col: _energy_at(tables, setups.index, shape, energy_col).to_numpy(),
+            "shape": shape.label if shape is not None else None,
+            "batch_size": shape.size if shape is not None else math.nan,
             "energy_method": setups.reset_index()["energy_method"].fillna("unknown").to_numpy(),
         }
     )
     out["judged_accuracy"] = out["accuracy_ci_low" if by == "lower" else "accuracy"]
-    unpriced = list(out.loc[out["accuracy"].notna() & out[energy_col].isna(), "setup"])
     out = out[out["accuracy"].notna() & out[energy_col].notna()].reset_index(drop=True)
     methods = set(out["energy_method"])
     if method is None:
@@ -188,7 +182,9 @@ def candidate_set(
     left_out = out[out["energy_method"] != method].reset_index(drop=True)
     out = out[out["energy_method"] == method].reset_index(drop=True)
     out["on_front"] = pareto_mask(out[energy_col].to_numpy(), out["accuracy"].to_numpy())
-    return Candidates(out, what, batch_size_used, left_out, method, unpriced)
+    size = shape.size if shape is not None else None
+    label = shape.label if shape is not None else None
+    return Candidates(out, what, size, left_out, method, unpriced, label, not_at)
 
 
 def candidates(tables: Tables, task: str | None, per: str, **options) -> tuple[pd.DataFrame, str]:
@@ -215,6 +211,9 @@ class Recommendation:
     latency_column: str | None = None
     #: setups with an accuracy but no energy figure to weigh (Candidates.unpriced)
     unpriced: list[str] = field(default_factory=list)
+    #: the shape every candidate is compared at, and the setups with no figure there
+    shape: str | None = None
+    not_at_shape: list[str] = field(default_factory=list)
 
     @property
     def front(self) -> pd.DataFrame:
@@ -245,13 +244,6 @@ class Recommendation:
     def mixes_methods(self) -> bool:
         """Never: candidates are of one method (those of the other are in ``left_out``)."""
         return self.candidates["energy_method"].nunique() > 1
-
-    @property
-    def mixed_batch_sizes(self) -> list[int]:
-        """The batch sizes compared when the candidates share none (empty when they do)."""
-        if self.batch_size is not None:
-            return []
-        return sorted({int(b) for b in self.candidates["batch_size"].dropna()})
 
 
 def _with_latency_and_knobs(cands: pd.DataFrame, tables: Tables, latency: str) -> pd.DataFrame:
@@ -320,4 +312,6 @@ def recommend(
         max_latency=max_latency,
         latency_column=latency_col,
         unpriced=c.unpriced,
+        shape=c.shape,
+        not_at_shape=c.not_at_shape,
     )

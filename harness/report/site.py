@@ -37,6 +37,7 @@ from harness.report.leaderboard import combine
 from harness.report.leaderboard import leaderboard as leaderboard_of
 from harness.report.load import Run, open_runs
 from harness.report.serving import closed_loop
+from harness.report.shapes import LATENCY, Shapes
 from harness.report.tables import Tables, build_tables
 
 #: the engine of a variant that names none (ARCHITECTURE.md: transformers is the default)
@@ -160,6 +161,8 @@ def _extras(tables: Tables) -> pd.DataFrame:
         key = (case_id, method)
         p90.append(float(cases.at[key, "latency_p90_s"]) if key in cases.index else math.nan)
     warnings = _setup_warnings(run)
+    shapes = Shapes.of(tables)
+    keys = setups[["model", "variant", "hardware", "energy_method"]].itertuples(index=False)
     return pd.DataFrame(
         {
             "run_id": run.run_id,
@@ -169,6 +172,7 @@ def _extras(tables: Tables) -> pd.DataFrame:
             "energy_method": setups["energy_method"],
             "engine": [engines.get(str(v), DEFAULT_ENGINE) for v in setups["variant"]],
             "latency_p90_s": p90 if len(p90) == len(setups) else math.nan,
+            "shapes": [shape_figures(shapes, tuple(k)) for k in keys],
             "warnings": [
                 warnings.get((m, v, h, e), [])
                 for m, v, h, e in setups[
@@ -177,6 +181,22 @@ def _extras(tables: Tables) -> pd.DataFrame:
             ],
         }
     )
+
+
+#: what the compare view takes at a shape both setups measured (harness/report/shapes.py)
+SHAPE_FIGURES = ["energy_per_query_j", "energy_per_token_j", "tokens_per_s", *LATENCY]
+
+
+def shape_figures(shapes: Shapes, key) -> list[list]:
+    """Each shape a setup measured, as ``[key, label, figures...]`` in the order the shapes rule
+    prefers: the compare view sets two setups side by side at the first of A's that B also has."""
+    out = []
+    for shape, row in shapes.listed(key):
+        figures = [row.get(c) for c in SHAPE_FIGURES]
+        figures = [_short(float(v)) if pd.notna(v) else None for v in figures]
+        tag = f"{shape.workload}:{shape.size}:{shape.prompt_tokens:g}:{shape.new_tokens:g}"
+        out.append([tag, shape.label, *figures])
+    return out
 
 
 def site_rows(all_tables: list[Tables]) -> pd.DataFrame:
@@ -190,10 +210,16 @@ def site_rows(all_tables: list[Tables]) -> pd.DataFrame:
         extra = pd.concat(extras, ignore_index=True)
         extra = extra[[c for c in extra.columns if c in on or c not in board.columns]]
         board = board.merge(extra, on=on, how="left")
-    for col, empty in (("engine", None), ("latency_p90_s", math.nan), ("warnings", None)):
+    for col, empty in (
+        ("engine", None),
+        ("latency_p90_s", math.nan),
+        ("warnings", None),
+        ("shapes", None),
+    ):
         if col not in board.columns:
             board[col] = empty
     board["engine"] = board["engine"].fillna(DEFAULT_ENGINE)
+    board["shapes"] = [s if isinstance(s, list) else [] for s in board["shapes"]]
     joined = [w if isinstance(w, list) else [] for w in board["warnings"]]
     if own_warnings is not None:
         joined = [

@@ -9,10 +9,12 @@ because the teacher was made anyway, for its own use.
 
 The techniques table sets each derived setup against its source: a quantised or pruned variant
 against the unmodified variant of the same model, a distilled student against its teacher, a
-fine-tune against the model it started from. Break-even is the number of queries after which the
-setup that is cheaper to run has paid back its extra making cost: the technique's own making
-energy ÷ the energy per query it saves. Intervals of ratios are conservative (low ÷ high, high ÷
-low of the two 95% intervals).
+fine-tune against the model it started from, at a shape both measured (:mod:`harness.report.shapes`;
+none shared: no figure). Break-even is the number of queries after which the setup that is
+cheaper to run has paid back its extra making cost: the technique's own making energy ÷ the
+energy per query it saves, computed only where a saving is measured (:func:`saving_of`), never for
+a technique that does the same work per query (:func:`same_work`). Intervals of ratios are
+conservative (low ÷ high, high ÷ low of the two 95% intervals).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ TECHNIQUE_COLUMNS = [
     "setup",
     "source",
     "energy_method",
+    "shape",
+    "same_work",
+    "saving",
     "accuracy",
     "source_accuracy",
     "accuracy_tasks",
@@ -61,6 +66,9 @@ TECHNIQUE_COLUMNS = [
 ]
 #: a J/query change past this share, where the technique does the same work, is doubted
 SAME_WORK_TOLERANCE = 0.15
+#: the ``saving`` of a comparison (:func:`saving_of`); and of a technique that does the same work
+SAVES, COSTS_MORE, NO_SAVING, UNKNOWN = "saves", "costs more", "no saving measured", "unknown"
+SAME_WORK, NO_SHAPE = "same work", "no shape both measured"
 PRODUCE_COLUMNS = [
     "produce_j",
     "produce_j_ci_low",
@@ -203,7 +211,7 @@ def _setup_facts(tables: Tables) -> pd.DataFrame:
     """The setups with the per-variant facts (prune) that the summary does not carry."""
     s = tables.setups.copy()
     frame = tables.run.frame
-    for col in ("prune", "prune_method"):
+    for col in ("prune", "prune_method", "params_stored"):
         if col in frame.columns:
             ok = frame[frame["model"].notna()].copy()
             ok["energy_method"] = ok["energy_method"].fillna("unknown")
@@ -227,10 +235,17 @@ def add_produce(tables: Tables) -> pd.DataFrame:
         derived = _is_derived(row)
         extra = float(variant_j.get(key, math.nan)) if derived else 0.0
         if maker is None:
-            produce.append(math.nan)
-            low.append(math.nan)
-            high.append(math.nan)
-            origin.append(None)
+            # a model not made in this run (hf:, path:, an untrained builtin): what this run spent
+            # making it is the variant's making on load, where there is one; else unknown
+            produce.append(extra if derived else math.nan)
+            low.append(extra if derived else math.nan)
+            high.append(extra if derived else math.nan)
+            made = derived and pd.notna(extra)
+            origin.append(
+                f"{_variant_label(row)} on load (the model itself not made in this run)"
+                if made
+                else None
+            )
             up_j.append(math.nan)
             up_from.append(None)
             continue
@@ -252,6 +267,9 @@ def add_produce(tables: Tables) -> pd.DataFrame:
         up_from.append(
             f"{upstream['workload']} {upstream['case']}" if upstream is not None else None
         )
+    from harness.report.shapes import Shapes
+
+    s["shape"] = [Shapes.of(tables).headline(key) for key in s.index]
     s["produce_j"] = produce
     s["produce_j_ci_low"] = low
     s["produce_j_ci_high"] = high
@@ -320,27 +338,127 @@ def _source_of(s: pd.DataFrame, key, makers: pd.DataFrame) -> tuple[tuple | None
     return pick, str(maker["workload"])
 
 
+def _magnitude_pruned(setup: pd.Series) -> bool:
+    prune = setup.get("prune")
+    return prune is not None and pd.notna(prune) and setup.get("prune_method") != "neurons"
+
+
+def same_work(setup: pd.Series, technique: str | None) -> bool:
+    """Whether the technique leaves the work per query as it was: magnitude pruning (its zeros
+    stay in dense tensors; not combined with a quantisation) and a fine-tune against the model it
+    started from (the same network, other weights). Its J/query may move with the machine's other
+    load, never by the technique: no saving is counted and no break-even computed."""
+    quant = setup.get("quantization")
+    if technique == "finetune":
+        return True
+    return _magnitude_pruned(setup) and not (isinstance(quant, str) and quant)
+
+
+def params_of_work(setup: pd.Series) -> float:
+    """The parameters a query works through: a magnitude-pruned model's stored count (its
+    ``params`` counts nonzeros, but the zeros are multiplied all the same)."""
+    stored = setup.get("params_stored")
+    if _magnitude_pruned(setup) and stored is not None and pd.notna(stored):
+        return float(stored)
+    return setup.get("params")
+
+
+@dataclass
+class Saving:
+    """Energy per query of a setup against another at one shape: what is saved, its interval."""
+
+    verdict: str  # SAVES | COSTS_MORE | NO_SAVING | UNKNOWN
+    saved_j: float
+    saved_j_ci_low: float
+    saved_j_ci_high: float
+    pct: float  # the setup's J/query as a % of the other's
+    pct_ci_low: float
+    pct_ci_high: float
+
+    @property
+    def saved_pct(self) -> float:
+        return 100 - self.pct
+
+    @property
+    def saved_pct_ci_low(self) -> float:
+        return 100 - self.pct_ci_high
+
+    @property
+    def saved_pct_ci_high(self) -> float:
+        return 100 - self.pct_ci_low
+
+
+def saving_of(mine: pd.Series, other: pd.Series) -> Saving:
+    """What ``mine`` saves per query against ``other`` (each :meth:`Shapes.at` of one shape).
+
+    A saving counts only where the interval of the difference leaves out zero (the intervals are
+    combined conservatively: the other's low end less my high end, and the other way round);
+    inside it: no saving measured. Without an interval (one repetition) it is unknown.
+    """
+    e, lo, hi = (mine.get(f"energy_per_query_j{x}") for x in ("", "_ci_low", "_ci_high"))
+    o, olo, ohi = (other.get(f"energy_per_query_j{x}") for x in ("", "_ci_low", "_ci_high"))
+    saved = o - e if pd.notna(e) and pd.notna(o) else math.nan
+    s_lo, s_hi = olo - hi, ohi - lo
+    if not (pd.notna(saved) and pd.notna(s_lo) and pd.notna(s_hi)):
+        verdict = UNKNOWN
+    elif s_lo > 0:
+        verdict = SAVES
+    elif s_hi < 0:
+        verdict = COSTS_MORE
+    else:
+        verdict = NO_SAVING
+    return Saving(verdict, saved, s_lo, s_hi, _pct(e, o), _pct(lo, ohi), _pct(hi, olo))
+
+
 def _doubt(setup: pd.Series, epq, epq_src) -> str | None:
     """A warning where a figure contradicts what the technique does (never a silent figure)."""
-    prune = setup.get("prune")
-    magnitude = prune is not None and pd.notna(prune) and setup.get("prune_method") != "neurons"
+    if not _magnitude_pruned(setup):
+        return None
     quant = setup.get("quantization")
-    if not magnitude or (isinstance(quant, str) and quant):
+    if isinstance(quant, str) and quant:
         return None
     if pd.notna(epq) and pd.notna(epq_src) and epq_src > 0:
         if abs(epq / epq_src - 1) > SAME_WORK_TOLERANCE:
             return (
-                "magnitude pruning keeps the dense shapes (the same work per query): a J/query "
-                "change this large is doubtful (the machine's other load varies between cases), "
-                "not a saving to count on"
+                f"its J/query moved {100 * (epq / epq_src - 1):+.0f}% all the same: the machine's "
+                "other load between cases, not the technique"
             )
     return None
 
 
+def _break_even(own: tuple[float, float, float], saving: Saving) -> tuple[str, list[float], str]:
+    """The verdict, break-even queries (value, low, high) and why, from the making and saving.
+
+    Break-even is computed only from a saving measured (its interval leaves out zero): never
+    where the setup costs more per query; unknown where the making or an interval is missing.
+    """
+    nan3 = [math.nan] * 3
+    if saving.verdict == COSTS_MORE:
+        return COSTS_MORE, [math.inf] * 3, ""
+    if saving.verdict == NO_SAVING:
+        return NO_SAVING, nan3, "the J/query difference is inside its 95% interval"
+    if saving.verdict == UNKNOWN:
+        return UNKNOWN, nan3, "break-even unknown: no J/query interval on one side"
+    j, j_lo, j_hi = own
+    if not (pd.notna(j) and pd.notna(j_lo) and pd.notna(j_hi)):
+        return SAVES, nan3, "break-even unknown: the technique's making energy was not recorded"
+    # fewest queries: cheapest making, largest saving; most: the other way round
+    return (
+        SAVES,
+        [j / saving.saved_j, j_lo / saving.saved_j_ci_high, j_hi / saving.saved_j_ci_low],
+        "",
+    )
+
+
 def techniques_table(tables: Tables, produced: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each derived setup against its source (see the module's docstring)."""
+    """Each derived setup against its source (see the module's docstring), at a shape both
+    measured (:mod:`harness.report.shapes`)."""
+    from harness.report.shapes import Shapes
+
     s = produced if produced is not None else add_produce(tables)
     makers = making_cases(tables.run.frame)
+    variant_j = _variant_making(tables.run.frame)
+    shapes = Shapes.of(tables)
     rows = []
     for key in s.index:
         source, technique = _source_of(s, key, makers)
@@ -349,57 +467,70 @@ def techniques_table(tables: Tables, produced: pd.DataFrame | None = None) -> pd
         r, src = s.loc[key], s.loc[source]
         acc, acc_src, ret_lo, ret_hi, common = _acc_pair(s, key, source, tables.tasks)
         if _is_derived(r):
-            own = r["produce_j"] - s.at[source, "produce_j"]  # the variant's making on load
-            own_lo = own_hi = own
+            j = float(variant_j.get(key, math.nan))  # the variant's making on load
+            own = (j, j, j)
         else:
             maker = _maker_of(makers, key[0], key[2], key[3])
-            own, own_lo, own_hi = (
-                maker["energy_j"],
-                maker["energy_j_ci_low"],
-                maker["energy_j_ci_high"],
+            own = (maker["energy_j"], maker["energy_j_ci_low"], maker["energy_j_ci_high"])
+        shape = shapes.shared([key, source])
+        mine, theirs = shapes.at(key, shape), shapes.at(source, shape)
+        saving = saving_of(mine, theirs)
+        work = same_work(r, technique)
+        notes = []
+        if shape is None:
+            verdict, be = NO_SHAPE, [math.nan] * 3
+            notes.append(shapes.no_shared([key, source]) + ": no J/query or throughput figure")
+        elif work:
+            verdict, be = SAME_WORK, [math.nan] * 3
+            what = (
+                "magnitude pruning keeps the dense shapes, its zeros multiplied all the same"
+                if technique != "finetune"
+                else "a fine-tune runs the same network as its source"
             )
-        epq, epq_src = r.get("energy_per_query_j"), src.get("energy_per_query_j")
-        saved = epq_src - epq if pd.notna(epq) and pd.notna(epq_src) else math.nan
-        saved_lo = src.get("energy_per_query_j_ci_low") - r.get("energy_per_query_j_ci_high")
-        saved_hi = src.get("energy_per_query_j_ci_high") - r.get("energy_per_query_j_ci_low")
+            notes.append(f"same work per query ({what}): no saving counted, no break-even")
+        else:
+            verdict, be, why = _break_even(own, saving)
+            if why:
+                notes.append(why)
+        doubt = _doubt(r, mine["energy_per_query_j"], theirs["energy_per_query_j"])
+        if doubt:
+            notes.append(doubt)
         rows.append(
             {
                 "technique": technique,
                 "setup": "/".join(key[:3]),
                 "source": "/".join(source[:3]),
                 "energy_method": key[3],
+                "shape": shape.label if shape is not None else None,
+                "same_work": work,
+                "saving": verdict,
                 "accuracy": acc,
                 "source_accuracy": acc_src,
                 "accuracy_tasks": common,
                 "accuracy_retained_pct": _pct(acc, acc_src),
                 "accuracy_retained_pct_ci_low": 100 * ret_lo,
                 "accuracy_retained_pct_ci_high": 100 * ret_hi,
-                "params_pct": _pct(r.get("params"), src.get("params")),
+                "params_pct": _pct(params_of_work(r), params_of_work(src)),
                 "size_pct": _pct(r.get("model_size_mb"), src.get("model_size_mb")),
-                "tokens_per_s_pct": _pct(r.get("tokens_per_s"), src.get("tokens_per_s")),
+                "tokens_per_s_pct": _pct(mine["tokens_per_s"], theirs["tokens_per_s"]),
                 "tokens_per_s_pct_ci_low": _pct(
-                    r.get("tokens_per_s_ci_low"), src.get("tokens_per_s_ci_high")
+                    mine["tokens_per_s_ci_low"], theirs["tokens_per_s_ci_high"]
                 ),
                 "tokens_per_s_pct_ci_high": _pct(
-                    r.get("tokens_per_s_ci_high"), src.get("tokens_per_s_ci_low")
+                    mine["tokens_per_s_ci_high"], theirs["tokens_per_s_ci_low"]
                 ),
-                "energy_per_query_pct": _pct(epq, epq_src),
-                "energy_per_query_pct_ci_low": _pct(
-                    r.get("energy_per_query_j_ci_low"), src.get("energy_per_query_j_ci_high")
-                ),
-                "energy_per_query_pct_ci_high": _pct(
-                    r.get("energy_per_query_j_ci_high"), src.get("energy_per_query_j_ci_low")
-                ),
-                "energy_per_query_saved_pct": 100 - _pct(epq, epq_src),
-                "technique_j": own,
-                "technique_j_ci_low": own_lo,
-                "technique_j_ci_high": own_hi,
+                "energy_per_query_pct": saving.pct,
+                "energy_per_query_pct_ci_low": saving.pct_ci_low,
+                "energy_per_query_pct_ci_high": saving.pct_ci_high,
+                "energy_per_query_saved_pct": math.nan if work else saving.saved_pct,
+                "technique_j": own[0],
+                "technique_j_ci_low": own[1],
+                "technique_j_ci_high": own[2],
                 "produce_j": r["produce_j"],
-                "break_even_queries": own / saved if saved > 0 else math.inf,
-                # fewest queries: cheapest making, largest saving; most: the other way round
-                "break_even_queries_ci_low": own_lo / saved_hi if saved_hi > 0 else math.inf,
-                "break_even_queries_ci_high": own_hi / saved_lo if saved_lo > 0 else math.inf,
-                "note": _doubt(r, epq, epq_src),
+                "break_even_queries": be[0],
+                "break_even_queries_ci_low": be[1],
+                "break_even_queries_ci_high": be[2],
+                "note": "; ".join(notes) or None,
             }
         )
     return pd.DataFrame(rows, columns=TECHNIQUE_COLUMNS)
@@ -498,26 +629,95 @@ def _label(row) -> str:
     return f"{row['model']}/{row['variant']}/{row['hardware']}"
 
 
+def _half(row) -> float:
+    lo, hi = row.get("accuracy_ci_low"), row.get("accuracy_ci_high")
+    return (hi - lo) / 2 if pd.notna(lo) and pd.notna(hi) else math.nan
+
+
+def within_tolerance(row, best, tolerance: float) -> str:
+    """Whether ``row``'s accuracy is within ``tolerance`` of ``best``'s: ``yes``, ``no`` or
+    ``cannot be told apart`` (the 95% interval of the difference reaches over the threshold).
+
+    The two accuracies are measured on separate samples, so the half-widths of their intervals
+    add in squares. Without intervals the point estimates decide.
+    """
+    if _label(row) == _label(best):
+        return "yes"
+    d = best["accuracy"] - row["accuracy"]
+    h = math.hypot(_half(row), _half(best))
+    if not math.isfinite(h):
+        return "yes" if d <= tolerance else "no"
+    if d + h <= tolerance:
+        return "yes"
+    if d - h > tolerance:
+        return "no"
+    return "cannot be told apart"
+
+
+def _acc_text(row) -> str:
+    lo, hi = row.get("accuracy_ci_low"), row.get("accuracy_ci_high")
+    if pd.notna(lo) and pd.notna(hi):
+        return f"{row['accuracy']:.3f} ({lo:.3f}–{hi:.3f})"
+    return f"{row['accuracy']:.3f}"
+
+
+def _per_query_text(saving: Saving) -> str:
+    """``saves 40% energy per query (95% interval 37% to 43% saved)``, or what it costs more, or
+    that the saving is inside its interval."""
+    mid, lo, hi = saving.saved_pct, saving.saved_pct_ci_low, saving.saved_pct_ci_high
+    if not math.isfinite(lo) or not math.isfinite(hi):
+        return f"{_saves(mid)} energy per query (no interval)"
+    if saving.verdict == NO_SAVING:
+        less = f"{_signed(mid)} less" if mid >= 0 else f"{_signed(-mid)} more"
+        return (
+            f"uses energy per query that cannot be told from the full-size's ({less}, 95% "
+            f"interval {_signed(lo)} to {_signed(hi)} saved: no saving measured)"
+        )
+    if mid >= 0:
+        return f"{_saves(mid)} energy per query (95% interval {_signed(lo)} to {_signed(hi)} saved)"
+    return f"{_saves(mid)} energy per query (95% interval {_signed(-hi)} to {_signed(-lo)} more)"
+
+
+def _number(value: float) -> str:
+    """``0.0179`` or ``−0.00531`` (the minus sign of the sentence's other figures)."""
+    return f"{value:.3g}".replace("-", "−")
+
+
+def _signed(value: float) -> str:
+    size = abs(value)
+    text = f"{size:.0f}%" if size >= 10 else f"{size:.2g}%"
+    return text if value >= 0 else f"−{text}"
+
+
 def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | None:
     """One sentence: the smallest setup within ``tolerance`` of the best accuracy, and what it
-    saves against the full-size setup (the most accurate plain variant of the largest model).
+    saves against the full-size setup (the most accurate plain variant of the largest model), at a
+    shape both measured (:mod:`harness.report.shapes`), with 95% intervals.
 
     Accuracy means over different task sets do not compare, so the setups measured on every task
-    of the run are the candidates when there are any. Making includes a teacher's or source's
-    own training on both sides: deploying the small setup needs it made.
+    of the run are the candidates when there are any. "Smallest" is by bytes of weights, then by
+    the parameters a query works through (:func:`params_of_work`: a magnitude-pruned model counts
+    its zeros), so a setup doing the same work as the full-size one is never the smaller. Whether a
+    setup is within the tolerance is judged on the point estimates, and where the interval of the
+    difference reaches over the threshold the sentence says it cannot be told apart. Making
+    includes a teacher's or source's own training on both sides: deploying the small setup needs
+    it made.
     """
+    from harness.report.shapes import Shapes
+
     scored = produced.reset_index()
     scored = scored[scored["accuracy"].notna()]
     every = ";".join(tables.tasks)
     if (scored["accuracy_tasks"] == every).any():
         scored = scored[scored["accuracy_tasks"] == every]
-    s = scored[scored["energy_per_query_j"].notna()]
+    s = scored[scored["energy_per_query_j"].notna()].copy()
     if s.empty:
         return None
+    s["_work"] = s.apply(params_of_work, axis=1).astype(float)
     best = s.loc[s["accuracy"].idxmax()]
     near = s[s["accuracy"] >= best["accuracy"] - tolerance]
-    small = near.sort_values(["model_size_mb", "params", "energy_per_query_j"], kind="stable")
-    small = small.iloc[0]
+    by_size = ["model_size_mb", "_work", "accuracy"]
+    small = near.sort_values(by_size, ascending=[True, True, False], kind="stable").iloc[0]
     # setups as accurate and smaller that the answer cannot weigh (a served one's energy is per
     # request at a concurrency, in Serving): named, so that "no smaller setup" is never said of them
     unpriced = scored[
@@ -537,6 +737,18 @@ def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | No
     plain = plain if not plain.empty else s
     largest = plain[plain["params"] == plain["params"].max()]
     full = largest.loc[largest["accuracy"].idxmax()]
+    if (small["model_size_mb"], small["_work"]) >= (full["model_size_mb"], full["_work"]):
+        small = full  # the same size, the same work: not a smaller setup
+    # smaller setups whose distance to the best the intervals cannot place on either side
+    smaller = s[
+        (s["model_size_mb"] < small["model_size_mb"])
+        | ((s["model_size_mb"] == small["model_size_mb"]) & (s["_work"] < small["_work"]))
+    ]
+    unsure = [
+        _label(r)
+        for _, r in smaller.sort_values(by_size, kind="stable").iterrows()
+        if within_tolerance(r, best, tolerance) == "cannot be told apart"
+    ]
     n = tables.run.queries_lifetime
     method = (
         "estimated"
@@ -548,38 +760,71 @@ def answer(tables: Tables, produced: pd.DataFrame, tolerance: float) -> str | No
         f"({best['accuracy']:.3f}, {_label(best)}) is {_label(small)} "
         f"(accuracy {small['accuracy']:.3f})"
     )
+    tail = _accuracy_doubt(small, best, tolerance, unsure) + aside
     if _label(small) == _label(full):
         among = " with an energy per query" if names else ""
         return (
             f"{head}, the full-size setup itself: no smaller setup of this run{among} is "
-            f"accurate enough (energy {method}).{aside}"
+            f"accurate enough (energy {method}).{tail}"
         )
 
     def making(row) -> float:
         up = row.get("upstream_produce_j")
         return row["produce_j"] + (up if pd.notna(up) else 0.0)
 
-    epq_saved = 100 * (1 - small["energy_per_query_j"] / full["energy_per_query_j"])
     make_s, make_f = making(small), making(full)
     make_saved = 100 * (1 - make_s / make_f) if pd.notna(make_s) and make_f > 0 else math.nan
-    life_saved_j = (full["energy_per_query_j"] - small["energy_per_query_j"]) * n
-    if pd.notna(make_s) and pd.notna(make_f):
-        life_saved_j += make_f - make_s
-    kwh = life_saved_j / J_PER_KWH
-    co2 = tables.grid.co2e_g(life_saved_j) if tables.grid.known else math.nan
     make_text = (
         f"{_saves(make_saved)} to make (with its teacher's or source's making)"
         if math.isfinite(make_saved)
         else "an unknown share to make (not made in this run)"
     )
+    against = f"against the full-size {_label(full)} (accuracy {full['accuracy']:.3f})"
+    shapes = Shapes.of(tables)
+    keys = [tuple(small[c] for c in SETUP), tuple(full[c] for c in SETUP)]
+    shape = shapes.shared(keys)
+    if shape is None:
+        return (
+            f"{head}; {against} no energy per query is compared, {shapes.no_shared(keys)}; it "
+            f"{make_text} (energy {method}).{tail}"
+        )
+    saving = saving_of(shapes.at(keys[0], shape), shapes.at(keys[1], shape))
+    per_query = _per_query_text(saving)
+    life_j = [saving.saved_j * n, saving.saved_j_ci_low * n, saving.saved_j_ci_high * n]
+    if pd.notna(make_s) and pd.notna(make_f):
+        life_j = [x + make_f - make_s for x in life_j]
+    kwh = [x / J_PER_KWH for x in life_j]
+    co2 = tables.grid.co2e_g(life_j[0]) if tables.grid.known else math.nan
     co2_text = f" and {abs(co2):.3g} gCO2e" if math.isfinite(co2) else ""
-    verb = "saves" if life_saved_j >= 0 else "costs"
-    return (
-        f"{head}; against the full-size {_label(full)} (accuracy {full['accuracy']:.3f}) it "
-        f"{_saves(epq_saved)} energy per query and {make_text}; over {n:,} queries it {verb} "
-        f"{abs(kwh):.3g} kWh{co2_text}{'' if verb == 'saves' else ' more'} (energy {method})."
-        f"{aside}"
+    verb = "saves" if kwh[0] >= 0 else "costs"
+    life_range = (
+        f" (95% interval {_number(kwh[1])} to {_number(kwh[2])} kWh saved)"
+        if math.isfinite(kwh[1]) and math.isfinite(kwh[2])
+        else ""
     )
+    return (
+        f"{head}; {against}, both at {shape.label}, it {per_query} and {make_text}; over "
+        f"{n:,} queries it {verb} {abs(kwh[0]):.3g} kWh{life_range}{co2_text}"
+        f"{'' if verb == 'saves' else ' more'} (energy {method}).{tail}"
+    )
+
+
+def _accuracy_doubt(small, best, tolerance: float, unsure: list[str]) -> str:
+    """The sentences that say where the accuracy intervals cannot place a setup."""
+    out = ""
+    if within_tolerance(small, best, tolerance) == "cannot be told apart":
+        out += (
+            f" Whether {_label(small)} is within {tolerance:.2f} of the best cannot be told apart "
+            f"at these sample sizes: accuracy {_acc_text(small)} against {_acc_text(best)} "
+            "(95% intervals)."
+        )
+    if unsure:
+        out += (
+            f" Smaller, and whether within {tolerance:.2f} of the best cannot be told apart: "
+            + ", ".join(unsure)
+            + "."
+        )
+    return out
 
 
 def _saves(value: float) -> str:
@@ -605,6 +850,15 @@ def _fmt_range(mid, lo, hi, digits: int = 3) -> str:
     return m
 
 
+def break_even_text(r: dict) -> str:
+    """The break-even cell of a techniques row: queries with interval, or why there is none."""
+    verdict = r["saving"]
+    if verdict == SAVES and pd.notna(r["break_even_queries"]):
+        lo, hi = r["break_even_queries_ci_low"], r["break_even_queries_ci_high"]
+        return _fmt_range(r["break_even_queries"], lo, hi)
+    return {COSTS_MORE: "never", SAVES: UNKNOWN}.get(verdict, verdict)
+
+
 def techniques_section(tech: pd.DataFrame, comparisons: list[Comparison]) -> str:
     from harness.report.markdown import fmt, table
 
@@ -612,7 +866,7 @@ def techniques_section(tech: pd.DataFrame, comparisons: list[Comparison]) -> str
         return ""
     rows = []
     for r in tech.to_dict("records"):
-        be = r["break_even_queries"]
+        same = " (same work)" if r["same_work"] else ""
         rows.append(
             {
                 "t": r["technique"],
@@ -624,8 +878,9 @@ def techniques_section(tech: pd.DataFrame, comparisons: list[Comparison]) -> str
                     r["accuracy_retained_pct_ci_low"],
                     r["accuracy_retained_pct_ci_high"],
                 ),
-                "p": fmt(r["params_pct"], 3),
-                "size": fmt(r["size_pct"], 3),
+                "shape": r["shape"] or "none shared",
+                "p": fmt(r["params_pct"], 3) + same,
+                "size": fmt(r["size_pct"], 3) + same,
                 "tps": _fmt_range(
                     r["tokens_per_s_pct"],
                     r["tokens_per_s_pct_ci_low"],
@@ -635,15 +890,12 @@ def techniques_section(tech: pd.DataFrame, comparisons: list[Comparison]) -> str
                     r["energy_per_query_pct"],
                     r["energy_per_query_pct_ci_low"],
                     r["energy_per_query_pct_ci_high"],
-                ),
+                )
+                + same,
                 "make": _fmt_range(
                     r["technique_j"], r["technique_j_ci_low"], r["technique_j_ci_high"]
                 ),
-                "be": "never"
-                if math.isinf(be)
-                else _fmt_range(
-                    be, r["break_even_queries_ci_low"], r["break_even_queries_ci_high"]
-                ),
+                "be": break_even_text(r),
             }
         )
     cols = [
@@ -651,6 +903,7 @@ def techniques_section(tech: pd.DataFrame, comparisons: list[Comparison]) -> str
         ("setup", "setup"),
         ("src", "against"),
         ("m", "energy"),
+        ("shape", "shape"),
         ("acc", "accuracy retained (%)"),
         ("p", "params (%)"),
         ("size", "size (%)"),
@@ -666,8 +919,14 @@ def techniques_section(tech: pd.DataFrame, comparisons: list[Comparison]) -> str
         "model it started from. Percentages are of the source's figure; accuracy over the tasks "
         "both were measured on. *J to make*: the technique's own making (the variant made on "
         "load; the distillation or fine-tuning case), with the teacher's training not counted. "
-        "Break-even: *J to make* ÷ the energy per query saved (never: it saves nothing per "
-        "query). Brackets: 95% intervals (ratios: the conservative low÷high, high÷low). "
+        "Throughput and J/query are of both setups at one *shape*, the largest batch size (or "
+        "concurrency, served) both measured; where they share none, no figure is given. "
+        "Break-even: *J to make* ÷ the energy per query saved, only where a saving is measured "
+        "(the 95% interval of the J/query difference leaves out zero; else *no saving "
+        "measured*); *never*: it costs more per query; *same work*: magnitude pruning (zeros "
+        "kept in dense tensors) or a fine-tune against its source does the same work per query, "
+        "so no saving is counted; *unknown*: an input is missing. "
+        "Brackets: 95% intervals (ratios: the conservative low÷high, high÷low). "
         "Size: bytes of the weights as held (magnitude pruning keeps its zeros; int4 on a CPU "
         "holds one value per byte, see docs/methodology.md). All columns: `techniques.csv`.\n",
         table(rows, cols, len(rows)),
@@ -702,6 +961,7 @@ def making_section(produced: pd.DataFrame, queries: int) -> str:
             "from": r["produced_from"],
             "up": fmt(r["upstream_produce_j"]),
             "upfrom": r["upstream_from"],
+            "shape": r["shape"] or "",
             "life": fmt(r["energy_lifetime_produced_kwh"]),
             "co2": fmt(r["co2e_lifetime_produced_g"]),
         }
@@ -714,14 +974,16 @@ def making_section(produced: pd.DataFrame, queries: int) -> str:
         ("from", "made by"),
         ("up", "teacher/source J (apart)"),
         ("upfrom", "teacher/source made by"),
+        ("shape", "queries at"),
         ("life", f"kWh: produce_j + {queries:,} queries"),
         ("co2", "gCO2e lifetime"),
     ]
     intro = (
         "The energy that made each setup (`produce_j`): the case that made its model, plus the "
         "making of a quantised or pruned variant on load. A teacher's or source model's own "
-        "training is shown apart, not added. Lifetime = produce_j + the queries at the headline "
-        "shape.\n\n"
+        "training is shown apart, not added. Lifetime = produce_j + the queries at each setup's "
+        "headline shape (*queries at*: rows at different shapes do not compare; the answer and "
+        "Techniques set two setups side by side at a shape both measured).\n\n"
     )
     return "## What each setup cost to make\n\n" + intro + table(rows, cols, len(rows))
 
@@ -830,7 +1092,8 @@ def figure(tech: pd.DataFrame, path: Path) -> Path | None:
     ax.legend(title="technique", fontsize=8)
     methods = sorted(set(t["energy_method"]))
     ax.set_title(
-        "Accuracy retained against energy per query saved (95% intervals)\n"
+        "Accuracy retained against energy per query saved, at a shape both measured "
+        "(95% intervals)\n"
         f"energy: {', '.join(methods)}",
         fontsize=11,
     )
@@ -870,7 +1133,7 @@ def build(tables: Tables) -> Making:
 
 def summary_with_produce(tables: Tables, making: Making) -> pd.DataFrame:
     """summary.csv with the making columns (produce_j, produced_from, ...) after the others."""
-    extra = making.produced[PRODUCE_COLUMNS].reset_index()
+    extra = making.produced[["shape", *PRODUCE_COLUMNS]].reset_index()
     return tables.summary.merge(extra, on=SETUP, how="left")
 
 

@@ -436,26 +436,59 @@
       s.dataset.models = key;
     });
   }
+  // figures that depend on the shape, taken at one both setups measured (harness/report/shapes.py)
+  const SHAPED = ["energy_per_query_j", "energy_per_token_j", "tokens_per_s", "ttft_s", "latency_p90_s"];
+  function atSharedShape(ra, rb) {
+    // each row's shapes come in the order the shapes rule prefers: the first of A's that B has
+    const other = new Map((rb.shapes || []).map((s) => [s[0], s]));
+    const mine = (ra.shapes || []).find((s) => other.has(s[0]));
+    if (!mine) return null;
+    const pick = (s) => {
+      const out = { shape: s[1] };
+      SHAPED.forEach((k, i) => { out[k] = s[2 + i]; });
+      out.wh_per_1000_queries = out.energy_per_query_j === null ? null : out.energy_per_query_j / 3.6;
+      return out;
+    };
+    return [pick(mine), pick(other.get(mine[0]))];
+  }
+  function measuredShapes(r) {
+    return [...new Set((r.shapes || []).map((s) => s[1]))].join(", ") || "no shape";
+  }
   function renderCompare() {
     fillCompare();
     const best = new Map(bestPerModel(filteredSetups()).map((r) => [r.model, r]));
     const a = $("compare-a").value, b = $("compare-b").value;
-    const ra = best.get(a) || {}, rb = best.get(b) || {};
+    let ra = best.get(a) || {}, rb = best.get(b) || {};
+    const shared = best.has(a) && best.has(b) ? atSharedShape(ra, rb) : null;
+    const shaped = [...SHAPED, "wh_per_1000_queries"];
+    if (shared) {
+      ra = { ...ra, ...shared[0] };
+      rb = { ...rb, ...shared[1] };
+    } else {
+      const none = Object.fromEntries([...shaped, "shape"].map((k) => [k, null]));
+      ra = { ...ra, ...none };
+      rb = { ...rb, ...none };
+    }
     const table = $("compare-table");
     table.querySelector("thead").replaceChildren(el("tr", {}, [
       el("th", { class: "text", text: `${state.method} energy` }), el("th", { text: a }), el("th", { text: b }),
       el("th", { text: "B / A" })]));
-    const body = COMPARE_ROWS.map(([key, label]) => {
+    const body = [["shape", "Shape compared at"], ...COMPARE_ROWS].map(([key, label]) => {
       const va = ra[key], vb = rb[key];
-      const figure = !["stars", "n_setups", "best_setup", "energy_method"].includes(key);
+      const figure = !["stars", "n_setups", "best_setup", "energy_method", "shape"].includes(key);
       const ratio = figure && typeof va === "number" && typeof vb === "number" && va !== 0 ? fmt(vb / va) : "";
-      const show = (v) => (key === "stars" ? starText(v ?? null) : key === "params" ? fmtCount(v ?? null) : fmt(v ?? null));
+      const show = (v) => (key === "stars" ? starText(v ?? null) : key === "params" ? fmtCount(v ?? null)
+        : key === "shape" ? (v ?? "—") : fmt(v ?? null));
       return el("tr", { "data-key": key }, [el("td", { class: "text", text: label }), el("td", { text: show(va) }),
         el("td", { text: show(vb) }), el("td", { text: ratio })]);
     });
     if (!best.has(a) || !best.has(b)) {
       body.unshift(el("tr", {}, [el("td", { class: "text warn", colspan: 4,
         text: "A model with no setup meeting the filters shows dashes." })]));
+    } else if (!shared) {
+      body.unshift(el("tr", { "data-key": "no-shape" }, [el("td", { class: "text warn", colspan: 4,
+        text: `No shape both measured (${a}: ${measuredShapes(best.get(a))}; ${b}: `
+          + `${measuredShapes(best.get(b))}): no energy, throughput or latency figure is compared.` })]));
     }
     table.querySelector("tbody").replaceChildren(...body);
     // every setup of the two models under the filters, in accuracy-energy space
@@ -471,7 +504,7 @@
           y: ps.map((p) => p.accuracy), text: ps.map((p) => p.setup), marker: { size: 11 },
           hovertemplate: "%{text}<br>%{x:.4g} J/query<br>accuracy %{y:.3f}<extra></extra>" };
       }), { title: { text: `All setups of ${a} and ${b} under the filters (${state.method} energy)` },
-        xaxis: { title: { text: "energy per query (J)" }, type: "log" }, yaxis: { title: { text: "accuracy (fraction)" } },
+        xaxis: { title: { text: "energy per query at each setup's headline shape (J)" }, type: "log" }, yaxis: { title: { text: "accuracy (fraction)" } },
         margin: { t: 50 } }, PLOT_CONFIG);
     }
   }
