@@ -283,7 +283,9 @@ class TrainingTracker:
         self.params = facts.get("params")
         self.model_size_mb = facts.get("model_size_mb")
         self.dtype = facts.get("dtype")
-        self.variant = self.variant or VARIANT_OF_DTYPE.get(self.dtype or "", self.dtype or "default")
+        self.variant = self.variant or VARIANT_OF_DTYPE.get(
+            self.dtype or "", self.dtype or "default"
+        )
         device = self.device or self._model_device() or "cpu"
         self.device = str(device)
         if self.device.startswith("cuda") and ":" not in self.device:
@@ -533,7 +535,11 @@ class TrainingTracker:
         self.meter.begin(self._eval_open)
 
     def eval_end(
-        self, metrics: dict | None = None, *, samples: int | None = None, accuracy: float | None = None
+        self,
+        metrics: dict | None = None,
+        *,
+        samples: int | None = None,
+        accuracy: float | None = None,
     ) -> None:
         """The evaluation ended with ``metrics`` (an accuracy among them is kept)."""
         if not self.started or self.finished:
@@ -589,7 +595,9 @@ class TrainingTracker:
 
                 build_report(self.run_dir)
             except Exception as e:  # noqa: BLE001 - a failing report never costs the results
-                log.warning("harness: report failed (%s); retry: harness report %s", e, self.run_dir)
+                log.warning(
+                    "harness: report failed (%s); retry: harness report %s", e, self.run_dir
+                )
         if self.mlflow:
             from harness.integrations.mlflow_export import export_run
 

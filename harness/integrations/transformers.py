@@ -54,7 +54,9 @@ class EnergyCallback(TrainerCallback):
         t.set_total_steps(state.max_steps if state.max_steps and state.max_steps > 0 else None)
         if t.batch_size is None:
             t.batch_size = (
-                args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+                args.per_device_train_batch_size
+                * args.gradient_accumulation_steps
+                * args.world_size
             )
         t.start()
 
