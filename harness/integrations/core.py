@@ -599,7 +599,7 @@ class TrainingTracker:
                     "harness: report failed (%s); retry: harness report %s", e, self.run_dir
                 )
         if self.mlflow:
-            from harness.integrations.mlflow_export import export_run
+            from harness.exports.mlflow_export import export_run
 
             export_run(self.run_dir, tracking_uri=self.mlflow_tracking_uri)
         log.info("harness: %s: results in %s", self.name, self.run_dir)
