@@ -39,8 +39,10 @@ log = logging.getLogger("harness.integrations")
 
 #: blocks after the forecast's: about this many over the rest of a training of known length
 BLOCKS_AFTER_FORECAST = 20
-#: blocks of a training of unknown length
+#: blocks of a training of unknown length (until a step's time is known)
 DEFAULT_BLOCK_STEPS = 50
+#: a block after the forecast's lasts at least this long: the meter is read at block edges only
+MIN_BLOCK_S = 1.0
 #: stop reasons of an integration's case: the trainer ended on its own, or the budget stopped it
 PLANNED = "planned"
 ENERGY_BUDGET = "energy_budget"
@@ -63,6 +65,8 @@ class _Block:
     index: int
     first_step: int
     epoch: int
+    #: steps after which the block closes (once the forecast's blocks are done)
+    planned: int = 0
     steps: int = 0
     samples: int = 0
     tokens: int = 0
@@ -208,6 +212,8 @@ class TrainingTracker:
         self._eval_open: str | None = None
         self._eval_t0 = 0.0
         self._used_j = 0.0
+        self._measured_steps = 0
+        self._measured_s = 0.0
         self._t0 = 0.0
 
     # ------------------------------------------------------------------ setup
@@ -368,7 +374,7 @@ class TrainingTracker:
     # ------------------------------------------------------------------ blocks
     def _open_block(self) -> None:
         index = len(self.records)
-        self._block = _Block(index=index, first_step=self.steps_done + 1, epoch=self.epoch)
+        self._block = _Block(index, self.steps_done + 1, self.epoch, self._planned_steps())
         self.meter.begin(f"block-{index}")
 
     def _block_full(self) -> bool:
@@ -379,20 +385,22 @@ class TrainingTracker:
             return False  # the last block stays open until the finish
         if self.forecast is None and self._bounds:
             return self.steps_done in self._bounds
-        return b.steps >= self._after_forecast_steps()
+        return b.steps >= b.planned
 
-    def _after_forecast_steps(self) -> int:
+    def _planned_steps(self) -> int:
+        """Steps of a block after the forecast's: about BLOCKS_AFTER_FORECAST over the rest, and
+        at least MIN_BLOCK_S long (and the meter's shortest window worth measuring), so that the
+        block edges, the only places the meter is read, cost a small share of the time."""
         if self.block_steps:
             return self.block_steps
-        if not self.total_steps:
-            return DEFAULT_BLOCK_STEPS
-        rest = max(1, self.total_steps - sum(b.steps for b in self._forecast_blocks))
-        n = math.ceil(rest / BLOCKS_AFTER_FORECAST)
-        seen = [r for r in self.records if r["steps"]]
-        if seen:  # a window at least the meter's shortest worth measuring
-            step_s = sum(r["duration_s"] for r in seen) / sum(r["steps"] for r in seen)
-            if step_s > 0:
-                n = max(n, math.ceil(self.meter.min_window_s / step_s))
+        if self.total_steps:
+            rest = max(1, self.total_steps - self.steps_done)
+            n = math.ceil(rest / BLOCKS_AFTER_FORECAST)
+        else:
+            n = DEFAULT_BLOCK_STEPS
+        if self._measured_steps and self._measured_s > 0:
+            step_s = self._measured_s / self._measured_steps
+            n = max(n, math.ceil(max(MIN_BLOCK_S, self.meter.min_window_s) / step_s))
         return n
 
     def step(self, n: int = 1, *, loss: Any = None, samples: int | None = None, tokens=None):
@@ -451,6 +459,9 @@ class TrainingTracker:
         record = self._record(m, b, losses)
         self.records.append(record)
         self._used_j += m.total_j
+        if b.steps:
+            self._measured_steps += b.steps
+            self._measured_s += m.duration_s
         if self.forecast is None and self._bounds and b.steps:
             f = self._forecast_mod
             self._forecast_blocks.append(f.Block(b.steps, m.total_j, m.duration_s))
