@@ -327,3 +327,18 @@ def test_the_package_imports_neither_trainer_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_two_tracked_runs_of_one_training_compare_block_against_block(tmp_path, capsys):
+    runs = []
+    for _ in range(2):
+        meter = CountingMeter()
+        with track("same", steps=200, out=tmp_path, meter=meter, report=False) as t:
+            for _ in range(200):
+                meter.work()
+                t.step()
+        runs.append(t)
+    # planned from the step counts alone: the same blocks, so compare sets like against like
+    assert [r["steps"] for r in runs[0].records] == [r["steps"] for r in runs[1].records]
+    assert main(["compare", str(runs[0].run_dir), str(runs[1].run_dir)]) == 0
+    assert "0 regressions" in capsys.readouterr().out

@@ -8,7 +8,8 @@ Energy is read in *blocks* of steps, one meter window each; the windows are cont
 start to the finish, so their sum is the whole training (evaluation and checkpointing included)
 and the report's ``produce_j`` is that sum. A block closes after its planned steps, at the end of an
 epoch (after that epoch's evaluation), or at the finish; a step costs a counter and a comparison,
-the meter is read only at block edges (where the meter synchronises the GPU). The first blocks are
+the meter is read only at block edges (where the meter synchronises the GPU): the forecast's
+blocks, then about ``BLOCKS_AFTER_FORECAST`` more, whatever the training's length. The first blocks are
 the forecast's (``harness.workloads.forecast``): after ``forecast_fraction`` of the planned steps
 the whole training's energy and time are forecast with their 95% interval. An
 ``energy_budget_j`` is checked at every block edge, against the forecast once there is one and
@@ -41,8 +42,6 @@ log = logging.getLogger("harness.integrations")
 BLOCKS_AFTER_FORECAST = 20
 #: blocks of a training of unknown length (until a step's time is known)
 DEFAULT_BLOCK_STEPS = 50
-#: a block after the forecast's lasts at least this long: the meter is read at block edges only
-MIN_BLOCK_S = 1.0
 #: stop reasons of an integration's case: the trainer ended on its own, or the budget stopped it
 PLANNED = "planned"
 ENERGY_BUDGET = "energy_budget"
@@ -388,19 +387,20 @@ class TrainingTracker:
         return b.steps >= b.planned
 
     def _planned_steps(self) -> int:
-        """Steps of a block after the forecast's: about BLOCKS_AFTER_FORECAST over the rest, and
-        at least MIN_BLOCK_S long (and the meter's shortest window worth measuring), so that the
-        block edges, the only places the meter is read, cost a small share of the time."""
+        """Steps of a block after the forecast's: the rest of the training in
+        BLOCKS_AFTER_FORECAST blocks, planned from the step counts alone so that two runs of the
+        same training have like blocks (``harness compare`` sets block against block); longer only
+        where a block would be shorter than the meter's shortest window worth measuring."""
         if self.block_steps:
             return self.block_steps
         if self.total_steps:
-            rest = max(1, self.total_steps - self.steps_done)
+            rest = max(1, self.total_steps - (self._bounds[-1] if self._bounds else 0))
             n = math.ceil(rest / BLOCKS_AFTER_FORECAST)
         else:
             n = DEFAULT_BLOCK_STEPS
-        if self._measured_steps and self._measured_s > 0:
+        if self._measured_steps and self._measured_s > 0 and self.meter.min_window_s > 0:
             step_s = self._measured_s / self._measured_steps
-            n = max(n, math.ceil(max(MIN_BLOCK_S, self.meter.min_window_s) / step_s))
+            n = max(n, math.ceil(self.meter.min_window_s / step_s))
         return n
 
     def step(self, n: int = 1, *, loss: Any = None, samples: int | None = None, tokens=None):
