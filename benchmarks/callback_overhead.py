@@ -82,12 +82,13 @@ def bare(step, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def tracked(step, n: int, model, out: Path) -> tuple[float, float, float]:
+def tracked(step, n: int, model, out: Path, sample_hz=10) -> tuple[float, float, float]:
     """Mean step time inside track, time inside t.step() per step, and the finish's seconds."""
     import harness
 
     inside = 0.0
-    with harness.track("overhead", steps=n, model=model, out=out, report=False) as t:
+    options = {"model": model, "out": out, "report": False, "sample_hz": sample_hz}
+    with harness.track("overhead", steps=n, **options) as t:
         t0 = time.perf_counter()
         for _ in range(n):
             loss = step()
@@ -157,6 +158,9 @@ def main() -> int:
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="2 rounds of 100 steps")
     ap.add_argument("--trainer", action="store_true", help="also transformers' Trainer")
+    ap.add_argument(
+        "--sample-hz", type=float, default=10.0, help="the meter's sampler (0: counters only)"
+    )
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.steps = 2, 100
@@ -180,9 +184,9 @@ def main() -> int:
     for r in range(args.rounds):
         if r % 2 == 0:
             b = bare(step, args.steps)
-            w, inside, fin = tracked(step, args.steps, model, out)
+            w, inside, fin = tracked(step, args.steps, model, out, args.sample_hz or None)
         else:
-            w, inside, fin = tracked(step, args.steps, model, out)
+            w, inside, fin = tracked(step, args.steps, model, out, args.sample_hz or None)
             b = bare(step, args.steps)
         bares.append(b)
         ratios.append(w / b - 1)

@@ -213,6 +213,7 @@ class TrainingTracker:
         self._used_j = 0.0
         self._measured_steps = 0
         self._measured_s = 0.0
+        self._train_base: dict | None = None
         self._t0 = 0.0
 
     # ------------------------------------------------------------------ setup
@@ -474,7 +475,9 @@ class TrainingTracker:
         from harness import store
         from harness.records import derive, measurement_columns
 
-        record = self._base(self.case)
+        if self._train_base is None:  # the same identity for every block: built once
+            self._train_base = self._base(self.case)
+        record = dict(self._train_base)
         record.update(repetition=b.index, status=store.OK, error=None)
         record.update(measurement_columns(m))
         record.update(
