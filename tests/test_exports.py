@@ -245,7 +245,7 @@ def test_run_serves_cases_done_and_rising_energy(tmp_path):
     pytest.importorskip("prometheus_client")
     suite = write_suite(
         tmp_path,
-        [command("quick", "pass"), command("busy", BUSY.format(s=8))],
+        [command("quick", "pass"), command("busy", BUSY.format(s=6))],
         name="metrics",
     )
     port = _free_port()

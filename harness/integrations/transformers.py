@@ -10,6 +10,8 @@ trainer.train()
 The hooks only tell the one core (``harness.integrations.core``) that a step, an epoch or an
 evaluation passed; the meter is read at block edges, never every step. Past the energy budget the
 callback sets ``control.should_training_stop``, so the Trainer ends the way it ends on its own.
+The Trainer has no hook for an exception: when ``train()`` raises, end the run yourself with
+``callback.tracker.finish(error=str(e))`` (the case is then recorded as failed with that reason).
 """
 
 from __future__ import annotations
