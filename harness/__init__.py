@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from harness.meter import Measurement, Meter
 
-__all__ = ["Measurement", "Meter", "load_results", "run_suite", "__version__"]
+__all__ = ["Measurement", "Meter", "load_results", "run_suite", "track", "__version__"]
 
 
 def __getattr__(name: str):
@@ -22,6 +22,10 @@ def __getattr__(name: str):
         from harness.store import load_results
 
         return load_results
+    if name == "track":
+        from harness.integrations import track
+
+        return track
     if name == "run_suite":
         from harness.runner import run_suite
 

@@ -204,6 +204,7 @@ def orchestrate_run(
     live: bool | None = None,
     echo: Callable[[str], None] | None = None,
     launcher_options: dict | None = None,
+    on_result: Callable[[dict, dict], None] | None = None,
 ) -> RunOutcome:
     """Run (or resume) a suite; see ``run_suite``. Returns the statuses of the selected cases."""
     suite_obj, run_dir, suite_file, manifest = _resolve(suite, out, resume)
@@ -270,6 +271,8 @@ def orchestrate_run(
                 outcome.ran += 1
                 store.rebuild_measurements(run_dir)
                 progress.finished(case, result)
+                if on_result is not None:  # e.g. the Prometheus metrics' case counters
+                    on_result(case, result)
         except KeyboardInterrupt:
             results.close()  # the launcher stops what it started before the run is marked
             _finish(run_dir, manifest, session, INTERRUPTED)

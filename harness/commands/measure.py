@@ -104,6 +104,13 @@ def _fmt_j(j: float) -> str:
     metavar="SECONDS",
     help="Wait at most this long for a run measuring on this machine.",
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    metavar="PORT",
+    help="Serve live power and energy for Prometheus on 127.0.0.1:PORT while CMD runs.",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 def measure(
     as_json: bool,
@@ -112,6 +119,7 @@ def measure(
     tdp_w: float | None,
     no_lock: bool,
     lock_timeout: float | None,
+    metrics_port: int | None,
     command: tuple,
 ) -> int:
     """Run COMMAND and print its time and energy per domain, with how it was obtained.
@@ -120,10 +128,12 @@ def measure(
     """
     if sample_hz < 0:
         raise HarnessError(f"--sample-hz must be >= 0, not {sample_hz:g}")
+    from harness.exports.prometheus import serving
     from harness.lock import machine_lock
 
     with machine_lock("measure", enabled=not no_lock, timeout_s=lock_timeout):
-        return _measure(as_json, sensor_names, sample_hz, tdp_w, command)
+        with serving(metrics_port, sensors=sensor_names, tdp_w=tdp_w):
+            return _measure(as_json, sensor_names, sample_hz, tdp_w, command)
 
 
 def _measure(as_json: bool, sensor_names: str, sample_hz: float, tdp_w, command: tuple) -> int:

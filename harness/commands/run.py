@@ -82,7 +82,16 @@ def _on_sigterm(signum, frame):
     metavar="[ADDRESS]",
     help="Run the cases on a Ray cluster (default address: auto).",
 )
-def run(suite, out, resume, only, dry_run, no_wait, lock_timeout, no_report, ray) -> int:
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    metavar="PORT",
+    help="Serve live power, energy and cases done for Prometheus on 127.0.0.1:PORT.",
+)
+def run(
+    suite, out, resume, only, dry_run, no_wait, lock_timeout, no_report, ray, metrics_port
+) -> int:
     """Run a suite; the last line printed is the run folder. Exit 0 all ok, 1 some failed."""
     from harness import runner
     from harness.suite import SuiteError
@@ -96,18 +105,22 @@ def run(suite, out, resume, only, dry_run, no_wait, lock_timeout, no_report, ray
             click.echo(
                 f"note: --resume takes the suite from {resume}/manifest.json; {suite} unused"
             )
+        from harness.exports.prometheus import serving
+
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            outcome = runner.orchestrate_run(
-                None if resume else suite,
-                out,
-                resume=resume,
-                only=only,
-                no_wait=no_wait,
-                lock_timeout_s=lock_timeout,
-                report=not no_report,
-                ray=ray,
-            )
+            with serving(metrics_port) as metrics:
+                outcome = runner.orchestrate_run(
+                    None if resume else suite,
+                    out,
+                    resume=resume,
+                    only=only,
+                    no_wait=no_wait,
+                    lock_timeout_s=lock_timeout,
+                    report=not no_report,
+                    ray=ray,
+                    on_result=metrics.case_finished if metrics else None,
+                )
         finally:
             signal.signal(signal.SIGTERM, previous)
     except SuiteError as e:
