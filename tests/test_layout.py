@@ -176,3 +176,11 @@ def test_every_file_is_written_through_the_one_atomic_helper():
             if writer.search(code) and "store." not in code and "write_bytes(self" not in code:
                 offenders.append(f"{rel}:{number}: {line.strip()}")
     assert not offenders, "files written beside store.write_bytes:\n" + "\n".join(offenders)
+
+
+def test_only_the_gpu_device_layer_imports_the_vendor_libraries():
+    known = _modules()
+    importers = {
+        name for name, path in known.items() if _imports(path, name, known) & {"pynvml", "amdsmi"}
+    }
+    assert importers == {"harness.sensors.gpu.nvidia", "harness.sensors.gpu.amd"}

@@ -24,6 +24,7 @@ from harness.sensors.base import (
 REGISTRY: dict[str, str] = {
     "rapl": "harness.sensors.rapl:RaplSource",
     "nvml": "harness.sensors.nvml:NvmlSource",
+    "amdsmi": "harness.sensors.amdsmi:AmdsmiSource",
     "hwmon": "harness.sensors.hwmon:HwmonSource",
     "jetson": "harness.sensors.jetson:JetsonSource",
     "battery": "harness.sensors.battery:BatterySource",
@@ -32,7 +33,7 @@ REGISTRY: dict[str, str] = {
 }
 
 #: sources that measure; ``auto`` uses every one that has a usable domain.
-MEASURING = ("rapl", "nvml", "hwmon", "jetson", "battery")
+MEASURING = ("rapl", "nvml", "amdsmi", "hwmon", "jetson", "battery")
 
 __all__ = [
     "CODECARBON",
@@ -97,10 +98,13 @@ def resolve(sensors: str | list[str] = "auto", **options) -> list[Source]:
 
         chosen: list[Source] = []
         classes: set[str] = set()
+        taken: set[str] = set()
         for name in MEASURING:
             source = create(name, **options)
             usable = [row for row in source.probe() if row.status == OK]
-            if usable:
+            # a machine with GPUs of two vendors: the first source keeps the gpu:N names
+            if usable and not taken & {row.domain for row in usable}:
+                taken |= {row.domain for row in usable}
                 chosen.append(source)
                 classes |= {domain_class(row.domain) for row in usable}
             else:

@@ -64,6 +64,12 @@ class Source:
         """Every domain this source knows of on this machine, usable or not, with why not."""
         raise NotImplementedError
 
+    def installed(self) -> bool:
+        """Whether what this source reads through can be on this machine at all; a source that
+        says no (a vendor library that only comes with its driver stack) is left out of
+        ``harness sensors --check`` rather than listed as one more line of nothing."""
+        return True
+
     def open(self) -> None:
         """Acquire handles for the domains that probed ``ok``; again after ``close`` too."""
 
