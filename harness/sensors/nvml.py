@@ -12,11 +12,10 @@ How domains are numbered and read is ``harness.sensors.gpu.source``, shared with
 
 from __future__ import annotations
 
-from harness.sensors.gpu import GpuError, open_gpus
 from harness.sensors.gpu.nvidia import NO_DRIVER
 from harness.sensors.gpu.source import GpuSource
 
-__all__ = ["NO_DRIVER", "NvmlSource", "driver_version"]
+__all__ = ["NO_DRIVER", "NvmlSource"]
 
 
 class NvmlSource(GpuSource):
@@ -25,15 +24,3 @@ class NvmlSource(GpuSource):
     name = "nvml"
     index_key = "nvml_index"
     none_found = "NVML found no NVIDIA GPU"
-
-
-def driver_version() -> str | None:
-    """The NVIDIA driver's version, or None without a driver (for a run's manifest)."""
-    try:
-        gpus = open_gpus("nvml")
-    except GpuError:  # no driver, no library: the driver is simply unknown
-        return None
-    try:
-        return gpus.driver_version()
-    finally:
-        gpus.close()

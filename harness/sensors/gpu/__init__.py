@@ -41,6 +41,7 @@ __all__ = [
     "GpuPermissionError",
     "Gpus",
     "NoGpus",
+    "driver_version",
     "find_gpus",
     "open_gpus",
     "visible",
@@ -87,3 +88,12 @@ def visible(gpus: Gpus) -> tuple[list[tuple[str, Gpu | BrokenGpu]], str]:
 
     name, value = visible_env(gpus)
     return pick(value, gpus.all(), gpus, name)
+
+
+def driver_version() -> str | None:
+    """The GPU driver's version (NVIDIA's, else AMD's), or None without one (a run's manifest)."""
+    gpus = find_gpus()
+    try:
+        return gpus.driver_version()
+    finally:
+        gpus.close()
