@@ -500,3 +500,20 @@ def test_live_25_w_counter_through_harness_measure(sysfs):
     assert out["duration_s"] == pytest.approx(2.0, abs=0.5)
     assert out["energy_j"]["cpu:0"] == pytest.approx(25.0 * out["duration_s"], rel=0.01)
     assert out["total_j"] == pytest.approx(out["energy_j"]["cpu:0"])
+
+
+def test_an_auto_meter_scans_powercap_once_and_imports_no_estimate(sysfs, monkeypatch):
+    """``auto`` probes every source to choose; the meter takes those rows rather than scanning
+    the machine again while it starts, and a machine that measures its CPU needs no psutil."""
+    from harness.sensors import rapl
+
+    make_rapl(sysfs, sockets=1, dram=True, psys=False, core=False)
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.delitem(sys.modules, "harness.sensors.estimate", raising=False)
+    scans = []
+    scan = rapl._scan
+    monkeypatch.setattr(rapl, "_scan", lambda: scans.append(1) or scan())
+    with Meter(sample_hz=None) as meter:
+        assert meter.domains == ["cpu:0", "dram"]
+    assert len(scans) == 1
+    assert "harness.sensors.estimate" not in sys.modules

@@ -50,9 +50,16 @@ __all__ = [
     "REGISTRY",
     "Source",
     "create",
+    "estimate_options",
     "probe_all",
     "resolve",
 ]
+
+
+def estimate_options(estimate: dict | None) -> dict:
+    """A suite's ``measurement.estimate`` block as the estimate source's keyword options (here,
+    not in the estimate module, so a meter that needs no estimate never imports psutil)."""
+    return {f"estimate_{k}" if k == "model" else k: v for k, v in (estimate or {}).items()}
 
 
 def create(name: str, **options) -> Source:
@@ -101,7 +108,8 @@ def resolve(sensors: str | list[str] = "auto", **options) -> list[Source]:
         taken: set[str] = set()
         for name in MEASURING:
             source = create(name, **options)
-            usable = [row for row in source.probe() if row.status == OK]
+            source.probed = source.probe()
+            usable = [row for row in source.probed if row.status == OK]
             # a machine with GPUs of two vendors: the first source keeps the gpu:N names
             if usable and not taken & {row.domain for row in usable}:
                 taken |= {row.domain for row in usable}
