@@ -21,14 +21,10 @@ UUID_B = "bbbb2222-0000-1000-80b1-2f6b9a0c0002"
 
 
 @pytest.fixture(autouse=True)
-def _amd_only(tmp_path, monkeypatch):
+def _amd_only(sysfs, monkeypatch):
     """An empty sysfs, no NVIDIA library, no visibility variables."""
-    root = tmp_path / "sys"
-    root.mkdir()
-    monkeypatch.setenv("HARNESS_SYSFS", str(root))
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    for name in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
 
 
 def install(monkeypatch, gpus, init_error=None):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from fakesysfs import (
@@ -25,14 +24,6 @@ from harness.sensors.base import COUNTER, MEASURED, NO_PERMISSION, OK, POWER, UN
 from harness.sensors.battery import BatterySource
 from harness.sensors.hwmon import HwmonSource
 from harness.sensors.jetson import JetsonSource
-
-
-@pytest.fixture
-def sysfs(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "sys"
-    root.mkdir()
-    monkeypatch.setenv("HARNESS_SYSFS", str(root))
-    return root
 
 
 def rows_by_domain(source) -> dict:

@@ -28,13 +28,6 @@ from harness.sensors.rapl import RaplSource
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def sysfs(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "sys"
-    monkeypatch.setenv("HARNESS_SYSFS", str(root))
-    return root
-
-
 def statuses(source: RaplSource) -> dict[str, tuple[str, str]]:
     return {r.domain: (r.status, r.reason) for r in source.probe()}
 
@@ -321,7 +314,7 @@ def test_garbage_max_range_still_reads_but_says_wraps_are_lost(sysfs):
 
 # ---------------------------------------------------------------------- what goes wrong
 def test_no_powercap_folder_is_one_unavailable_row(sysfs):
-    sysfs.mkdir()
+    sysfs.mkdir(exist_ok=True)  # the shared fixture makes it (tests/conftest.py)
     rows = RaplSource().probe()
     assert len(rows) == 1 and rows[0].status == UNAVAILABLE
     assert "powercap" in rows[0].reason and "docs/sensors.md" in rows[0].reason
