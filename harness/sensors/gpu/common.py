@@ -174,13 +174,11 @@ class Gpus(ABC):
     def driver_version(self) -> str | None:
         return None
 
-    def by_uuid(self, uuid: str) -> Gpu:
-        from harness.errors import KnobError
-
+    def by_uuid(self, uuid: str) -> Gpu | None:
         for gpu in self.all():
             if isinstance(gpu, Gpu) and gpu.uuid == uuid:
                 return gpu
-        raise KnobError(f"no GPU with UUID {uuid} on this machine")
+        return None
 
     @abstractmethod
     def close(self) -> None:

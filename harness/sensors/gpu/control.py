@@ -81,7 +81,13 @@ class GpuControl:
         return gpu
 
     def by_uuid(self, uuid: str) -> Gpu:
-        return self.gpus.by_uuid(uuid)
+        try:
+            gpu = self.gpus.by_uuid(uuid)
+        except GpuError as e:
+            raise _knob_error(e) from None
+        if gpu is None:
+            raise KnobError(f"no GPU with UUID {uuid} on this machine")
+        return gpu
 
     # ------------------------------------------------------------------ power limit
     def power_limit_w(self, gpu: Gpu) -> float:
