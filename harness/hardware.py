@@ -154,7 +154,7 @@ def describe(hw: dict) -> dict:
         }
     import torch
 
-    from harness.sensors.nvml import driver_version
+    from harness.sensors.gpu import driver_version
 
     device = torch_device(hw)
     props = torch.cuda.get_device_properties(device)

@@ -2,9 +2,10 @@
 
 The knobs are fields of a hardware profile (harness/suite.py, ``Hardware``):
 
-* ``power_limit_w``: the NVML power management limit of the profile's GPU, in watts;
-* ``gpu_locked_clocks_mhz: [low, high]``: the GPU's SM clocks locked to a range (NVML); restored
-  by resetting the lock, as NVML cannot say what lock (if any) was there before;
+* ``power_limit_w``: the power management limit of the profile's GPU, in watts (NVIDIA through
+  NVML, AMD through amdsmi: ``harness.sensors.gpu.control``);
+* ``gpu_locked_clocks_mhz: [low, high]``: the GPU's SM clocks locked to a range; restored by
+  resetting the lock, as NVML cannot say what lock (if any) was there before;
 * ``cpu_max_mhz``: ``scaling_max_freq`` of every cpufreq policy;
 * ``cpu_governor``: ``scaling_governor`` of every cpufreq policy;
 * ``knob_command: {query, set, restore}``: a board's own tool (Jetson ``nvpmodel``). ``query``
@@ -143,6 +144,11 @@ def _cuda_index(hw: dict) -> int:
     return index or 0
 
 
+def _vendor(entry: dict) -> str:
+    """The GPU vendor a held entry was set through (entries from before AMD: NVML)."""
+    return entry["gpu"].get("vendor", "nvml")
+
+
 def _read_original(knob: str, hw: dict) -> dict:
     """An entry for ``knob`` with what it is now; raises KnobError if it cannot be read."""
     entry: dict = {"knob": knob, "profile": hw.get("name"), "wanted": hw[knob], "state": SAVED}
@@ -152,11 +158,12 @@ def _read_original(knob: str, hw: dict) -> dict:
         cpu = CpuFreq()
         entry["original"] = cpu.max_khz() if knob == "cpu_max_mhz" else cpu.governors()
     elif knob in ("power_limit_w", "gpu_locked_clocks_mhz"):
-        from harness.sensors.nvml_control import NvmlControl
+        from harness.sensors.gpu.control import GpuControl
 
-        with NvmlControl() as nv:
+        with GpuControl() as nv:
             gpu = nv.by_cuda_index(_cuda_index(hw))
             entry["gpu"] = {"uuid": gpu.uuid, "index": gpu.index, "name": gpu.name}
+            entry["gpu"]["vendor"] = nv.vendor
             entry["original"] = nv.power_limit_w(gpu) if knob == "power_limit_w" else None
     elif knob == "knob_command":
         spec = hw[knob]
@@ -181,14 +188,14 @@ def _set(entry: dict, hw: dict) -> None:
 
         CpuFreq().set_governor(wanted)
     elif knob == "power_limit_w":
-        from harness.sensors.nvml_control import NvmlControl
+        from harness.sensors.gpu.control import GpuControl
 
-        with NvmlControl() as nv:
+        with GpuControl(_vendor(entry)) as nv:
             nv.set_power_limit_w(nv.by_uuid(entry["gpu"]["uuid"]), float(wanted))
     elif knob == "gpu_locked_clocks_mhz":
-        from harness.sensors.nvml_control import NvmlControl
+        from harness.sensors.gpu.control import GpuControl
 
-        with NvmlControl() as nv:
+        with GpuControl(_vendor(entry)) as nv:
             nv.lock_clocks_mhz(nv.by_uuid(entry["gpu"]["uuid"]), wanted[0], wanted[1])
     elif knob == "knob_command":
         _run(hw[knob]["set"], "set")
@@ -207,9 +214,9 @@ def _applied(entry: dict) -> object:
 
             return sorted(set(CpuFreq().governors().values()))
         if knob == "power_limit_w":
-            from harness.sensors.nvml_control import NvmlControl
+            from harness.sensors.gpu.control import GpuControl
 
-            with NvmlControl() as nv:
+            with GpuControl(_vendor(entry)) as nv:
                 return nv.power_limit_w(nv.by_uuid(entry["gpu"]["uuid"]))
     except KnobError:
         return None
@@ -227,9 +234,9 @@ def _restore(entry: dict) -> None:
 
         restore_files(original or {}, "scaling_governor")
     elif knob in ("power_limit_w", "gpu_locked_clocks_mhz"):
-        from harness.sensors.nvml_control import NvmlControl
+        from harness.sensors.gpu.control import GpuControl
 
-        with NvmlControl() as nv:
+        with GpuControl(_vendor(entry)) as nv:
             gpu = nv.by_uuid(entry["gpu"]["uuid"])
             if knob == "gpu_locked_clocks_mhz":
                 nv.reset_clocks(gpu)

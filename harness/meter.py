@@ -25,7 +25,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from harness.errors import HarnessError, SensorError
-from harness.sensors import CROSSCHECK, ESTIMATED, MEASURED, OK, Source, resolve
+from harness.sensors import (
+    CROSSCHECK,
+    ESTIMATED,
+    MEASURED,
+    OK,
+    Source,
+    estimate_options,
+    resolve,
+)
 from harness.sensors.domains import combined_method, domain_class, total_domains
 
 #: consecutive failed reads (each already retried by the reader) after which a domain is lost
@@ -38,6 +46,8 @@ FROZEN_UPDATE_PERIODS = 100
 COARSE_TICKS = 2
 #: counters updating this rarely or less are coarse: the sampler times their steps
 COARSE_MIN_S = 0.02
+#: seconds a window's end waits, at most, for the stated update periods read in the background
+PERIODS_WAIT_S = 5.0
 
 
 @dataclass
@@ -192,10 +202,8 @@ class Meter:
         if isinstance(sensors, list) and sensors and all(isinstance(s, Source) for s in sensors):
             sources = list(sensors)
         else:
-            from harness.sensors.estimate import source_options
-
             # estimate: the estimate source's options ({"model": ..., "attribution": ...})
-            sources = resolve(sensors, tdp_w=tdp_w, **source_options(estimate))
+            sources = resolve(sensors, tdp_w=tdp_w, **estimate_options(estimate))
         self.sample_hz = sample_hz
         self.sync_gpu = sync_gpu
         self.keep_trace = keep_trace
@@ -216,7 +224,8 @@ class Meter:
         self.domain_methods: dict[str, str] = {}
         self.domain_sources: dict[str, str] = {}
         self._contains_gpus: set[str] = set()
-        #: per domain: seconds between updates (the source's figure, then what is seen)
+        #: per domain: seconds between updates (assumed by the source at start, then what the
+        #: hardware states, read in the background, then what the sampler sees)
         self.update_periods_s: dict[str, float] = {}
         self._fails: dict[str, int] = {}
         self._last_error: dict[str, str] = {}
@@ -224,7 +233,7 @@ class Meter:
         self.lost: dict[str, tuple[float, str]] = {}
         self._events: list[tuple[float, str]] = []
         for source in sources:
-            rows = source.probe()
+            rows, source.probed = source.probed or source.probe(), None
             self.statuses += rows
             if not any(r.status == OK for r in rows):
                 source.close()
@@ -292,6 +301,38 @@ class Meter:
                 target=self._sample_loop, args=(period,), name="harness-meter", daemon=True
             )
             self._thread.start()
+        # what the hardware states of its update periods is read after starting, never before
+        self._periods_known = threading.Event()
+        learners = [
+            s
+            for s, _ in self._counter_sources + self._power_sources
+            if type(s).learn_update_periods is not Source.learn_update_periods
+        ]
+        if learners:
+            threading.Thread(
+                target=self._learn_periods,
+                args=(list(dict.fromkeys(learners)),),
+                name="harness-meter-periods",
+                daemon=True,
+            ).start()
+        else:
+            self._periods_known.set()
+
+    def _learn_periods(self, sources: list[Source]) -> None:
+        """The stated update periods, where the sampler has not already seen a domain's."""
+        try:
+            for source in sources:
+                try:
+                    learned = source.learn_update_periods()
+                except Exception:  # noqa: BLE001 - a period unknown stays the assumed one
+                    continue
+                with self._lock:
+                    for d, period_s in learned.items():
+                        seen = self._changes.get(d)
+                        if d in self.update_periods_s and (seen is None or seen.period_s() is None):
+                            self.update_periods_s[d] = period_s
+        finally:
+            self._periods_known.set()
 
     # ------------------------------------------------------------------ reading
     def _now(self) -> float:
@@ -470,6 +511,8 @@ class Meter:
         self._sync_gpu()
         t1, snap1 = self._snapshot(edge=True)
         thermal1 = self._read_thermal() if self._thermal_sources else {}
+        # the warnings below depend on the update periods: the stated ones, once read
+        self._periods_known.wait(PERIODS_WAIT_S)
         with self._lock:
             w = self._open.pop(name, None)
             if w is None:

@@ -168,7 +168,9 @@ class Estimate(_Strict):
     attribution: Literal["machine", "process"] = "machine"
 
 
-class Measurement(_Strict):
+class MeasurementSettings(_Strict):
+    """A suite's ``measurement:`` block (the meter's result is ``harness.meter.Measurement``)."""
+
     sensors: Literal["auto"] | list[str] = "auto"
     sample_hz: Annotated[float, Field(gt=0)] | None = 10
     idle_s: Annotated[float, Field(ge=0)] = 5
@@ -215,7 +217,7 @@ class Measurement(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _repeats(self) -> Measurement:
+    def _repeats(self) -> MeasurementSettings:
         if self.min_repeats > self.max_repeats:
             raise ValueError(
                 f"min_repeats: must be <= max_repeats ({self.max_repeats}), not {self.min_repeats}"
@@ -630,7 +632,7 @@ class Suite(_Strict):
     name: str
     description: str = ""
     carbon: Carbon
-    measurement: Measurement = Field(default_factory=Measurement)
+    measurement: MeasurementSettings = Field(default_factory=MeasurementSettings)
     hardware: Annotated[list[Hardware], Field(min_length=1)]
     models: list[Model] = Field(default_factory=list)
     variants: list[Variant] = Field(default_factory=list)

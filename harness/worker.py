@@ -51,7 +51,7 @@ MODEL_IMPORTS = (
 #: the workloads that run a model in-process, and so import MODEL_IMPORTS
 MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy")
 #: what every worker imports
-BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.report.stats")
+BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.stats")
 
 AGGREGATED = (
     "duration_s",
@@ -86,10 +86,10 @@ def error_line(exc: BaseException) -> str:
 def aggregates(records: list[dict]) -> dict:
     """``n``, and per metric the median and the 95% interval of the mean (``_ci_low/_ci_high``).
 
-    The interval is the report's own (``harness.report.stats.describe``): one implementation,
+    The interval is the report's own (``harness.stats.describe``): one implementation,
     so result.json and summary.csv never disagree on what a repetition set says.
     """
-    from harness.report.stats import describe
+    from harness.stats import describe
 
     out: dict = {"n": len(records)}
     for col in AGGREGATED:

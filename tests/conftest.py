@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +20,14 @@ def _isolated_paths(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("HARNESS_RESULTS", str(base / "results"))
     monkeypatch.setenv("HARNESS_LOCK_FILE", str(base / "harness.lock"))
+
+
+@pytest.fixture
+def sysfs(tmp_path, monkeypatch) -> Path:
+    """An empty /sys for the sysfs readers (``HARNESS_SYSFS``), on a machine with no GPU
+    visibility variables set; fill it with tests/fakesysfs.py."""
+    root = tmp_path / "sys"
+    root.mkdir(exist_ok=True)
+    monkeypatch.setenv("HARNESS_SYSFS", str(root))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return root

@@ -18,7 +18,8 @@ import os, sys, time
 from harness import store
 store.write_bytes(sys.argv[1], b"old")
 if sys.argv[2] == "named":
-    store._O_TMPFILE = None  # a filesystem without unnamed files
+    from harness import atomic  # the writer's own module (harness.store re-exports it)
+    atomic._O_TMPFILE = None  # a filesystem without unnamed files
 def fsync_and_hang(fd):
     print("in fsync", flush=True)
     time.sleep(600)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from fakesysfs import (
@@ -25,14 +24,6 @@ from harness.sensors.base import COUNTER, MEASURED, NO_PERMISSION, OK, POWER, UN
 from harness.sensors.battery import BatterySource
 from harness.sensors.hwmon import HwmonSource
 from harness.sensors.jetson import JetsonSource
-
-
-@pytest.fixture
-def sysfs(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "sys"
-    root.mkdir()
-    monkeypatch.setenv("HARNESS_SYSFS", str(root))
-    return root
 
 
 def rows_by_domain(source) -> dict:
@@ -268,3 +259,35 @@ def _integrate_steps(log: list[tuple[float, float]], t0: float, t1: float) -> fl
         if overlap_s > 0:
             joules += watts * overlap_s
     return joules
+
+
+# ---------------------------------------------------------------------- stated update periods
+def test_stated_periods_are_read_after_the_meter_starts_and_its_first_window_uses_them(
+    sysfs, monkeypatch
+):
+    """Reading a stated period can run firmware code (the ACPI meter's _GAI): the meter starts
+    without it, and its first window's warnings still use the period the meter states."""
+    from harness.sensors import sysfs_power
+
+    make_acpi_power_meter(sysfs, watts=100.0, interval_ms=5000)
+    release, asked = threading.Event(), threading.Event()
+    read = sysfs_power.stated_period_s
+
+    def slow(paths, default_s):
+        asked.set()
+        release.wait(10)
+        return read(paths, default_s)
+
+    monkeypatch.setattr(sysfs_power, "stated_period_s", slow)
+    meter = Meter(sensors=[HwmonSource()], sample_hz=50)  # returns while the read is held
+    try:
+        assert asked.wait(5) and not release.is_set()
+        with meter.window("w") as w:
+            time.sleep(0.1)
+            release.set()
+        (warning,) = [x for x in w.measurement.warnings if "update periods" in x]
+        assert warning.startswith("system: window of") and "(5000 ms)" in warning
+        assert meter.update_periods_s["system"] == pytest.approx(5.0)
+    finally:
+        release.set()
+        meter.close()

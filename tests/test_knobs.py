@@ -24,14 +24,6 @@ UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444"
 UUID_B = "GPU-bbbbbbbb-1111-2222-3333-444444444444"
 
 
-@pytest.fixture
-def sysfs(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "sys"
-    root.mkdir()
-    monkeypatch.setenv("HARNESS_SYSFS", str(root))
-    return root
-
-
 @pytest.fixture(autouse=True)
 def _no_cuda_env(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

@@ -8,7 +8,7 @@ from fakeruns import accuracy_case, infer_case, write_run
 
 from harness.cli import main
 from harness.report import build_report
-from harness.report.knobs import knob_points
+from harness.report.knob_sweeps import knob_points
 from harness.report.load import open_run
 from harness.report.recommend import recommend
 from harness.report.tables import build_tables

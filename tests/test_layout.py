@@ -159,7 +159,8 @@ NOT_PROJECT_FILES = {
 
 
 def test_every_file_is_written_through_the_one_atomic_helper():
-    """store.write_bytes (and replace_folder for a checkpoint folder) is the only writer."""
+    """atomic.write_bytes (and replace_folder for a checkpoint folder; ``harness.store`` re-exports
+    both) is the only writer."""
     import re
 
     writer = re.compile(
@@ -169,10 +170,57 @@ def test_every_file_is_written_through_the_one_atomic_helper():
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
-        if rel in NOT_PROJECT_FILES or rel == "harness/store.py":
+        if rel in NOT_PROJECT_FILES or rel == "harness/atomic.py":
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             code = line.split("#", 1)[0]
-            if writer.search(code) and "store." not in code and "write_bytes(self" not in code:
+            through_helper = "store." in code or "atomic." in code or "write_bytes(self" in code
+            if writer.search(code) and not through_helper:
                 offenders.append(f"{rel}:{number}: {line.strip()}")
     assert not offenders, "files written beside store.write_bytes:\n" + "\n".join(offenders)
+
+
+def test_only_the_gpu_device_layer_imports_the_vendor_libraries():
+    known = _modules()
+    importers = {
+        name for name, path in known.items() if _imports(path, name, known) & {"pynvml", "amdsmi"}
+    }
+    assert importers == {"harness.sensors.gpu.nvidia", "harness.sensors.gpu.amd"}
+
+
+#: the layers a workload stands on, and the workloads: none of them may import the report
+BELOW_THE_REPORT = ("harness.workloads", "harness.models", "harness.engines", "harness.sensors")
+
+
+def report_importers_below(graph: dict[str, set[str]], roots=BELOW_THE_REPORT) -> dict[str, set]:
+    """Modules of ``roots``, or imported by them at any depth, that import ``harness.report``."""
+    below = {m for m in graph if m.startswith(tuple(f"{r}." for r in roots)) or m in roots}
+    todo = list(below)
+    while todo:
+        for dep in graph.get(todo.pop(), ()):
+            if dep not in below:
+                below.add(dep)
+                todo.append(dep)
+    out = {}
+    for m in sorted(below):
+        report = {
+            d for d in graph.get(m, ()) if d == "harness.report" or d.startswith("harness.report.")
+        }
+        if report:
+            out[m] = report
+    return out
+
+
+def test_the_report_check_finds_an_import_from_below():
+    graph = {
+        "harness.workloads.x": {"harness.helper"},
+        "harness.helper": {"harness.report.stats"},
+        "harness.report.stats": set(),
+    }
+    assert report_importers_below(graph) == {"harness.helper": {"harness.report.stats"}}
+    assert report_importers_below({"harness.workloads.x": {"harness.stats"}}) == {}
+
+
+def test_nothing_below_the_workloads_imports_the_report():
+    offenders = report_importers_below(import_graph())
+    assert not offenders, f"modules below the workloads import the report: {offenders}"

@@ -28,13 +28,6 @@ from harness.sensors.rapl import RaplSource
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def sysfs(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "sys"
-    monkeypatch.setenv("HARNESS_SYSFS", str(root))
-    return root
-
-
 def statuses(source: RaplSource) -> dict[str, tuple[str, str]]:
     return {r.domain: (r.status, r.reason) for r in source.probe()}
 
@@ -321,7 +314,7 @@ def test_garbage_max_range_still_reads_but_says_wraps_are_lost(sysfs):
 
 # ---------------------------------------------------------------------- what goes wrong
 def test_no_powercap_folder_is_one_unavailable_row(sysfs):
-    sysfs.mkdir()
+    sysfs.mkdir(exist_ok=True)  # the shared fixture makes it (tests/conftest.py)
     rows = RaplSource().probe()
     assert len(rows) == 1 and rows[0].status == UNAVAILABLE
     assert "powercap" in rows[0].reason and "docs/sensors.md" in rows[0].reason
@@ -500,3 +493,20 @@ def test_live_25_w_counter_through_harness_measure(sysfs):
     assert out["duration_s"] == pytest.approx(2.0, abs=0.5)
     assert out["energy_j"]["cpu:0"] == pytest.approx(25.0 * out["duration_s"], rel=0.01)
     assert out["total_j"] == pytest.approx(out["energy_j"]["cpu:0"])
+
+
+def test_an_auto_meter_scans_powercap_once_and_imports_no_estimate(sysfs, monkeypatch):
+    """``auto`` probes every source to choose; the meter takes those rows rather than scanning
+    the machine again while it starts, and a machine that measures its CPU needs no psutil."""
+    from harness.sensors import rapl
+
+    make_rapl(sysfs, sockets=1, dram=True, psys=False, core=False)
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.delitem(sys.modules, "harness.sensors.estimate", raising=False)
+    scans = []
+    scan = rapl._scan
+    monkeypatch.setattr(rapl, "_scan", lambda: scans.append(1) or scan())
+    with Meter(sample_hz=None) as meter:
+        assert meter.domains == ["cpu:0", "dram"]
+    assert len(scans) == 1
+    assert "harness.sensors.estimate" not in sys.modules

@@ -12,8 +12,8 @@ import pytest
 from fakeruns import accuracy_case, infer_case, standard_cases, train_case, write_run
 
 from harness.cli import main
+from harness.csvsafe import neutralise, to_csv_text
 from harness.report import build_report
-from harness.report.csvsafe import neutralise, to_csv_text
 from harness.report.leaderboard import COLUMNS
 
 EVIL = '=HYPERLINK("http://x","y")'

@@ -33,15 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444"
 
 
-@pytest.fixture
-def sysfs(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "sys"
-    root.mkdir()
-    monkeypatch.setenv("HARNESS_SYSFS", str(root))
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    return root
-
-
 def no_gpu(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", fakenvml.module([]))
 

@@ -17,14 +17,6 @@ from harness.sensors.rapl import RaplSource
 from harness.suite import load_suite
 
 
-@pytest.fixture
-def sysfs(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "sys"
-    root.mkdir()
-    monkeypatch.setenv("HARNESS_SYSFS", str(root))
-    return root
-
-
 def test_cpu_package_temperature_and_frequency_at_window_edges(sysfs):
     make_rapl(sysfs, sockets=2, dram=False, psys=False, core=False)
     temps = make_coretemp(sysfs, {0: 45.0, 1: 47.0})

@@ -84,7 +84,7 @@ def reports(run, frame) -> dict[str, dict]:
         BoAmpsTask,
     )
 
-    from harness import store
+    from harness import redact
 
     manifest = run.manifest
     host = manifest.get("host") or {}
@@ -164,5 +164,5 @@ def reports(run, frame) -> dict[str, dict]:
             ),
             quality="high" if measured else "low",
         )
-        out[str(case_id)] = store.sanitise(report.to_dict())
+        out[str(case_id)] = redact.sanitise(report.to_dict())
     return out

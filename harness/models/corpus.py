@@ -311,13 +311,13 @@ def task_files() -> dict[str, str]:
 
 def write_tasks(folder: Path) -> list[Path]:
     """Write the lm-eval task YAMLs, their JSONL data and loader into ``folder``."""
-    from harness import store
+    from harness import atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in task_files().items():
         path = folder / name
-        store.write_text(path, text)
+        atomic.write_text(path, text)
         written.append(path)
     return written
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.store import last_line
+from harness.redact import last_line
 
 #: the GGUF types a variant may ask for (``quantization: gguf-<type>``), as llama-quantize names
 #: them; the block each needs the rows to be a multiple of
@@ -202,7 +202,7 @@ class Export:
     """One model's GGUF files in the run's artifacts, made on first use and then reused.
 
     Each type is a folder ``<kind>/`` holding ``model.gguf`` and ``produced.json`` (what making
-    it cost), built in a staging folder and swapped in whole (``store.replace_folder``), so a run
+    it cost), built in a staging folder and swapped in whole (``atomic.replace_folder``), so a run
     killed half-way never leaves a partial file that a later case would serve.
     """
 
@@ -222,14 +222,14 @@ class Export:
 
     def make(self, kind: str, measure: Measure | None, work: Callable[[Path], Any]) -> None:
         """``work(staging/model.gguf)`` inside a meter window, then the folder swapped in."""
-        from harness import store
+        from harness import atomic
 
         target = self.folder / kind
-        staging = store.staging_folder(target)
+        staging = atomic.staging_folder(target)
         try:
             facts = _measured(measure, f"export-gguf-{kind}", lambda: work(staging / "model.gguf"))
-            store.write_json(staging / "produced.json", facts)
-            store.replace_folder(staging, target)
+            atomic.write_json(staging / "produced.json", facts)
+            atomic.replace_folder(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -337,11 +337,11 @@ def export(
         ex.make(kind, measure, lambda p: quantize(quantize_bin, f16, p, kind, threads))
     tokenizer_dir = ex.folder / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").is_file():
-        from harness import store
+        from harness import atomic
 
-        staging = store.staging_folder(tokenizer_dir)
+        staging = atomic.staging_folder(tokenizer_dir)
         loaded.tokenizer.save_pretrained(str(staging))
-        store.replace_folder(staging, tokenizer_dir)
+        atomic.replace_folder(staging, tokenizer_dir)
     # the energy to make this file: the f16 export, plus the quantisation when it is not f16
     made = [ex.produced("f16")] + ([ex.produced(kind)] if kind != "f16" else [])
     produce_j = None

@@ -48,9 +48,9 @@ def train_tokenizer_json() -> str:
 
 
 def write_tokenizer(path: Path = TOKENIZER_FILE) -> Path:
-    from harness import store
+    from harness import atomic
 
-    store.write_text(path, train_tokenizer_json() + "\n")
+    atomic.write_text(path, train_tokenizer_json() + "\n")
     return path
 
 

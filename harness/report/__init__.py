@@ -18,7 +18,7 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     ``figures=False`` skips the plots (most of the time a report takes).
     """
     from harness.report import techniques
-    from harness.report.csvsafe import write_csv
+    from harness.report.csvfiles import write_csv
     from harness.report.leaderboard import leaderboard
     from harness.report.load import open_run
     from harness.report.markdown import render

@@ -60,7 +60,8 @@ def leaderboard(run_dirs: tuple[Path, ...], output: Path | None) -> int:
     """One leaderboard CSV over RUN_DIRS (run folders, folders of runs, or leaderboard CSVs of
     this schema version): the latest result per model × variant × hardware × device × host ×
     headline shape, with its run_id."""
-    from harness.report.csvsafe import to_csv_text, write_csv
+    from harness.csvsafe import to_csv_text
+    from harness.report.csvfiles import write_csv
     from harness.report.leaderboard import combine, read_board
     from harness.report.leaderboard import leaderboard as board_of
     from harness.report.load import open_runs
@@ -232,7 +233,7 @@ def _unpriced_note(r, unit: str) -> None:
 
 def _latency_text(r, row, latency: str) -> str:
     """``, p90 latency 0.12 s, power_limit_w 250`` for the chosen setup (knobs as recorded)."""
-    from harness.report.knobs import KNOB_COLUMNS, LATENCY_WHAT
+    from harness.report.knob_sweeps import KNOB_COLUMNS, LATENCY_WHAT
 
     parts = []
     if r.max_latency is not None and pd.notna(row.get(r.latency_column)):
@@ -243,7 +244,7 @@ def _latency_text(r, row, latency: str) -> str:
 
 def _none_within_latency(r, min_accuracy: float, latency: str, unit: str, judged: str) -> int:
     """Exit 1 with what came closest: the fastest of the setups accurate enough."""
-    from harness.report.knobs import LATENCY_WHAT
+    from harness.report.knob_sweeps import LATENCY_WHAT
 
     what = LATENCY_WHAT[latency]
     target = f"{judged}{r.what} >= {min_accuracy:g} within {what} <= {r.max_latency:g} s"

@@ -203,8 +203,8 @@ def read_board(path) -> pd.DataFrame:
     """A leaderboard CSV written by this harness, or HarnessError naming what is wrong with it."""
     from pathlib import Path
 
+    from harness.csvsafe import restore_cell
     from harness.errors import HarnessError
-    from harness.report.csvsafe import restore_cell
 
     path = Path(path)
     try:

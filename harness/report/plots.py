@@ -27,7 +27,7 @@ from matplotlib.ticker import (  # noqa: E402
     NullLocator,
 )
 
-from harness.report import knobs as report_knobs  # noqa: E402
+from harness.report import knob_sweeps as report_knobs  # noqa: E402
 from harness.report.png import DPI, save_png  # noqa: E402,F401
 from harness.report.recommend import pareto_by_method, setup_label  # noqa: E402
 from harness.report.tables import Tables  # noqa: E402
@@ -567,7 +567,7 @@ FIGURES = {
     "techniques.png": techniques,
     "carbon_by_hour.png": carbon_by_hour,
 }
-#: drawn only for a run that swept a hardware knob (harness/report/knobs.py)
+#: drawn only for a run that swept a hardware knob (harness/report/knob_sweeps.py)
 KNOB_FIGURES = {
     "energy_vs_power_limit.png": energy_vs_power_limit,
     "energy_vs_cpu_max_mhz.png": energy_vs_cpu_max_mhz,

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.report.knobs import latency_and_knobs_by_batch, latency_column
+from harness.report.knob_sweeps import latency_and_knobs_by_batch, latency_column
 from harness.report.tables import SETUP, Tables
 
 ENERGY_COLUMN = {"query": "energy_per_query_j", "token": "energy_per_token_j"}
@@ -248,7 +248,7 @@ class Recommendation:
 
 def _with_latency_and_knobs(cands: pd.DataFrame, tables: Tables, latency: str) -> pd.DataFrame:
     """The candidates with the latency of the infer case each is compared at (its batch size)
-    and the knobs its windows recorded (harness/report/knobs.py)."""
+    and the knobs its windows recorded (harness/report/knob_sweeps.py)."""
     extra = latency_and_knobs_by_batch(tables, latency)
     extra["setup"] = setup_label(extra)
     added = [c for c in extra.columns if c not in (*SETUP, "batch", "setup")]
@@ -274,7 +274,7 @@ def recommend(
 ) -> Recommendation:
     """The least-energy setup whose accuracy (its lower bound, or with ``by="point"`` its point
     estimate) is at least ``min_accuracy``, and whose latency at the batch size compared is at
-    most ``max_latency`` seconds when given (``latency``: p90 or ttft; harness/report/knobs.py).
+    most ``max_latency`` seconds when given (``latency``: p90 or ttft; harness/report/knob_sweeps.py).
 
     ``chosen`` is None when no setup meets the target. The most accurate setup (ties: the cheaper)
     is the reference for the saving. Setups differ by hardware profile, so knobs (a power limit, a

@@ -24,6 +24,7 @@ from harness.sensors.base import (
 REGISTRY: dict[str, str] = {
     "rapl": "harness.sensors.rapl:RaplSource",
     "nvml": "harness.sensors.nvml:NvmlSource",
+    "amdsmi": "harness.sensors.amdsmi:AmdsmiSource",
     "hwmon": "harness.sensors.hwmon:HwmonSource",
     "jetson": "harness.sensors.jetson:JetsonSource",
     "battery": "harness.sensors.battery:BatterySource",
@@ -32,7 +33,7 @@ REGISTRY: dict[str, str] = {
 }
 
 #: sources that measure; ``auto`` uses every one that has a usable domain.
-MEASURING = ("rapl", "nvml", "hwmon", "jetson", "battery")
+MEASURING = ("rapl", "nvml", "amdsmi", "hwmon", "jetson", "battery")
 
 __all__ = [
     "CODECARBON",
@@ -49,9 +50,16 @@ __all__ = [
     "REGISTRY",
     "Source",
     "create",
+    "estimate_options",
     "probe_all",
     "resolve",
 ]
+
+
+def estimate_options(estimate: dict | None) -> dict:
+    """A suite's ``measurement.estimate`` block as the estimate source's keyword options (here,
+    not in the estimate module, so a meter that needs no estimate never imports psutil)."""
+    return {f"estimate_{k}" if k == "model" else k: v for k, v in (estimate or {}).items()}
 
 
 def create(name: str, **options) -> Source:
@@ -97,10 +105,14 @@ def resolve(sensors: str | list[str] = "auto", **options) -> list[Source]:
 
         chosen: list[Source] = []
         classes: set[str] = set()
+        taken: set[str] = set()
         for name in MEASURING:
             source = create(name, **options)
-            usable = [row for row in source.probe() if row.status == OK]
-            if usable:
+            source.probed = source.probe()
+            usable = [row for row in source.probed if row.status == OK]
+            # a machine with GPUs of two vendors: the first source keeps the gpu:N names
+            if usable and not taken & {row.domain for row in usable}:
+                taken |= {row.domain for row in usable}
                 chosen.append(source)
                 classes |= {domain_class(row.domain) for row in usable}
             else:

@@ -59,10 +59,19 @@ class Source:
     update_period_s: float = 0.001
     #: whole-device domains of this source that include the GPUs (an ACPI meter at the wall)
     contains_gpus: frozenset[str] = frozenset()
+    #: the rows of a probe just made by ``resolve``, which the meter takes instead of probing
+    #: the machine a second time while it starts
+    probed: list[DomainStatus] | None = None
 
     def probe(self) -> list[DomainStatus]:
         """Every domain this source knows of on this machine, usable or not, with why not."""
         raise NotImplementedError
+
+    def installed(self) -> bool:
+        """Whether what this source reads through can be on this machine at all; a source that
+        says no (a vendor library that only comes with its driver stack) is left out of
+        ``harness sensors --check`` rather than listed as one more line of nothing."""
+        return True
 
     def open(self) -> None:
         """Acquire handles for the domains that probed ``ok``; again after ``close`` too."""
@@ -76,8 +85,15 @@ class Source:
         return []
 
     def domain_update_period_s(self, domain: str) -> float:
-        """How often ``domain`` changes; the source-wide period unless a source knows better."""
+        """How often ``domain`` changes; the source-wide period unless a source knows better.
+        Cheap: what the source assumes until ``learn_update_periods`` has run."""
         return self.update_period_s
+
+    def learn_update_periods(self) -> dict[str, float]:
+        """Per domain, the period the hardware states where finding it out is slow (files whose
+        read runs firmware code). The meter calls it in the background once started, so that
+        starting costs nothing of it, and its windows' ends wait for it."""
+        return {}
 
     def read_energy_j(self) -> dict[str, float]:
         """Monotonic cumulative joules per counter domain; a failed domain is left out."""

@@ -101,6 +101,8 @@ def check_all(watch_s: float = DEFAULT_WATCH_S) -> list[CheckResult]:
     out: list[CheckResult] = []
     for name in MEASURING:
         source = create(name)
+        if not source.installed():
+            continue
         try:
             rows = source.probe()
             usable = [r for r in rows if r.status == OK]

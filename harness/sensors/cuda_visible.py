@@ -1,8 +1,8 @@
 """Which GPUs CUDA shows this process: ``CUDA_VISIBLE_DEVICES`` read as CUDA reads it.
 
-The NVML source numbers its ``gpu:N`` domains the way CUDA numbers devices for this process, so
-that ``gpu:0`` is the device a workload's ``cuda:0`` runs on. The rules live here, apart from
-NVML itself: indices, ``GPU-<uuid>`` (a unique prefix is enough), MIG ids (``MIG-<uuid>``, legacy
+The GPU sources number their ``gpu:N`` domains the way CUDA (or HIP, which reads
+``HIP_VISIBLE_DEVICES`` the same way) numbers devices for this process, so that ``gpu:0`` is the
+device a workload's ``cuda:0`` runs on. The rules live here, apart from the vendor libraries: indices, ``GPU-<uuid>`` (a unique prefix is enough), MIG ids (``MIG-<uuid>``, legacy
 ``MIG-GPU-<uuid>/<gi>/<ci>``); the first entry that names no GPU (or one already named) hides
 itself and every entry after it.
 """
@@ -14,19 +14,15 @@ from typing import Any, Protocol
 
 
 class Physical(Protocol):
-    """A GPU as NVML numbers it: what matching needs of it."""
+    """A GPU as its vendor library numbers it: what matching needs of it."""
 
     index: int
     uuid: str
     name: str
 
 
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
 def visible(
-    env: str | None, physical: list[Physical], nv: Any
+    env: str | None, physical: list[Physical], gpus: Any, env_name: str = "CUDA_VISIBLE_DEVICES"
 ) -> tuple[list[tuple[str, Physical]], str]:
     """The GPUs CUDA shows this process, in CUDA's order, and a note on any entry it ignored.
 
@@ -42,16 +38,17 @@ def visible(
         return visible, _order_note(physical, visible)
     entries = [e.strip() for e in env.split(",")]
     if entries == [""]:
-        return [], "CUDA_VISIBLE_DEVICES is empty: it hides every GPU"
+        return [], f"{env_name} is empty: it hides every GPU"
     visible: list[tuple[str, Physical]] = []
     seen: set[int] = set()
     for entry in entries:
-        phys = _match(entry, physical, nv)
+        phys = _match(entry, physical, gpus)
         if phys is None or phys.index in seen:
             why = "names a GPU twice" if phys is not None else "names no GPU"
             known = ", ".join(f"{p.index} ({p.uuid or '?'})" for p in physical)
             problem = (
-                f"CUDA_VISIBLE_DEVICES={env!r}: entry {entry!r} {why} (NVML sees {known}); "
+                f"{env_name}={env!r}: entry {entry!r} {why} "
+                f"({getattr(gpus, 'library', 'NVML')} sees {known}); "
                 "CUDA ignores it and every entry after it"
             )
             return visible, problem
@@ -60,7 +57,7 @@ def visible(
     return visible, _order_note(physical, visible)
 
 
-def _match(entry: str, physical: list[Physical], nv: Any) -> Physical | None:
+def _match(entry: str, physical: list[Physical], gpus: Any) -> Physical | None:
     if entry.isdigit():
         i = int(entry)
         return physical[i] if i < len(physical) else None
@@ -68,20 +65,16 @@ def _match(entry: str, physical: list[Physical], nv: Any) -> Physical | None:
     if key.startswith("MIG-GPU-"):  # legacy MIG-GPU-<uuid>/<gi>/<ci>: the parent is in the id
         key = key[len("MIG-") :].split("/")[0]
     elif key.startswith("MIG-"):  # MIG-<uuid>: ask NVML for the parent GPU
-        return _mig_parent(entry, physical, nv)
+        return _mig_parent(entry, physical, gpus)
     if not key.startswith("GPU-"):
         return None
     found = [p for p in physical if p.uuid and p.uuid.startswith(key)]
     return found[0] if len(found) == 1 else None
 
 
-def _mig_parent(entry: str, physical: list[Physical], nv: Any) -> Physical | None:
-    try:
-        mig = nv.nvmlDeviceGetHandleByUUID(entry)
-        parent_uuid = _text(
-            nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig))
-        )
-    except Exception:
+def _mig_parent(entry: str, physical: list[Physical], gpus: Any) -> Physical | None:
+    parent_uuid = gpus.mig_parent_uuid(entry)
+    if parent_uuid is None:
         return None
     found = [p for p in physical if p.uuid == parent_uuid]
     return found[0] if found else None

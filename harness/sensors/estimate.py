@@ -41,6 +41,7 @@ import psutil
 
 from harness.errors import HarnessError
 from harness.hardware import cpu_model_name, socket_count
+from harness.sensors import estimate_options
 from harness.sensors import power_model as pm
 from harness.sensors.base import ESTIMATE, ESTIMATED, OK, DomainStatus, Source
 
@@ -74,9 +75,8 @@ def _own_busy_s() -> float:
 _process_busy_s = _own_busy_s
 
 
-def source_options(estimate: dict | None) -> dict:
-    """A suite's ``measurement.estimate`` block as this source's keyword options."""
-    return {f"estimate_{k}" if k == "model" else k: v for k, v in (estimate or {}).items()}
+#: a suite's ``measurement.estimate`` block as this source's keyword options
+source_options = estimate_options
 
 
 def busy_and_total_s(times) -> tuple[float, float]:

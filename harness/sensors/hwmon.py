@@ -21,7 +21,6 @@ from harness.sensors.sysfs_power import (
     Found,
     PowerFile,
     SysfsPowerSource,
-    interval_s,
     label_of,
     natural,
 )
@@ -84,7 +83,7 @@ def _hwmon_device(dev: Path, name: str, rapl_present: bool) -> list[Found]:
         m = _CHANNEL_RE.match(p.name)
         if m:
             channels.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = p
-    period_s = interval_s(dev / "update_interval", HWMON_PERIOD_S)
+    update_interval = dev / "update_interval"
     out: list[Found] = []
     energy_labels: set[str] = set()
     for (kind, n), files in sorted(channels.items()):
@@ -99,16 +98,20 @@ def _hwmon_device(dev: Path, name: str, rapl_present: bool) -> list[Found]:
             else:
                 domain = f"hwmon:{name}:{label}"
             path = files["input"]
-            out.append(Found(domain, COUNTER, period_s, lambda p=path: EnergyCounter(p)))
+            make = lambda p=path: EnergyCounter(p)  # noqa: E731
+            out.append(
+                Found(domain, COUNTER, HWMON_PERIOD_S, make, period_files=(update_interval,))
+            )
             continue
         if label in energy_labels or f"energy{n}" in energy_labels:
             continue  # the same sensor as an energy counter, which is better
         path = files.get("input") or files["average"]
+        average_interval = dev / f"power{n}_average_interval"
         if name == "power_meter":
-            domain = "system"
-            p_s = interval_s(dev / f"power{n}_average_interval", ACPI_PERIOD_S)
+            domain, p_s, stated = "system", ACPI_PERIOD_S, (average_interval,)
         else:
-            domain = f"hwmon:{name}:{label}"
-            p_s = interval_s(dev / f"power{n}_average_interval", period_s)
-        out.append(Found(domain, POWER, p_s, lambda p=path: PowerFile(p, 1e-6)))
+            domain, p_s = f"hwmon:{name}:{label}", HWMON_PERIOD_S
+            stated = (average_interval, update_interval)
+        make = lambda p=path: PowerFile(p, 1e-6)  # noqa: E731
+        out.append(Found(domain, POWER, p_s, make, period_files=stated))
     return out

@@ -19,7 +19,6 @@ from harness.sensors.sysfs_power import (
     PowerFile,
     SysfsPowerSource,
     VoltsTimesAmps,
-    interval_s,
     label_of,
     natural,
 )
@@ -66,7 +65,7 @@ def _usable_rail(rail: str) -> bool:
 
 def _ina3221_jp5(dev: Path) -> list[Found]:
     """JetPack 5+: the mainline hwmon driver; bus voltage in mV and current in mA per channel."""
-    period_s = interval_s(dev / "update_interval", INA3221_PERIOD_S)
+    stated = (dev / "update_interval",)
     out = []
     for label_path in sorted(dev.glob("in*_label"), key=natural):
         m = _JP5_LABEL_RE.match(label_path.name)
@@ -81,8 +80,9 @@ def _ina3221_jp5(dev: Path) -> list[Found]:
             Found(
                 _rail_domain(rail),
                 POWER,
-                period_s,
+                INA3221_PERIOD_S,
                 lambda v=volt, c=curr: VoltsTimesAmps(v, c, 1e-6),
+                period_files=stated,
             )
         )
     return out

@@ -96,10 +96,14 @@ class Found:
 
     domain: str
     kind: str
+    #: the period assumed until ``period_files`` are read (the device kind's usual one)
     update_period_s: float
     make: Callable[[], Reader] | None
     status: str = OK
     reason: str = ""
+    #: files stating the period in ms, tried in order; read in the meter's background, since
+    #: some (the ACPI meter's ``power1_average_interval``) run firmware code on each read
+    period_files: tuple[Path, ...] = ()
 
 
 class SysfsPowerSource(Source):
@@ -129,6 +133,9 @@ class SysfsPowerSource(Source):
         for f in self._found:
             if f.status == OK and f.make is not None:
                 try_open(f)
+        return self._rows()
+
+    def _rows(self) -> list[DomainStatus]:
         if not self._found:
             return [DomainStatus(self.name, self.name, POWER, UNAVAILABLE, self.nothing_found())]
         return [DomainStatus(self.name, f.domain, f.kind, f.status, f.reason) for f in self._found]
@@ -148,9 +155,20 @@ class SysfsPowerSource(Source):
             if isinstance(reader, EnergyCounter):
                 reader._unwrap.domain, reader._unwrap._events = f.domain, self.events
             (self._counters if f.kind == COUNTER else self._powers).append((f.domain, reader))
-            self._periods[f.domain] = f.update_period_s
-            periods.append(f.update_period_s)
+            self._periods.setdefault(f.domain, f.update_period_s)
+            periods.append(self._periods[f.domain])
         self.update_period_s = max(periods, default=self.default_period_s)
+
+    def learn_update_periods(self) -> dict[str, float]:
+        """The periods the devices state (``update_interval``, ``power*_average_interval``)."""
+        learned: dict[str, float] = {}
+        for f in self._found or []:
+            if f.status == OK and f.period_files:
+                learned[f.domain] = stated_period_s(f.period_files, f.update_period_s)
+        self._periods.update(learned)
+        if self._periods:
+            self.update_period_s = max(self._periods.values())
+        return learned
 
     def counter_domains(self) -> list[str]:
         return [d for d, _ in self._counters]
@@ -202,13 +220,17 @@ def natural(p: Path) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name))
 
 
-def interval_s(path: Path, default_s: float) -> float:
-    """A period from a file in milliseconds (hwmon ``update_interval``, ``power1_average_interval``)."""
-    try:
-        ms = read_int(path)
-    except SensorError:
-        return default_s
-    return ms / 1000 if ms > 0 else default_s
+def stated_period_s(paths: tuple[Path, ...], default_s: float) -> float:
+    """The period the first readable of ``paths`` states in milliseconds (hwmon
+    ``update_interval``, ``power1_average_interval``), else ``default_s``."""
+    for path in paths:
+        try:
+            ms = read_int(path)
+        except SensorError:
+            continue
+        if ms > 0:
+            return ms / 1000
+    return default_s
 
 
 def label_of(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""The CPU's thermal state: package temperature (hwmon), current frequency and cap (cpufreq).
+"""Thermal state: the CPU package temperature (hwmon), its frequency and cap (cpufreq), and each
+GPU's temperature, clock and power limit (through the GPU device layer, ``gpu_state``).
 
 Read at window edges beside the GPUs' (the NVML source reports its own), so that a measurement
 says how hot and how fast the machine was. Package temperatures come from ``coretemp``
@@ -119,3 +120,19 @@ def _package_temps(dev: Path, taken: dict[str, IntFile]) -> dict[str, IntFile]:
         except SensorError:
             continue
     return out
+
+
+def gpu_state(gpu) -> dict[str, float]:
+    """What a GPU (``harness.sensors.gpu.Gpu``) reports of its temperature (°C), SM clock (MHz)
+    and enforced power limit (W); a reading the board lacks is left out."""
+    state: dict[str, float] = {}
+    for key, read in (
+        ("temp_c", gpu.temperature_c),
+        ("clock_mhz", gpu.sm_clock_mhz),
+        ("power_limit_w", gpu.enforced_power_limit_w),
+    ):
+        try:
+            state[key] = float(read())
+        except SensorError:  # not every GPU reports every one
+            continue
+    return state

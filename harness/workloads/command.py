@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.records import WORK_FIELDS
-from harness.store import last_line
+from harness.redact import last_line
 from harness.workloads.base import Repetition, Workload
 
 #: at most this much of the program's output is kept in the case folder
@@ -83,7 +83,8 @@ class CommandWorkload(Workload):
         return done
 
     def _keep_output(self, done: subprocess.CompletedProcess) -> None:
-        from harness.store import sanitise_text, write_bytes
+        from harness.atomic import write_bytes
+        from harness.redact import sanitise_text
 
         text = (
             f"$ exit status {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"

@@ -17,7 +17,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from harness.report.stats import t975
+from harness.stats import t975
 
 BLOCKS = 5
 DEFAULT_FRACTION = 0.1

@@ -249,8 +249,8 @@ class ServeWorkload(Workload):
         try:
             text = self.engine.metrics_text()
             if text:
-                from harness import store
+                from harness import atomic
 
-                store.write_text(self.ctx.case_dir / "server-metrics.txt", text)
+                atomic.write_text(self.ctx.case_dir / "server-metrics.txt", text)
         finally:
             self.engine.close()

@@ -129,16 +129,16 @@ def _positive_int(spec: dict, key: str) -> int:
 
 def save_atomically(model, tokenizer, folder: Path) -> Path:
     """save_pretrained into a staging folder beside ``folder``, then swap it into place whole."""
-    from harness import store
+    from harness import atomic
 
-    staging = store.staging_folder(folder)
+    staging = atomic.staging_folder(folder)
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return store.replace_folder(staging, folder)
+    return atomic.replace_folder(staging, folder)
 
 
 class Trainer:

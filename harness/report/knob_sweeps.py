@@ -1,5 +1,6 @@
-"""Knobs in the report: each setup's latency and knob settings, for recommend and the figures
-against a knob (drawn in harness/report/plots.py).
+"""Sweeps over a hardware knob, as the report reads them: each setup's latency and the knob
+settings its windows recorded, for recommend and the figures against a knob (drawn in
+harness/report/plots.py). Setting the knobs is harness/knobs.py.
 
 A setup's knobs are its hardware profile's (``gpu-200w``, ``cpu-1200mhz``); the values shown are
 those the windows recorded (``power_limit_w``, ``cpu_max_mhz``: what the machine reported, not what
