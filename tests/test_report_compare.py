@@ -169,16 +169,22 @@ def _energies(center: float, sd: float, n: int) -> list[float]:
     return list(center + sd * z)
 
 
+def _steady() -> list[FakeCase]:
+    """Two cases that do not change: with a third, the machine's moves across cases are known."""
+    return [infer_case(m, "fp32", "cpu", 8, 1.0, rel_noise=0.0, trace=False) for m in ("y", "z")]
+
+
 def test_welch_flags_a_real_change_whose_intervals_overlap(tmp_path):
-    base = write_run(
-        tmp_path, [infer_case("a", "fp32", "cpu", 8, _energies(10, 1, 10), trace=False)], suite="s"
-    )
+    steady = [infer_case("a", "fp32", "cpu", 8, _energies(10, 1, 10), trace=False)]
+    # no reference loop: the earlier runs, where a did not move, give the run-to-run noise
+    earlier = write_run(tmp_path / "h", steady, suite="s", started="2025-01-01T00:00:00Z")
+    base = write_run(tmp_path, steady, suite="s", started="2025-01-02T00:00:00Z")
     new = write_run(
         tmp_path / "n",
         [infer_case("a", "fp32", "cpu", 8, _energies(11.4, 1, 10), trace=False)],
         suite="s",
     )
-    rows = compare(reference(base), reference(new), 0.05)
+    rows = compare(base, new, 0.05, history=[earlier])
     row = rows[rows["metric"] == "energy_per_query_j"].iloc[0]
     assert row["new_ci_low"] < row["base_ci_high"]  # the 95% intervals overlap...
     assert row["p_value"] == pytest.approx(0.0058, abs=0.001)  # ...yet Welch's test says real
@@ -400,11 +406,30 @@ def test_an_accuracy_case_is_not_judged_by_one_repetitions_energy(tmp_path):
     base = reference(
         write_run(tmp_path, [accuracy_case("a", "fp32", "cpu", "t", 0.5, energy_j=50.0)], suite="s")
     )
+    new = write_run(
+        tmp_path / "n", [accuracy_case("a", "fp32", "cpu", "t", 0.5, energy_j=66.0)], suite="s"
+    )
+    # one case alone: the machine moved +30%, but how much it moves from case to case is unknown
+    rows = compare(base, reference(new, machine=1.3))
+    energy = rows[rows["metric"] == "energy_per_sample_j"].iloc[0]
+    assert energy["machine_change_rel"] == pytest.approx(0.3, abs=0.02)
+    assert energy["verdict"] == "cannot tell"
+    # with two more cases measured beside it, the machine's moves are known
+    base = reference(
+        write_run(
+            tmp_path / "b3",
+            [accuracy_case("a", "fp32", "cpu", "t", 0.5, energy_j=50.0), *_steady()],
+            suite="s",
+        )
+    )
     new = reference(
         write_run(
-            tmp_path / "n", [accuracy_case("a", "fp32", "cpu", "t", 0.5, energy_j=66.0)], suite="s"
+            tmp_path / "n3",
+            [accuracy_case("a", "fp32", "cpu", "t", 0.5, energy_j=66.0), *_steady()],
+            suite="s",
         ),
         machine=1.3,
+        phase=1,
     )
     rows = compare(base, new)
     energy = rows[rows["metric"] == "energy_per_sample_j"].iloc[0]

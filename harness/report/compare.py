@@ -106,6 +106,8 @@ ADJUSTMENT = "holm"
 HISTORY_RUNS = 10
 #: fewest compared cases with a reference for the spread of the machine's moves across cases
 MIN_REFERENCE_CASES = 3
+#: fewest runs (the base and earlier) whose spread widens the reference's noise for a case
+MIN_HISTORY_FOR_SPREAD = 3
 
 COLUMNS = [
     "case",
@@ -187,6 +189,11 @@ def history_p(earlier: Sequence[float], value: float) -> float:
         return 1.0 if diff == 0 else 0.0
     t = abs(diff) / (sd * math.sqrt(1 + 1 / k))
     return max(0.0, 1.0 - _t_two_sided_mass(t, k - 1))
+
+
+def _log_sd(values: Sequence[float]) -> float:
+    logs = np.log([v for v in values if v > 0 and math.isfinite(v)])
+    return float(logs.std(ddof=1)) if len(logs) >= 2 else 0.0
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -361,24 +368,32 @@ def _machine_moves(noise: Noise, cases: set[str]) -> dict[str, dict]:
         move = {"duration_s": _log_ratio(n["duration_s"], b["duration_s"])}
         if b.get("method") == n.get("method"):
             move["energy_j"] = _log_ratio(n.get("energy_j") or 0, b.get("energy_j") or 0)
+        for figure in list(move):
+            if math.isfinite(move[figure]):  # each run's own level, for the spread through a run
+                move[f"base_{figure}"] = math.log(b[figure])
+                move[f"new_{figure}"] = math.log(n[figure])
         moves[case] = move
     return moves
 
 
-def _spread(moves: dict[str, dict], figure: str, case: str, noise: Noise) -> float:
-    """The noise of the machine's move for one case: the spread (sd) of the reference's moves
-    across the compared cases, or, with too few cases, of its windows inside both runs."""
+def _spread(moves: dict[str, dict], figure: str) -> float:
+    """The noise of the machine's move for one case (sd, log scale): the larger of the spread of
+    the reference's moves across the compared cases (3 or more) and the spread of the reference
+    across each run's cases (how the machine changed through a run, counted for both runs). NaN
+    from fewer cases: the loop's windows back to back say nothing of how a run moves."""
+    known = []
     values = [m[figure] for m in moves.values() if math.isfinite(m.get(figure, math.nan))]
     if len(values) >= MIN_REFERENCE_CASES:
-        return float(np.std(values, ddof=1))
-    within = []
-    for ref in (noise.base_reference[case], noise.new_reference[case]):
-        w = [x.get(figure) for x in ref.get("windows") or []]
-        w = np.log([x for x in w if isinstance(x, (int, float)) and x > 0])
-        if len(w) < 2:
-            return math.nan
-        within.append(float(w.var(ddof=1)) / len(w))
-    return math.sqrt(sum(within))
+        known.append(float(np.std(values, ddof=1)))
+    pooled, df = 0.0, 0
+    for side in ("base", "new"):
+        logs = [m[f"{side}_{figure}"] for m in moves.values() if f"{side}_{figure}" in m]
+        if len(logs) >= 2:
+            pooled += float(np.var(logs, ddof=1)) * (len(logs) - 1)
+            df += len(logs) - 1
+    if df:
+        known.append(math.sqrt(2 * pooled / df))
+    return max(known) if known else math.nan
 
 
 def _paired_accuracy(noise: Noise, case: str) -> tuple[float, str] | None:
@@ -521,27 +536,38 @@ def _row(case, metric, bc, nc, noise, moves, history, method_change, device_chan
     change = _log_ratio(nm, bm)
     figure, sign = REFERENCE_OF.get(metric, (None, 0))
     move = moves.get(case, {}).get(figure, math.nan) if figure else math.nan
-    run_to_run = False
-    if math.isfinite(move) and math.isfinite(change):
-        spread = _spread(moves, figure, case, noise)
-        row["machine_change_rel"] = math.exp(sign * move) - 1
-        if math.isfinite(spread):
-            residual = change - sign * move
-            p_ref = (
-                normal_p(residual / (spread * math.sqrt(2)))
-                if spread > 0
-                else (1.0 if residual == 0 else 0.0)
-            )
-            tests.append(p_ref)
-            kinds.append("reference")
-            run_to_run = True
-            notes.append(f"machine {100 * row['machine_change_rel']:+.1f}% (reference loop)")
     earlier = [float(np.median(b_values))] + _history_values(history, case, metric, bc.identity)
-    p_hist = history_p(earlier, nm)
-    if math.isfinite(p_hist):
-        tests.append(p_hist)
-        kinds.append(f"history of {len(earlier)} runs")
+    spread = _spread(moves, figure) if math.isfinite(move) else math.nan
+    run_to_run = False
+    if math.isfinite(move):
+        row["machine_change_rel"] = math.exp(sign * move) - 1
+    if math.isfinite(spread) and math.isfinite(change):
+        # the case's move less the machine's, against the machine's moves; a case whose own
+        # history moves more than the reference does is judged by that wider spread
+        if len(earlier) >= MIN_HISTORY_FOR_SPREAD:
+            spread = max(spread, _log_sd(earlier))
+        residual = change - sign * move
+        if spread > 0:
+            p_run = normal_p(residual / (spread * math.sqrt(2)))
+        else:
+            p_run = 1.0 if residual == 0 else 0.0
+        tests.append(p_run)
+        kinds.append(
+            "reference"
+            + (
+                f" + history of {len(earlier)} runs"
+                if len(earlier) >= MIN_HISTORY_FOR_SPREAD
+                else ""
+            )
+        )
         run_to_run = True
+        notes.append(f"machine {100 * row['machine_change_rel']:+.1f}% (reference loop)")
+    else:
+        p_hist = history_p(earlier, nm)  # no reference: the new value against the last runs
+        if math.isfinite(p_hist):
+            tests.append(p_hist)
+            kinds.append(f"history of {len(earlier)} runs")
+            run_to_run = True
     row["p_value"] = max(tests) if tests else math.nan
     row["noise"] = " + ".join(kinds)
     row["_known"] = run_to_run
