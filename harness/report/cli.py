@@ -331,7 +331,7 @@ def compare(
     columns = ["case", "metric", "base", "new", "change", "machine", "p", "p_adj", "verdict"]
     click.echo(text_table(table[[*columns, "note"]]))
     counts = rows["verdict"].value_counts()
-    n_tests = int(rows["p_value"].notna().sum())
+    n_tests = rows.attrs.get("tests", int(rows["p_value"].notna().sum()))
     click.echo(
         f"\n{len(rows)} comparisons: {counts.get('regression', 0)} regressions, "
         f"{counts.get('improvement', 0)} improvements beyond noise, "

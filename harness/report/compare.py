@@ -98,6 +98,8 @@ REFERENCE_OF.update(
 )
 REFERENCE_OF.update({"ttft_s": ("duration_s", +1), "tpot_s": ("duration_s", +1)})
 REFERENCE_OF["tokens_per_s"] = ("duration_s", -1)
+#: a figure that is another one over a count fixed by the case: the same test, counted once
+SAME_TEST = {"energy_per_token_j": ("energy_per_query_j", "energy_per_request_j")}
 #: significance level of the tests, after adjustment
 ALPHA = 0.05
 #: the multiple-testing adjustment of ``p_adj`` (Holm's step-down, family-wise error)
@@ -473,14 +475,17 @@ def compare_frames(
             rows.append(
                 _row(case, metric, bc, nc, noise, moves, history, method_change, device_change)
             )
-    _adjust(rows, threshold)
+    tests = _adjust(rows, threshold)
     rows += _status_rows(base, new, base_cases, new_cases)
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     out = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    out.attrs["tests"] = tests  # the size of Holm's family
     order = {c: i for i, c in enumerate(dict.fromkeys(out["case"]))}
     out["_o"] = out["case"].map(order)
-    return out.sort_values(["_o"], kind="stable").drop(columns="_o").reset_index(drop=True)
+    out = out.sort_values(["_o"], kind="stable").drop(columns="_o").reset_index(drop=True)
+    out.attrs["tests"] = tests
+    return out
 
 
 def _row(case, metric, bc, nc, noise, moves, history, method_change, device_change) -> dict:
@@ -577,11 +582,23 @@ def _row(case, metric, bc, nc, noise, moves, history, method_change, device_chan
     return row
 
 
-def _adjust(rows: list[dict], threshold: float) -> None:
-    """Holm across the rows' tests, then each row's verdict."""
+def _adjust(rows: list[dict], threshold: float) -> int:
+    """Holm across the rows' tests, then each row's verdict; returns how many tests counted."""
     tested = [r for r in rows if r.get("verdict") != "not comparable"]
-    adjusted = holm([r["p_value"] for r in tested])
-    for r, p_adj in zip(tested, adjusted, strict=True):
+    # a figure that is another one of the same case over a fixed count (J/token = J/query ÷
+    # new_tokens) is the same test: counted once, its twin's p_adj
+    twin_of = {}
+    by_case = {(r["case"], r["metric"]): i for i, r in enumerate(tested)}
+    for i, r in enumerate(tested):
+        for twin in SAME_TEST.get(r["metric"], ()):
+            j = by_case.get((r["case"], twin))
+            if j is not None:
+                twin_of[i] = j
+                break
+    family = [i for i in range(len(tested)) if i not in twin_of]
+    adjusted = dict(zip(family, holm([tested[i]["p_value"] for i in family]), strict=True))
+    for i, r in enumerate(tested):
+        p_adj = adjusted[twin_of.get(i, i)]
         r["p_adj"] = p_adj
         past = abs(r["change_rel"]) > threshold
         significant = past and (math.isnan(p_adj) or p_adj < ALPHA)
@@ -597,6 +614,7 @@ def _adjust(rows: list[dict], threshold: float) -> None:
     for r in rows:
         r.setdefault("beyond_noise", False)
         r.setdefault("p_adj", math.nan)
+    return sum(1 for i in family if math.isfinite(tested[i]["p_value"]))
 
 
 def _status_rows(base, new, base_cases, new_cases) -> list[dict]:
