@@ -57,6 +57,7 @@ import pandas as pd
 
 from harness.report.stats import Z95, describe
 from harness.report.tables import failed_cases
+from harness.workloads.accuracy import ANSWERS_FILE
 from harness.stopping import _t_two_sided_mass
 
 #: metric -> +1 when higher is better, -1 when lower is better
@@ -320,7 +321,7 @@ def read_case_files(run_path: Path, frame: pd.DataFrame) -> tuple[dict, dict]:
         if ref is not None:
             references[label] = ref
         try:
-            data = store.read_json(folder / "answers.json")
+            data = store.read_json(folder / ANSWERS_FILE)
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and isinstance(data.get("samples"), list):
