@@ -57,8 +57,8 @@ import pandas as pd
 
 from harness.report.stats import Z95, describe
 from harness.report.tables import failed_cases
-from harness.workloads.accuracy import ANSWERS_FILE
 from harness.stopping import _t_two_sided_mass
+from harness.workloads.accuracy import ANSWERS_FILE
 
 #: metric -> +1 when higher is better, -1 when lower is better
 METRICS = {
