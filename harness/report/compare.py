@@ -194,11 +194,6 @@ def history_p(earlier: Sequence[float], value: float) -> float:
     return max(0.0, 1.0 - _t_two_sided_mass(t, k - 1))
 
 
-def _log_sd(values: Sequence[float]) -> float:
-    logs = np.log([v for v in values if v > 0 and math.isfinite(v)])
-    return float(logs.std(ddof=1)) if len(logs) >= 2 else 0.0
-
-
 def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (NaN stays NaN and is not counted as a test)."""
     p = np.asarray(p_values, dtype=float)
@@ -306,6 +301,8 @@ class Noise:
     new_answers: dict[str, dict] = field(default_factory=dict)
     #: the frames of runs before the base run, newest first
     history: list[pd.DataFrame] = field(default_factory=list)
+    #: case label -> reference.json of each of those runs (same order; empty where none)
+    history_references: list[dict[str, dict]] = field(default_factory=list)
 
 
 def read_case_files(run_path: Path, frame: pd.DataFrame) -> tuple[dict, dict]:
@@ -333,7 +330,8 @@ def noise_for(base, new, history: Sequence = ()) -> Noise:
     """The :class:`Noise` of two opened runs (``harness.report.load.Run``) and earlier ones."""
     base_ref, base_ans = read_case_files(base.path, base.frame)
     new_ref, new_ans = read_case_files(new.path, new.frame)
-    return Noise(base_ref, new_ref, base_ans, new_ans, [r.frame for r in history])
+    history_refs = [read_case_files(r.path, r.frame)[0] for r in history]
+    return Noise(base_ref, new_ref, base_ans, new_ans, [r.frame for r in history], history_refs)
 
 
 def earlier_runs(base, folders: Sequence[Path], limit: int = HISTORY_RUNS - 1) -> list:
@@ -429,10 +427,17 @@ def _changed(b: dict, n: dict, column: str) -> str | None:
     return f"{column.replace('_', ' ')} {old or '?'} -> {new or '?'}"
 
 
-def _history_values(history: list[dict[str, CaseFigures]], case: str, metric: str, like: dict):
-    """The case's median of ``metric`` in each earlier run measured the same way as ``like``."""
+def _history_values(
+    history: list[dict[str, CaseFigures]],
+    references: list[dict[str, dict]],
+    case: str,
+    metric: str,
+    like: dict,
+) -> list[tuple[float, dict | None]]:
+    """The case's median of ``metric`` in each earlier run measured the same way as ``like``,
+    with the case's reference loop in that run (None where it has none)."""
     out = []
-    for run in history:
+    for i, run in enumerate(history):
         f = run.get(case)
         if f is None or metric not in f.values:
             continue
@@ -441,8 +446,20 @@ def _history_values(history: list[dict[str, CaseFigures]], case: str, metric: st
             for k in ("energy_method", "energy_sources", "device", "device_name")
         )
         if same:
-            out.append(float(np.median(f.values[metric])))
+            ref = references[i].get(case) if i < len(references) else None
+            out.append((float(np.median(f.values[metric])), ref))
     return out
+
+
+def _machine_free_sd(values: list[float], refs: list, figure: str, sign: int) -> float:
+    """The spread (sd of logs) of a case's values over runs, each less its run's reference loop
+    where every run has one (the machine's part taken out), else as measured."""
+    logs = np.log([v if v > 0 and math.isfinite(v) else math.nan for v in values])
+    loop = [(r or {}).get(figure) for r in refs]
+    if all(isinstance(x, (int, float)) and x > 0 for x in loop):
+        logs = logs - sign * np.log(np.asarray(loop, dtype=float))
+    logs = logs[np.isfinite(logs)]
+    return float(logs.std(ddof=1)) if len(logs) >= 2 else 0.0
 
 
 def compare_frames(
@@ -542,16 +559,19 @@ def _row(case, metric, bc, nc, noise, moves, history, method_change, device_chan
     change = _log_ratio(nm, bm)
     figure, sign = REFERENCE_OF.get(metric, (None, 0))
     move = moves.get(case, {}).get(figure, math.nan) if figure else math.nan
-    earlier = [float(np.median(b_values))] + _history_values(history, case, metric, bc.identity)
+    past = _history_values(history, noise.history_references, case, metric, bc.identity)
+    earlier = [float(np.median(b_values))] + [v for v, _ in past]
     spread = _spread(moves, figure) if math.isfinite(move) else math.nan
     run_to_run = False
     if math.isfinite(move):
         row["machine_change_rel"] = math.exp(sign * move) - 1
     if math.isfinite(spread) and math.isfinite(change):
         # the case's move less the machine's, against the machine's moves; a case whose own
-        # history moves more than the reference does is judged by that wider spread
+        # history, less the machine's part, moves more than the reference does is judged by that
+        # wider spread
         if len(earlier) >= MIN_HISTORY_FOR_SPREAD:
-            spread = max(spread, _log_sd(earlier))
+            refs = [noise.base_reference.get(case)] + [r for _, r in past]
+            spread = max(spread, _machine_free_sd(earlier, refs, figure, sign))
         residual = change - sign * move
         if spread > 0:
             p_run = normal_p(residual / (spread * math.sqrt(2)))
