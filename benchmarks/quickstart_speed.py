@@ -76,7 +76,7 @@ def _parts(r: dict) -> tuple[float, float, float]:
     t = r.get("timing") or {}
     startup = t.get("startup_s") or 0.0
     imports = t.get("imports_s") or 0.0
-    work = sum(t.get(k) or 0.0 for k in ("setup_s", "warmup_s", "measure_s"))
+    work = sum(t.get(k) or 0.0 for k in ("setup_s", "warmup_s", "reference_s", "measure_s"))
     return startup, imports, work
 
 

@@ -148,6 +148,17 @@ def import_modules(names: tuple[str, ...]) -> float:
     return time.monotonic() - t0
 
 
+def _measure_reference(meter, case_dir: Path, result: dict) -> None:
+    """The fixed reference loop, right before the case's repetitions (see harness.reference); a
+    reference that cannot be measured leaves a warning, never a failed case."""
+    from harness import reference
+
+    try:
+        reference.measure(meter, case_dir)
+    except Exception as e:  # noqa: BLE001 - the case's own figures do not depend on it
+        result.setdefault("warnings", []).append(f"reference loop not measured: {e}")
+
+
 def _load_plugins() -> None:
     import importlib
 
@@ -273,8 +284,14 @@ def measure_case(
         t_warmup = time.monotonic()
         if warmup:
             workload.warmup(warmup)
+        t_reference = time.monotonic()
+        _measure_reference(meter, Path(case_dir), result)
         t_measure = time.monotonic()
-        timing.update(setup_s=t_warmup - t_setup, warmup_s=t_measure - t_warmup)
+        timing.update(
+            setup_s=t_warmup - t_setup,
+            warmup_s=t_reference - t_warmup,
+            reference_s=t_measure - t_reference,
+        )
         base = store.identity_columns(case, run_id)
         base.update(node=socket.gethostname(), device_name=_device_name(case["hardware"], wtype))
         base.update(static)
@@ -284,7 +301,7 @@ def measure_case(
         result["repetitions"] = records  # kept when a later repetition fails
         reason = None
         cooldown_s = float(m.get("cooldown_s") or 0)
-        result["warnings"] = []
+        result.setdefault("warnings", [])
         while reason is None:
             i = len(records)
             if i and cooldown_s:

@@ -103,6 +103,13 @@ def test_accuracy_equals_lm_eval_on_the_same_folder(meter, tmp_path, saved_model
     scores = reference["results"][TASK]
     assert r["accuracy"] == scores["acc,none"]
     assert r["accuracy_stderr"] == scores["acc_stderr,none"]
+    # each answer is kept for compare's paired test: as many as were scored, the same share right
+    answers = json.loads((tmp_path / "case" / accuracy.ANSWERS_FILE).read_text())
+    assert answers["task"] == TASK and answers["metric"] == "acc"
+    assert len(answers["samples"]) == LIMIT
+    assert len({a["question_sha"] for a in answers["samples"]}) == LIMIT  # one key per question
+    right = sum(a["correct"] for a in answers["samples"])
+    assert right / LIMIT == pytest.approx(r["accuracy"])
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ def test_a_steady_rate_forecasts_exactly_and_the_first_block_is_left_out():
     assert f["forecast_after_steps"] == 50
 
 
-def test_a_noisy_rate_gets_a_t_interval_of_the_mean():
+def test_a_noisy_rate_gets_a_prediction_interval_of_the_total():
     rates = [1.8, 2.2, 1.9, 2.1]
     blocks = [Block(10, 20.0, 1.0)] + [Block(10, 10 * r, 1.0) for r in rates]
     f = forecast(blocks, 1000)
@@ -42,9 +42,46 @@ def test_a_noisy_rate_gets_a_t_interval_of_the_mean():
     assert f["forecast_j"] == pytest.approx(seen + 950 * 2.0)
     import statistics
 
-    half = 3.182446 * statistics.stdev(rates) / 2  # t(0.975, 3) × s / sqrt(4)
+    # the rest's mean rate: the mean's error and the rest's own spread, t(0.975, 3) × s ×
+    # sqrt(1/4 + 10/950), plus the drift across the blocks: slope 0.006 J/step² × 30 steps
+    spread = 3.182446 * statistics.stdev(rates) * (1 / 4 + 10 / 950) ** 0.5
+    half = spread + 0.006 * 30
     assert f["forecast_j_ci_high"] - f["forecast_j"] == pytest.approx(950 * half, rel=1e-4)
     assert f["forecast_j"] - f["forecast_j_ci_low"] == pytest.approx(950 * half, rel=1e-4)
+
+
+def test_the_interval_covers_totals_not_the_early_mean():
+    """The wrong figure: the old "95% interval" was the t-interval of the early mean rate, so a
+    rate that drifted across the first blocks and kept drifting left the actual total outside.
+    The interval now holds the total of a rate that keeps going as it went in the first tenth."""
+    rates = [2.0, 2.04, 2.08, 2.12]  # +2% a block, 10 steps a block, no spread around the trend
+    blocks = [Block(10, 25.0, 1.0)] + [Block(10, 10 * r, 1.0) for r in rates]
+    f = forecast(blocks, 500)
+    # the rest's 450 steps at a rate that rose on past the last block (2.12)
+    actual = 25 + sum(10 * r for r in rates) + 450 * 2.2
+    assert f["forecast_j_ci_low"] <= actual <= f["forecast_j_ci_high"]
+    # the old interval, the t-interval of the early mean rate, missed it
+    import statistics
+
+    mean, s = statistics.fmean(rates), statistics.stdev(rates)
+    old_high = 25 + sum(10 * r for r in rates) + 450 * (mean + 3.182446 * s / 2)
+    assert old_high < actual
+
+
+def test_over_repeated_noisy_rates_the_interval_covers_95_percent():
+    """A steady rate with white noise between blocks: the total lands inside about 95% of the time
+    (the old interval of the early mean covered about 85%)."""
+    import random
+
+    rng = random.Random(7)
+    inside = 0
+    trials = 400
+    for _ in range(trials):
+        steps = [rng.gauss(2.0, 0.1) for _ in range(500)]
+        blocks = [Block(10, sum(steps[i : i + 10]), 1.0) for i in range(0, 50, 10)]
+        f = forecast(blocks, 500)
+        inside += f["forecast_j_ci_low"] <= sum(steps) <= f["forecast_j_ci_high"]
+    assert inside / trials >= 0.93
 
 
 def _case(tmp_path, **measurement) -> tuple[Context, Meter]:

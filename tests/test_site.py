@@ -13,7 +13,7 @@ from fakeruns import infer_case, standard_cases, write_run
 from sitekit import add_serving, add_warning, nightly_runs
 
 from harness.cli import main
-from harness.report.compare import compare_frames
+from harness.report.compare import compare_runs
 from harness.report.load import open_runs
 from harness.report.site import (
     best_per_model,
@@ -137,7 +137,7 @@ def test_history_marks_what_harness_compare_flags(tmp_path):
     assert all("b8" in c for c in flagged["case"]), "the headline shape (largest batch)"
     assert flagged["change_rel"].to_numpy() == pytest.approx([0.5] * 4)
     # the same verdicts as harness compare itself
-    cmp = compare_frames(opened[1].frame, opened[2].frame)
+    cmp = compare_runs(opened[1], opened[2], history=[opened[0]])
     expected = cmp[(cmp["verdict"] == "regression") & (cmp["metric"] == "energy_per_token_j")]
     assert set(flagged["case"]) == set(expected[expected["case"].str.contains("b8")]["case"])
 

@@ -281,23 +281,32 @@ def _none_within_latency(r, min_accuracy: float, latency: str, unit: str, judged
     help="latest: compare with the previous run of the same suite.",
 )
 @click.option("--changes-only", is_flag=True, help="Print only the changes beyond noise.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help='Exit 1 also on a worse change that cannot be told from noise ("cannot tell").',
+)
 def compare(
-    runs: tuple[Path, ...], threshold: float, baseline: str | None, changes_only: bool
+    runs: tuple[Path, ...],
+    threshold: float,
+    baseline: str | None,
+    changes_only: bool,
+    strict: bool,
 ) -> int:
     """Metric changes from BASE_RUN to NEW_RUN per case; exit 1 on a regression beyond noise.
 
     Usage: harness compare BASE_RUN NEW_RUN, or harness compare --baseline latest NEW_RUN.
     """
-    from harness.report.compare import compare_frames, has_regression
+    from harness.report.compare import ADJUSTMENT, compare_runs, earlier_runs, has_regression
     from harness.report.load import open_run, previous_run
 
     if not (math.isfinite(threshold) and threshold >= 0):  # NaN compares false to everything
         raise HarnessError(f"--threshold must be a finite number >= 0, got {threshold}")
+    env = os.environ.get("HARNESS_RESULTS")
     if baseline == "latest":
         if len(runs) != 1:
             raise HarnessError("with --baseline latest give exactly one run: NEW_RUN")
         new = open_run(runs[0])
-        env = os.environ.get("HARNESS_RESULTS")
         folder = new.path.resolve().parent
         try:
             base = previous_run(new, folder)
@@ -309,24 +318,38 @@ def compare(
         if len(runs) != 2:
             raise HarnessError("give BASE_RUN and NEW_RUN (or --baseline latest NEW_RUN)")
         base, new = open_run(runs[0]), open_run(runs[1])
-    rows = compare_frames(base.frame, new.frame, threshold)
+    folders = [base.path.resolve().parent] + ([Path(env)] if env else [])
+    history = [r for r in earlier_runs(base, folders) if r.path.resolve() != new.path.resolve()]
+    rows = compare_runs(base, new, threshold, history)
     click.echo(f"base: {base.run_id}\nnew:  {new.run_id}\nthreshold: {threshold:g} (relative)")
     shown = rows[rows["verdict"].isin(["regression", "improvement"])] if changes_only else rows
     table = shown.assign(
-        change=shown["change_rel"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.1f}%")
+        change=shown["change_rel"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.1f}%"),
+        machine=shown["machine_change_rel"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.1f}%"),
+        p=shown["p_value"].map(_p_text),
+        p_adj=shown["p_adj"].map(_p_text),
     )
-    table = table[["case", "metric", "base", "new", "change", "beyond_noise", "verdict", "note"]]
-    click.echo(text_table(table))
-    n_reg = int((rows["verdict"] == "regression").sum())
-    n_imp = int((rows["verdict"] == "improvement").sum())
-    n_unlike = int((rows["verdict"] == "not comparable").sum())
-    n_missing = int((rows["verdict"] == "missing").sum())
+    columns = ["case", "metric", "base", "new", "change", "machine", "p", "p_adj", "verdict"]
+    click.echo(text_table(table[[*columns, "note"]]))
+    counts = rows["verdict"].value_counts()
+    n_tests = rows.attrs.get("tests", int(rows["p_value"].notna().sum()))
     click.echo(
-        f"\n{len(rows)} comparisons: {n_reg} regressions, {n_imp} improvements beyond noise "
-        f"(Welch's t-test on repetitions, p < 0.05), {n_unlike} not comparable, "
-        f"{n_missing} cases missing from the new run"
+        f"\n{len(rows)} comparisons: {counts.get('regression', 0)} regressions, "
+        f"{counts.get('improvement', 0)} improvements beyond noise, "
+        f"{counts.get('cannot tell', 0)} cannot tell (run-to-run noise unknown), "
+        f"{counts.get('not comparable', 0)} not comparable, "
+        f"{counts.get('missing', 0)} cases missing from the new run\n"
+        f"p: the largest of the tests that apply (Welch's t on repetitions, the case's move "
+        f"against the reference loop's, the suite's history of {len(history) + 1} earlier runs; "
+        f"accuracy: McNemar on paired answers, else two proportions); p_adj: "
+        f"{ADJUSTMENT.capitalize()} over {n_tests} tests; beyond noise: p_adj < 0.05 and past "
+        f"the threshold"
     )
-    return 1 if has_regression(rows) else 0
+    return 1 if has_regression(rows, strict=strict) else 0
+
+
+def _p_text(value) -> str:
+    return "" if pd.isna(value) else f"{value:.2g}"
 
 
 @click.command()

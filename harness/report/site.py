@@ -13,8 +13,9 @@ class, the range of energy per query from the lowest to the highest is cut into 
 the lowest band gets 5 stars, the highest 1. A class with a single setup is not rated.
 
 History: runs of one suite over time; each setup's energy per token, energy per query and accuracy
-per run, and the changes that ``harness compare`` (:func:`harness.report.compare.compare_frames`)
-flags as regressions between each run and the one before it.
+per run, and the changes that ``harness compare`` (:func:`harness.report.compare.compare_runs`)
+flags as regressions between each run and the one before it (the runs before that as its
+history, as the command line reads them).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pandas as pd
 
 from harness import store
 from harness.errors import HarnessError
-from harness.report.compare import compare_frames
+from harness.report.compare import HISTORY_RUNS, compare_runs
 from harness.report.leaderboard import combine
 from harness.report.leaderboard import leaderboard as leaderboard_of
 from harness.report.load import Run, open_runs
@@ -330,8 +331,9 @@ def history(
             for m in HISTORY_METRICS:
                 p[m] = pd.to_numeric(s[m], errors="coerce") if m in s.columns else math.nan
             points.append(p)
-        for base, new in zip(runs, runs[1:], strict=False):
-            regressions.append(_regressions(suite, base, new, threshold))
+        for i, (base, new) in enumerate(zip(runs, runs[1:], strict=False)):
+            earlier = runs[max(0, i - (HISTORY_RUNS - 1)) : i][::-1]  # newest first
+            regressions.append(_regressions(suite, base, new, threshold, earlier))
     pts = pd.concat(points, ignore_index=True) if points else pd.DataFrame()
     pts = pts.reindex(columns=HISTORY_POINT_COLUMNS)
     regs = [r for r in regressions if len(r)]
@@ -339,8 +341,10 @@ def history(
     return pts, reg.reindex(columns=REGRESSION_COLUMNS)
 
 
-def _regressions(suite: str, base: Tables, new: Tables, threshold: float) -> pd.DataFrame:
-    rows = compare_frames(base.run.frame, new.run.frame, threshold)
+def _regressions(
+    suite: str, base: Tables, new: Tables, threshold: float, earlier: list[Tables]
+) -> pd.DataFrame:
+    rows = compare_runs(base.run, new.run, threshold, [t.run for t in earlier])
     rows = rows[rows["verdict"] == "regression"]
     if rows.empty:
         return pd.DataFrame(columns=REGRESSION_COLUMNS)

@@ -167,6 +167,31 @@ def pick_metric(scores: dict) -> tuple[str, float | None, float | None]:
     return name, number(scores[key]), number(stderr)
 
 
+#: each example's key and whether it was answered right, beside result.json
+ANSWERS_FILE = "answers.json"
+
+
+def per_sample_answers(logged: list | None, metric: str) -> list[dict] | None:
+    """``[{doc_id, question_sha, correct}]`` from lm-eval's logged samples, where the metric is 0 or 1 per
+    example (None otherwise). ``question_sha`` hashes the document and its prompt, so two runs pair an
+    example only when both asked the same question the same way."""
+    import hashlib
+
+    if not logged:
+        return None
+    out = []
+    for example in logged:
+        value = example.get(metric) if isinstance(example, dict) else None
+        if isinstance(value, bool):
+            value = int(value)
+        if value not in (0, 1, 0.0, 1.0):
+            return None  # not a right-or-wrong metric: nothing to pair
+        text = f"{example.get('doc_hash')}:{example.get('prompt_hash')}"
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        out.append({"doc_id": example.get("doc_id"), "question_sha": digest, "correct": int(value)})
+    return out
+
+
 class AccuracyWorkload(Workload):
     """``{type: accuracy, task, limit, num_fewshot, batch_size}``: one lm-eval pass, one window.
 
@@ -250,7 +275,7 @@ class AccuracyWorkload(Workload):
                     num_fewshot=self.num_fewshot,
                     limit=self.limit,
                     task_manager=self.task_manager,
-                    log_samples=False,
+                    log_samples=True,  # each answer, for compare's paired test
                 )
             finally:
                 m = self.ctx.meter.end(name)
@@ -260,6 +285,14 @@ class AccuracyWorkload(Workload):
                 "combined score: name one task or a group)"
             )
         metric, accuracy, stderr = pick_metric(results["results"][self.task])
+        answers = per_sample_answers(results.get("samples", {}).get(self.task), metric)
+        if answers is not None:
+            from harness import store
+
+            store.write_json(
+                self.ctx.case_dir / ANSWERS_FILE,
+                {"task": self.task, "metric": metric, "samples": answers},
+            )
         n_samples = results.get("n-samples", {})
         samples = sum(int(v.get("effective", 0)) for v in n_samples.values())
         columns = {

@@ -14,6 +14,7 @@ lose AdamW's small updates); float16 and quantised variants are refused.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -431,6 +432,8 @@ class TrainWorkload(Workload):
             "saved_path": str(self.saved_path) if self.saved_path else None,
             "chunks": len(self.chunks),
             "forecast": self.forecast,
+            # each block as measured, so a forecast rule can be checked again on the same data
+            "forecast_measured_blocks": [dataclasses.asdict(b) for b in self.measured_blocks],
         }
 
     @property
