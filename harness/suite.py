@@ -27,12 +27,6 @@ SOURCE_PREFIXES = ("builtin:", "path:", "hf:")
 MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy", "serve")
 #: workloads that make a model (and save it under artifacts/models/<model name>)
 PRODUCING_WORKLOADS = ("train", "distill", "finetune")
-#: quantizations applied in-process (transformers, torchao)
-IN_PROCESS_QUANTIZATIONS = ("int8-dynamic", "int8-weight", "int4-weight")
-#: GGUF types a llamacpp variant may ask for (harness.models.gguf.GGUF_TYPES)
-GGUF_QUANTIZATIONS = ("gguf-f16", "gguf-q8_0", "gguf-q5_0", "gguf-q4_0", "gguf-q4_k_m")
-#: engines whose model runs behind a server (the serve workload needs one)
-SERVER_ENGINES = ("llamacpp", "vllm", "openai")
 #: short names for dtypes in readable case names are the variant names; these are for docs
 # \Z, not $: "$" also matches before a final newline, and a name must not end in one
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?\Z")
@@ -374,28 +368,11 @@ class Variant(_Strict):
 
     @model_validator(mode="after")
     def _engine_runs_it(self) -> Variant:
-        engine = self.engine or "transformers"
-        gguf = (self.quantization or "").startswith("gguf-")
-        if gguf and engine != "llamacpp":
-            raise ValueError(
-                f"quantization: {self.quantization} is served by engine llamacpp, not {engine}"
-            )
-        if engine == "llamacpp" and self.quantization and not gguf:
-            raise ValueError(
-                f"quantization: engine llamacpp runs GGUF types ({', '.join(GGUF_QUANTIZATIONS)}), "
-                f"not {self.quantization}"
-            )
-        if engine in ("llamacpp", "vllm") and self.quantization in IN_PROCESS_QUANTIZATIONS:
-            raise ValueError(
-                f"quantization: {self.quantization} is in-process only, not engine {engine}"
-            )
-        openai_keys = [k for k in ("command", "health_url", "url") if getattr(self, k) is not None]
-        if engine != "openai" and openai_keys:
-            raise ValueError(f"{openai_keys[0]}: only engine openai takes it")
-        if engine == "openai" and (self.command is None) == (self.url is None):
-            raise ValueError("engine openai needs either command (with health_url) or url")
-        if engine == "openai" and self.command is not None and not self.health_url:
-            raise ValueError("health_url: engine openai with a command needs its health URL")
+        from harness.engines import variant_problem
+
+        problem = variant_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -418,7 +395,9 @@ class Variant(_Strict):
             out.pop("prune_method")
         elif self.prune_method is None:
             out["prune_method"] = "magnitude"
-        for key in ("engine", "command", "health_url", "url"):  # likewise for engine keys
+        from harness.engines import engine_keys
+
+        for key in ("engine", *engine_keys()):  # likewise for engine keys
             if out[key] is None:
                 out.pop(key)
         return out
@@ -989,7 +968,9 @@ def _runs(workload_type: str, variant: Variant) -> bool:
     variant; infer runs in-process (the transformers engine); serve needs a server engine;
     accuracy runs on every engine.
     """
-    served = (variant.engine or "transformers") in SERVER_ENGINES
+    from harness.engines import serves
+
+    served = serves(variant)
     if workload_type in PRODUCING_WORKLOADS:
         return not variant.derived and not served
     if workload_type == "infer":
@@ -1001,25 +982,13 @@ def _runs(workload_type: str, variant: Variant) -> bool:
 
 def _check_engine_fits(variant: Variant, hw: Hardware, model: Model) -> None:
     """Refuse a variant that its engine cannot run on this hardware or model, with the reason."""
-    engine = variant.engine or "transformers"
-    where = f"variants.{variant.name}"
-    if engine == "llamacpp" and hw.device != "cpu":
-        raise HarnessError(f"{where}: engine llamacpp is built for the cpu, not {hw.device}")
-    if engine == "vllm" and not hw.device.startswith("cuda"):
-        raise HarnessError(f"{where}: engine vllm runs on NVIDIA GPUs (cuda:N), not {hw.device}")
-    if engine in ("llamacpp", "vllm") and model.source.startswith("hf:"):
-        raise HarnessError(
-            f"{where}: engine {engine} serves builtin: and path: models here, not {model.source}"
-        )
-    kind = (variant.quantization or "").removeprefix("gguf-")
-    if engine == "llamacpp" and model.source.startswith("builtin:") and kind:
-        try:
-            from harness.models import builtin, gguf
-        except ImportError:
-            return
-        arch = builtin.BUILTIN.get(model.source.removeprefix("builtin:"))
-        if arch is not None and kind in gguf.GGUF_TYPES:
-            gguf.check_shape(kind, arch["hidden_size"], arch["intermediate_size"], model.name)
+    from harness.engines import engine_class, engine_name
+
+    problem = engine_class(engine_name({"engine": variant.engine})).fit_problem(
+        hw.device, model, variant
+    )
+    if problem:
+        raise HarnessError(f"variants.{variant.name}: {problem}")
 
 
 def case_id(case: dict) -> str:

@@ -37,6 +37,10 @@ def check_cuda() -> None:
 
 class VLLMEngine(ServedEngine):
     name = "vllm"
+    devices = ("cuda",)
+    devices_text = "runs on NVIDIA GPUs (cuda:N)"
+    quantizations = ()
+    model_sources = ("builtin:", "path:")
 
     def __init__(self) -> None:
         self.measure = None

@@ -213,13 +213,13 @@ class AccuracyWorkload(Workload):
                 ) from None
             self.engine = create_engine(engine_name(case.get("variant")))
             self.engine.making_window = self.ctx.meter.window  # a variant's making is measured
-            if getattr(self.engine, "serves", False):
+            if self.engine.serves:
                 # a served model: its export is measured (produce_j), then its server started
                 self.engine.measure = self.ctx.meter.window
             static = self.engine.load(
                 case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
             )
-            if getattr(self.engine, "serves", False):
+            if self.engine.serves:
                 self.engine.start(
                     parallel=1,
                     ctx_per_slot=self.engine.context_length() or 1024,

@@ -77,7 +77,7 @@ class ServeWorkload(Workload):
         apply_profile(case["hardware"])
         name = engine_name(case.get("variant"))
         self.engine = create_engine(name)
-        if not getattr(self.engine, "serves", False):
+        if not self.engine.serves:
             raise HarnessError(f"serve: engine {name} runs in-process; serve needs a server engine")
         self.engine.measure = self.ctx.meter.window
         static = self.engine.load(
