@@ -29,6 +29,7 @@ REGISTRY = {
     "llamacpp": "harness.engines.llamacpp:LlamaCppEngine",
     "openai": "harness.engines.openai:OpenAIEngine",
     "vllm": "harness.engines.vllm:VLLMEngine",
+    "sglang": "harness.engines.sglang:SGLangEngine",
 }
 #: the in-process quantisations (transformers, torchao); an engine lists those it takes
 IN_PROCESS_QUANTIZATIONS = ("int8-dynamic", "int8-weight", "int4-weight")
