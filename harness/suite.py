@@ -18,15 +18,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import HarnessError
+from harness.workloads import REGISTRY as WORKLOADS
+from harness.workloads import makes_model, workload_class
 
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("int8-dynamic", "int8-weight", "int4-weight")
 #: weight-only quantisations done by torchao (an optional package, see variant_refusal)
 TORCHAO_QUANTIZATIONS = ("int8-weight", "int4-weight")
 SOURCE_PREFIXES = ("builtin:", "path:", "hf:")
-MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy", "serve")
-#: workloads that make a model (and save it under artifacts/models/<model name>)
-PRODUCING_WORKLOADS = ("train", "distill", "finetune")
 #: short names for dtypes in readable case names are the variant names; these are for docs
 # \Z, not $: "$" also matches before a final newline, and a name must not end in one
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?\Z")
@@ -626,18 +625,18 @@ class Suite(_Strict):
             ("variants", self.variants),
         ):
             _unique_names(field, items)
-        commands = [w for w in self.workloads if w.type == "command"]
+        commands = [w for w in self.workloads if not workload_class(w.type).uses_model]
         _unique_names("workloads", commands, what="command name")
         if not self.workloads:
             raise ValueError("workloads: no workloads, so the suite has no cases")
-        uses_models = any(w.type in MODEL_WORKLOADS for w in self.workloads)
+        uses_models = any(workload_class(w.type).uses_model for w in self.workloads)
         if uses_models and not self.models:
             raise ValueError("models: train/infer/accuracy/serve workloads need at least one model")
         if uses_models and not self.variants:
             raise ValueError(
                 "variants: train/infer/accuracy/serve workloads need at least one variant"
             )
-        only_train = all(w.type in PRODUCING_WORKLOADS for w in self.workloads)
+        only_train = all(makes_model(w.type) for w in self.workloads)
         if only_train and all(v.derived for v in self.variants):
             raise ValueError(
                 "variants: every variant is quantized or pruned and training runs only the "
@@ -646,7 +645,7 @@ class Suite(_Strict):
         model_names = [m.name for m in self.models]
         variant_names = [v.name for v in self.variants]
         for i, w in enumerate(self.workloads):
-            if w.type == "command":
+            if not workload_class(w.type).uses_model:
                 continue
             _check_selection(f"workloads.{i}.models", w.models, model_names)
             _check_selection(f"workloads.{i}.variants", w.variants, variant_names)
@@ -686,7 +685,7 @@ def _check_finetune(i: int, w: FinetuneWorkload, models: list[Model]) -> None:
 def _variant_used(suite: Suite, variant: str) -> bool:
     """Whether some infer/accuracy workload runs ``variant`` (training refuses derived ones)."""
     return any(
-        w.type in ("infer", "accuracy", "serve") and (w.variants is None or variant in w.variants)
+        _uses_made_model(w.type) and (w.variants is None or variant in w.variants)
         for w in suite.workloads
     )
 
@@ -721,7 +720,7 @@ def builtin_model_names() -> list[str] | None:
 def _format_error(err: dict) -> str:
     loc = list(err.get("loc", ()))
     # the discriminated union puts the tag in the path (workloads.1.infer.batch_sizes): drop it
-    if len(loc) >= 3 and loc[0] == "workloads" and loc[2] in (*MODEL_WORKLOADS, "command"):
+    if len(loc) >= 3 and loc[0] == "workloads" and loc[2] in WORKLOADS:
         del loc[2]
     # Literal | None and list | Literal unions add their member names: drop those too
     loc = [p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "list")))]
@@ -758,12 +757,11 @@ def _format_error(err: dict) -> str:
     elif kind == "too_short":
         what = "must not be empty"
     elif kind == "union_tag_invalid":
-        what = (
-            f"unknown workload type {excerpt(ctx.get('tag'))} "
-            f"(known: {', '.join((*MODEL_WORKLOADS, 'command'))})"
-        )
+        what = f"unknown workload type {excerpt(ctx.get('tag'))} (known: {', '.join(WORKLOADS)})"
     elif kind == "union_tag_not_found":
-        what = f"needs a type ({', '.join(MODEL_WORKLOADS)} or command)"
+        model_kinds = [k for k in WORKLOADS if workload_class(k).uses_model]
+        others = [k for k in WORKLOADS if k not in model_kinds]
+        what = f"needs a type ({', '.join(model_kinds)} or {' or '.join(others)})"
     elif kind == "value_error":
         what = str(ctx.get("error") or err.get("msg", "")).removeprefix("Value error, ")
     else:
@@ -964,20 +962,23 @@ def _shapes(workload: BaseModel) -> list[tuple[dict, str, str]]:
 def _runs(workload_type: str, variant: Variant) -> bool:
     """Whether a workload of this type is run for this variant (the matrix leaves the rest out).
 
-    train, distill and finetune make in-process models, never a derived (quantised, pruned)
-    variant; infer runs in-process (the transformers engine); serve needs a server engine;
-    accuracy runs on every engine.
+    A workload that makes a model never runs a derived (quantised, pruned) variant; each runs on
+    the engines it declares (``engines``: in-process, served, any).
     """
     from harness.engines import serves
 
-    served = serves(variant)
-    if workload_type in PRODUCING_WORKLOADS:
-        return not variant.derived and not served
-    if workload_type == "infer":
-        return not served
-    if workload_type == "serve":
-        return served
-    return True
+    cls = workload_class(workload_type)
+    if cls.makes_model and variant.derived:
+        return False
+    if cls.engines == "any":
+        return True
+    return serves(variant) == (cls.engines == "served")
+
+
+def _uses_made_model(workload_type: str) -> bool:
+    """A model workload that runs a model rather than making one (infer, accuracy, serve)."""
+    cls = workload_class(workload_type)
+    return cls.uses_model and not cls.makes_model
 
 
 def _check_engine_fits(variant: Variant, hw: Hardware, model: Model) -> None:
@@ -1021,7 +1022,7 @@ def expand(suite: Suite) -> list[dict]:
     # the long one
     uses: dict[str, dict[tuple[str, str], int]] = {}
     for w, items in shapes:
-        if w.type == "command":
+        if not workload_class(w.type).uses_model:
             continue
         for _, short, _ in items:
             seen = uses.setdefault(short, {})
@@ -1035,8 +1036,8 @@ def expand(suite: Suite) -> list[dict]:
     for hw in suite.hardware:
         hw_dict = hw.case_dict()
         for model in models:
-            first = [(w, i) for w, i in shapes if w.type in PRODUCING_WORKLOADS]
-            then = [(w, i) for w, i in shapes if w.type in ("infer", "accuracy", "serve")]
+            first = [(w, i) for w, i in shapes if makes_model(w.type)]
+            then = [(w, i) for w, i in shapes if _uses_made_model(w.type)]
             for group in (first, then):
                 for variant in suite.variants:
                     for w, items in group:
@@ -1057,7 +1058,7 @@ def expand(suite: Suite) -> list[dict]:
                                 }
                             )
         for w, items in shapes:
-            if w.type == "command":
+            if not workload_class(w.type).uses_model:
                 for spec, short, _ in items:
                     cases.append(
                         {
@@ -1104,7 +1105,7 @@ def _sources_are_made(cases: list[dict]) -> None:
                 f"workloads: {c['case']} starts from {source}, which no train, distill or finetune "
                 f"case of the suite makes on {c['hardware']['name']} ({field} needs one)"
             )
-        if w["type"] in PRODUCING_WORKLOADS:
+        if makes_model(w["type"]):
             made.add((c["hardware"]["name"], c["model"]["name"]))
 
 
@@ -1114,7 +1115,7 @@ def _applies(w: BaseModel, model: str, variant: Variant) -> bool:
         return False
     if w.variants is not None and variant.name not in w.variants:
         return False
-    if w.type in PRODUCING_WORKLOADS and variant.derived:
+    if makes_model(w.type) and variant.derived:
         return False  # a quantised or pruned variant is made from a trained model, not trained
     if w.type == "distill" and w.teacher == model:
         return False  # a model does not learn from itself
@@ -1182,7 +1183,7 @@ def _one_maker_per_model(cases: list[dict]) -> None:
     makers: dict[tuple[str, str], set[str]] = {}
     for c in cases:
         kind = c["workload"]["type"]
-        if kind in PRODUCING_WORKLOADS:
+        if makes_model(kind):
             key = (c["hardware"]["name"], c["model"]["name"])
             makers.setdefault(key, set()).add(
                 f"train (task {c['workload']['task']})" if c["workload"].get("task") else kind

@@ -48,8 +48,6 @@ MODEL_IMPORTS = (
     "harness.workloads.distill",
     "harness.workloads.finetune",
 )
-#: the workloads that run a model in-process, and so import MODEL_IMPORTS
-MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy")
 #: what every worker imports
 BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.report.stats")
 
@@ -235,11 +233,11 @@ def measure_case(
         from harness import carbon
         from harness.meter import Meter
         from harness.records import derive, measurement_columns
-        from harness.workloads import Context, create
+        from harness.workloads import Context, create, in_process
 
         _load_plugins()
         wtype = (case.get("workload") or {}).get("type", "?")
-        if wtype in MODEL_WORKLOADS:
+        if in_process(wtype):
             timing["imports_s"] = import_modules(MODEL_IMPORTS)
         apply_hardware(case.get("hardware") or {}, wtype)
         carbon_settings = carbon.settings(case.get("carbon") or {})

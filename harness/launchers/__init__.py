@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from harness import store
+from harness.workloads import makes_model
 
 #: launcher kind -> "module:class"
 REGISTRY = {
@@ -99,10 +100,6 @@ def write_failed(run_dir: Path, case: dict, reason: str, node: str | None = None
     return result
 
 
-#: workloads that make a model's checkpoint (artifacts/models/<model name>)
-PRODUCERS = ("train", "distill", "finetune")
-
-
 def loads_checkpoint_of(case: dict) -> str | None:
     """The suite model whose checkpoint of this run a case loads, or None.
 
@@ -139,7 +136,7 @@ def dependencies(cases: list[dict]) -> dict[str, str]:
         loads = loads_checkpoint_of(case)
         if loads is not None and loads in last_maker:
             deps[case["case_id"]] = last_maker[loads]
-        if (case.get("workload") or {}).get("type") in PRODUCERS:
+        if makes_model((case.get("workload") or {}).get("type")):
             last_maker[model.get("name")] = case["case_id"]
     return deps
 

@@ -61,6 +61,13 @@ class Workload:
     """Base class. Subclasses implement ``run`` and whatever of the rest they need."""
 
     type: str = "?"
+    #: what it is (read through harness.workloads, never restated by name elsewhere):
+    #: whether it makes a model's checkpoint (artifacts/models/<model name>) that later cases load
+    makes_model: bool = False
+    #: whether it runs a suite model and variant (a command workload runs a program)
+    uses_model: bool = True
+    #: which engines run it: "in-process", "served" (a server engine) or "any"
+    engines: str = "any"
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

@@ -37,6 +37,7 @@ def _status_text(returncode: int) -> str:
 
 class CommandWorkload(Workload):
     type = "command"
+    uses_model = False
 
     def setup(self) -> dict:
         run = list(self.spec["run"])

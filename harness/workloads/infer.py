@@ -64,6 +64,7 @@ class InferWorkload(Workload):
     """``{type: infer, batch_size, prompt_tokens, new_tokens}``: see the module's docstring."""
 
     type = "infer"
+    engines = "in-process"
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -56,6 +56,7 @@ CONTEXT_SLACK = 16
 
 class ServeWorkload(Workload):
     type = "serve"
+    engines = "served"
 
     def __init__(self, ctx):
         super().__init__(ctx)

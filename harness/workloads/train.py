@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.workloads import forecast as forecast_mod
 from harness.workloads.base import Repetition, Workload
 from harness.workloads.memory import PeakMemory
 
@@ -253,6 +252,8 @@ class TrainWorkload(Workload):
     from and what it learns (``load``, ``make_trainer``), never how it is measured."""
 
     type = "train"
+    makes_model = True
+    engines = "in-process"
 
     def lr_default(self, kind: str) -> float:
         return DEFAULTS["lr"] if kind == "builtin" else FINETUNE_LR
@@ -313,6 +314,9 @@ class TrainWorkload(Workload):
         self.chunks = chunk_sizes(self.steps, min(MAX_CHUNKS, self.steps))
         self.memory = PeakMemory(self.engine.device)
         self.saved_path: Path | None = None
+        from harness.workloads import forecast as forecast_mod
+
+        self._forecast_mod = forecast_mod
         m = self.ctx.settings
         fraction = float(m.get("forecast_fraction") or forecast_mod.DEFAULT_FRACTION)
         self.blocks = forecast_mod.block_bounds(forecast_mod.forecast_steps(self.steps, fraction))
@@ -366,14 +370,14 @@ class TrainWorkload(Workload):
                 self.engine.synchronize()
                 m = meter.end(f"forecast-{block}")
                 self.measured_blocks.append(
-                    forecast_mod.Block(last - first, m.total_j, m.duration_s)
+                    self._forecast_mod.Block(last - first, m.total_j, m.duration_s)
                 )
                 if block == len(self.blocks) - 1:
                     self._forecast()
         return losses
 
     def _forecast(self) -> None:
-        self.forecast = forecast_mod.forecast(self.measured_blocks, self.steps)
+        self.forecast = self._forecast_mod.forecast(self.measured_blocks, self.steps)
         if self.budget_j is not None and self.forecast["forecast_j"] > float(self.budget_j):
             f = self.forecast
             self.over_budget = (
