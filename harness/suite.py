@@ -13,13 +13,16 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import HarnessError
+from harness.schema import Strict as _Strict
+from harness.schema import check_name as _check_name
+from harness.schema import check_selection, excerpt
 from harness.workloads import REGISTRY as WORKLOADS
-from harness.workloads import makes_model, workload_class
+from harness.workloads import makes_model, model_makers, workload_class
 
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("int8-dynamic", "int8-weight", "int4-weight")
@@ -30,50 +33,9 @@ SOURCE_PREFIXES = ("builtin:", "path:", "hf:")
 # \Z, not $: "$" also matches before a final newline, and a name must not end in one
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?\Z")
 _DEVICE = re.compile(r"(cpu|cuda:\d+)\Z")
-_NAME = re.compile(r"[A-Za-z0-9][\w.+-]*\Z", re.ASCII)
-_TASK = re.compile(r"[A-Za-z0-9][\w.:+-]*\Z", re.ASCII)
-#: a problem line shows at most this much of a value, and a suite at most this many lines
-EXCERPT_CHARS = 60
+#: a problem line is at most this long, and a suite shows at most this many lines
 LINE_CHARS = 240
 MAX_PROBLEMS = 20
-#: the extra to install for each kind of workload, and the modules it brings
-EXTRAS = {
-    "train": ("ml", ("torch", "transformers", "tokenizers")),
-    "infer": ("ml", ("torch", "transformers", "tokenizers")),
-    "accuracy": ("ml", ("torch", "transformers", "tokenizers", "lm_eval")),
-}
-
-
-def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
-    """``repr`` of a value, cut to ``limit`` characters: a message never echoes a whole value
-    (YAML aliases can make a few hundred bytes of suite into megabytes of value)."""
-    text = _bounded_repr(value, limit + 1)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _bounded_repr(value: Any, limit: int) -> str:
-    # repr of a huge aliased structure would itself be huge: build only what is shown
-    if isinstance(value, dict):
-        parts, size = [], 2
-        for k, v in value.items():
-            part = f"{_bounded_repr(k, limit)}: {_bounded_repr(v, limit)}"
-            parts.append(part)
-            size += len(part) + 2
-            if size > limit:
-                break
-        return "{" + ", ".join(parts) + "}"
-    if isinstance(value, (list, tuple)):
-        parts, size = [], 2
-        for v in value:
-            part = _bounded_repr(v, limit)
-            parts.append(part)
-            size += len(part) + 2
-            if size > limit:
-                break
-        return "[" + ", ".join(parts) + "]"
-    if isinstance(value, str) and len(value) > limit:
-        return repr(value[:limit])
-    return repr(value)
 
 
 class SuiteError(HarnessError):
@@ -85,20 +47,6 @@ class SuiteError(HarnessError):
         first = problems[0] if problems else "invalid"
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         super().__init__(f"{source}: {first}{more}")
-
-
-class _Strict(BaseModel):
-    # unknown keys are errors everywhere: a typo must not silently fall back to a default
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-def _check_name(value: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError(
-            f"{excerpt(value)} is not a usable name (letters, digits, '.', '_', '-', '+'; "
-            "no '/', spaces or line breaks)"
-        )
-    return value
 
 
 class Carbon(_Strict):
@@ -417,182 +365,9 @@ def variant_refusal(variant: Variant, device: str) -> str | None:
     return None
 
 
-def _check_selection(field: str, chosen: list[str] | None, known: list[str]) -> None:
-    for name in chosen or []:
-        if name not in known:
-            raise ValueError(f"{field}: unknown name {name!r} (known: {', '.join(known)})")
-
-
-class _Selects(_Strict):
-    #: the models and variants of the suite this workload runs (all when absent)
-    models: Annotated[list[str], Field(min_length=1)] | None = None
-    variants: Annotated[list[str], Field(min_length=1)] | None = None
-
-
-def _check_task(value: str | None) -> str | None:
-    if value is not None:
-        from harness.models.corpus import TASKS
-
-        if value not in TASKS:
-            raise ValueError(f"unknown task {value!r} (known: {', '.join(TASKS)})")
-    return value
-
-
-class TrainWorkload(_Selects):
-    type: Literal["train"]
-    steps: Annotated[int, Field(ge=1)]
-    batch_size: Annotated[int, Field(ge=1)]
-    seq_len: Annotated[int, Field(ge=1)]
-    lr: Annotated[float, Field(gt=0)] | None = None
-    text_file: str | None = None
-    #: train on this generated task's training questions instead of the corpus
-    task: str | None = None
-
-    _task = field_validator("task")(_check_task)
-
-    @model_validator(mode="after")
-    def _one_text(self) -> TrainWorkload:
-        if self.task and self.text_file:
-            raise ValueError("give task or text_file, not both")
-        return self
-
-
-class DistillWorkload(_Selects):
-    type: Literal["distill"]
-    #: the suite model whose trained checkpoint teaches (a train case of the run makes it)
-    teacher: str
-    steps: Annotated[int, Field(ge=1)]
-    batch_size: Annotated[int, Field(ge=1)]
-    seq_len: Annotated[int, Field(ge=1)]
-    lr: Annotated[float, Field(gt=0)] | None = None
-    text_file: str | None = None
-    #: softmax temperature of the soft targets
-    temperature: Annotated[float, Field(gt=0)] = 2.0
-    #: weight of the soft-target loss; 1 - alpha goes to the ordinary next-token loss
-    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
-
-
-class FinetuneWorkload(_Selects):
-    # "from" is a Python keyword: the field is from_, read and written as "from"
-    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
-
-    type: Literal["finetune"]
-    #: a suite model made by a case of this run, or a path:/hf: source
-    from_: str = Field(alias="from")
-    task: str
-    steps: Annotated[int, Field(ge=1)]
-    batch_size: Annotated[int, Field(ge=1)] = 16
-    seq_len: Annotated[int, Field(ge=1)] = 32
-    lr: Annotated[float, Field(gt=0)] | None = None
-
-    _task = field_validator("task")(_check_task)
-
-
-class InferWorkload(_Selects):
-    type: Literal["infer"]
-    batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
-    prompt_tokens: Annotated[int, Field(ge=1)]
-    new_tokens: Annotated[int, Field(ge=1)]
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _unique(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError("a batch size is listed twice")
-        return value
-
-
-class AccuracyWorkload(_Selects):
-    type: Literal["accuracy"]
-    tasks: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
-    limit: Annotated[int, Field(ge=1)] | None = None
-    num_fewshot: Annotated[int, Field(ge=0)] = 0
-
-    @field_validator("tasks")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        for task in value:
-            if not _TASK.match(task):
-                raise ValueError(
-                    f"{excerpt(task)} is not a task name (no spaces, slashes or line breaks)"
-                )
-        if len(set(value)) != len(value):
-            raise ValueError("a task is listed twice")
-        return value
-
-
-class CommandWorkload(_Strict):
-    type: Literal["command"]
-    name: str
-    run: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = None
-
-    _name = field_validator("name")(_check_name)
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _numbers_as_text(cls, value):
-        # OMP_NUM_THREADS: 4 in YAML is a number; the environment only holds text
-        if isinstance(value, dict):
-            return {
-                k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-                for k, v in value.items()
-            }
-        return value
-
-
-class ServeWorkload(_Selects):
-    type: Literal["serve"]
-    #: closed-loop clients, a case each (empty: only the open-loop cases of ``rate_rps``)
-    concurrency: list[Annotated[int, Field(ge=1)]] = []
-    #: open-loop Poisson arrivals, requests per second, a case each; the server has ``slots``
-    rate_rps: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = []
-    #: the server's slots in an open-loop case (default: the largest concurrency, else 16)
-    slots: Annotated[int, Field(ge=1)] | None = None
-    requests: Annotated[int, Field(ge=1)]
-    prompt_tokens: Annotated[int, Field(ge=1)]
-    new_tokens: Annotated[int, Field(ge=2)]
-    #: the server's port (None: a free one); a port in use fails the case in one line
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
-
-    @field_validator("concurrency", "rate_rps")
-    @classmethod
-    def _unique(cls, value: list, info) -> list:
-        if len(set(value)) != len(value):
-            raise ValueError(f"a {info.field_name} is listed twice")
-        return value
-
-    @model_validator(mode="after")
-    def _enough_requests(self) -> ServeWorkload:
-        from harness.engines.client import OPEN_LOOP_MIN_REQUESTS
-
-        if not self.concurrency and not self.rate_rps:
-            raise ValueError("serve needs a concurrency list, a rate_rps list, or both")
-        if self.concurrency and self.requests < max(self.concurrency):
-            raise ValueError(
-                f"requests: {self.requests} cannot keep {max(self.concurrency)} in flight "
-                "(requests must be at least the largest concurrency)"
-            )
-        if self.rate_rps and self.requests < OPEN_LOOP_MIN_REQUESTS:
-            raise ValueError(
-                f"requests: {self.requests} is too few for an open loop's window "
-                f"(rate_rps needs at least {OPEN_LOOP_MIN_REQUESTS})"
-            )
-        return self
-
-    def open_loop_slots(self) -> int:
-        return self.slots or (max(self.concurrency) if self.concurrency else 16)
-
-
+#: a workload block of the suite: one of the registered workloads' settings models, by type
 Workload = Annotated[
-    TrainWorkload
-    | DistillWorkload
-    | FinetuneWorkload
-    | InferWorkload
-    | AccuracyWorkload
-    | ServeWorkload
-    | CommandWorkload,
+    Union[tuple(filter(None, (workload_class(kind).settings for kind in WORKLOADS)))],  # noqa: UP007
     Field(discriminator="type"),
 ]
 
@@ -647,39 +422,15 @@ class Suite(_Strict):
         for i, w in enumerate(self.workloads):
             if not workload_class(w.type).uses_model:
                 continue
-            _check_selection(f"workloads.{i}.models", w.models, model_names)
-            _check_selection(f"workloads.{i}.variants", w.variants, variant_names)
-            if w.type == "distill" and w.teacher not in model_names:
-                raise ValueError(
-                    f"workloads.{i}.teacher: {w.teacher!r} is not a model of the suite "
-                    f"(known: {', '.join(model_names)})"
-                )
-            if w.type == "finetune":
-                _check_finetune(i, w, self.models)
+            check_selection(f"workloads.{i}.models", w.models, model_names)
+            check_selection(f"workloads.{i}.variants", w.variants, variant_names)
+            w.check(i, self.models)
         for hw in self.hardware:
             for v in self.variants:
                 why = variant_refusal(v, hw.device)
                 if why and _variant_used(self, v.name):
                     raise ValueError(f"variants.{v.name}: cannot run on {hw.name}: {why}")
         return self
-
-
-def _check_finetune(i: int, w: FinetuneWorkload, models: list[Model]) -> None:
-    by_name = {m.name: m for m in models}
-    external = w.from_.startswith(("path:", "hf:"))
-    if not external and w.from_ not in by_name:
-        raise ValueError(
-            f"workloads.{i}.from: {w.from_!r} is neither a model of the suite nor a path:/hf: "
-            f"source (models: {', '.join(by_name)})"
-        )
-    source = w.from_ if external else by_name[w.from_].source
-    for m in models:
-        if (w.models is None or m.name in w.models) and m.name != w.from_ and m.source != source:
-            raise ValueError(
-                f"workloads.{i}.models: {m.name} ({m.source}) cannot be fine-tuned from "
-                f"{w.from_} ({source}): the fine-tuned model keeps its source's architecture; "
-                f"give it source {source!r} or pick models with models:"
-            )
 
 
 def _variant_used(suite: Suite, variant: str) -> bool:
@@ -864,101 +615,6 @@ def load_suite(name_or_path: str | Path) -> Suite:
 
 
 # ---------------------------------------------------------------------------------- expansion
-def _shapes(workload: BaseModel) -> list[tuple[dict, str, str]]:
-    """Each shape of a workload: (case workload dict, short name, long name)."""
-    w = workload
-    if w.type == "train":
-        spec = {
-            "type": "train",
-            "steps": w.steps,
-            "batch_size": w.batch_size,
-            "seq_len": w.seq_len,
-            "text_file": w.text_file,
-        }
-        if w.lr is not None:  # absent: the train workload's default
-            spec["lr"] = w.lr
-        if w.task:  # absent when not given, so that existing train cases keep their ids
-            spec["task"] = w.task
-            short = f"train-{w.task}"
-            return [(spec, short, f"{short}-s{w.steps}-b{w.batch_size}-l{w.seq_len}")]
-        return [(spec, "train", f"train-s{w.steps}-b{w.batch_size}-l{w.seq_len}")]
-    if w.type == "distill":
-        spec = {
-            "type": "distill",
-            "teacher": w.teacher,
-            "steps": w.steps,
-            "batch_size": w.batch_size,
-            "seq_len": w.seq_len,
-            "text_file": w.text_file,
-            "temperature": w.temperature,
-            "alpha": w.alpha,
-        }
-        if w.lr is not None:
-            spec["lr"] = w.lr
-        short = f"distill-{w.teacher}"
-        return [(spec, short, f"{short}-s{w.steps}-b{w.batch_size}-l{w.seq_len}")]
-    if w.type == "finetune":
-        spec = {
-            "type": "finetune",
-            "from": w.from_,
-            "task": w.task,
-            "steps": w.steps,
-            "batch_size": w.batch_size,
-            "seq_len": w.seq_len,
-        }
-        if w.lr is not None:
-            spec["lr"] = w.lr
-        short = f"finetune-{w.task}"
-        return [(spec, short, f"{short}-s{w.steps}-b{w.batch_size}-l{w.seq_len}")]
-    if w.type == "infer":
-        return [
-            (
-                {
-                    "type": "infer",
-                    "batch_size": b,
-                    "prompt_tokens": w.prompt_tokens,
-                    "new_tokens": w.new_tokens,
-                },
-                f"infer-b{b}",
-                f"infer-b{b}-p{w.prompt_tokens}-n{w.new_tokens}",
-            )
-            for b in w.batch_sizes
-        ]
-    if w.type == "accuracy":
-        return [
-            (
-                {"type": "accuracy", "task": t, "limit": w.limit, "num_fewshot": w.num_fewshot},
-                f"accuracy-{t}",
-                f"accuracy-{t}-n{w.num_fewshot}" + (f"-l{w.limit}" if w.limit else ""),
-            )
-            for t in w.tasks
-        ]
-    if w.type == "serve":
-        shape = f"p{w.prompt_tokens}-n{w.new_tokens}-r{w.requests}"
-        base = {
-            "type": "serve",
-            "requests": w.requests,
-            "prompt_tokens": w.prompt_tokens,
-            "new_tokens": w.new_tokens,
-            "port": w.port,
-        }
-        closed = [
-            ({**base, "concurrency": c}, f"serve-c{c}", f"serve-c{c}-{shape}")
-            for c in w.concurrency
-        ]
-        slots = w.open_loop_slots()
-        return closed + [
-            (
-                {**base, "concurrency": slots, "rate_rps": rate},
-                f"serve-rps{rate:g}",
-                f"serve-rps{rate:g}-c{slots}-{shape}",
-            )
-            for rate in w.rate_rps
-        ]
-    spec = {"type": "command", "name": w.name, "run": list(w.run), "env": dict(w.env), "cwd": w.cwd}
-    return [(spec, w.name, w.name)]
-
-
 def _runs(workload_type: str, variant: Variant) -> bool:
     """Whether a workload of this type is run for this variant (the matrix leaves the rest out).
 
@@ -1017,7 +673,7 @@ def expand(suite: Suite) -> list[dict]:
         "measurement": suite.measurement.model_dump(),
         "carbon": suite.carbon.model_dump(),
     }
-    shapes = [(w, _shapes(w)) for w in suite.workloads]
+    shapes = [(w, w.shapes()) for w in suite.workloads]
     # a short readable name when no two workloads give it to the same model and variant, else
     # the long one
     uses: dict[str, dict[tuple[str, str], int]] = {}
@@ -1032,6 +688,8 @@ def expand(suite: Suite) -> list[dict]:
                         seen[(m.name, v.name)] = seen.get((m.name, v.name), 0) + 1
     short_ok = {short: all(n == 1 for n in seen.values()) for short, seen in uses.items()}
     cases: list[dict] = []
+    made_by: list[BaseModel] = []  # each case's workload block
+    by_name = {m.name: m for m in suite.models}
     models = models_in_making_order(suite)
     for hw in suite.hardware:
         hw_dict = hw.case_dict()
@@ -1045,8 +703,9 @@ def expand(suite: Suite) -> list[dict]:
                             continue
                         _check_engine_fits(variant, hw, model)
                         for spec, short, long in items:
-                            spec = _with_source_model(spec, suite, model)
+                            spec = w.with_source(spec, by_name, model)
                             shape = short if short_ok[short] else long
+                            made_by.append(w)
                             cases.append(
                                 {
                                     "case": f"{model.name}/{variant.name}/{hw.name}/{shape}",
@@ -1060,6 +719,7 @@ def expand(suite: Suite) -> list[dict]:
         for w, items in shapes:
             if not workload_class(w.type).uses_model:
                 for spec, short, _ in items:
+                    made_by.append(w)
                     cases.append(
                         {
                             "case": f"{hw.name}/{short}",
@@ -1087,25 +747,23 @@ def expand(suite: Suite) -> list[dict]:
     if not out:
         raise HarnessError("workloads: the suite expands to no cases")
     _one_maker_per_model(out)
-    _sources_are_made(out)
+    _sources_are_made(out, made_by)
     return out
 
 
-def _sources_are_made(cases: list[dict]) -> None:
+def _sources_are_made(cases: list[dict], blocks: list[BaseModel]) -> None:
     """A distill case's teacher (a finetune case's source model) is made by a case of the run."""
     made: set[tuple[str, str]] = set()
-    for c in cases:
-        w = c["workload"]
-        source = w.get("teacher") if w["type"] == "distill" else None
-        if w["type"] == "finetune" and not str(w.get("from")).startswith(("path:", "hf:")):
-            source = w.get("from")
+    makers = model_makers()
+    makers_text = f"{', '.join(makers[:-1])} or {makers[-1]}" if len(makers) > 1 else makers[0]
+    for c, w in zip(cases, blocks, strict=True):
+        source = w.source_model()
         if source is not None and (c["hardware"]["name"], source) not in made:
-            field = "teacher" if w["type"] == "distill" else "from"
             raise HarnessError(
-                f"workloads: {c['case']} starts from {source}, which no train, distill or finetune "
-                f"case of the suite makes on {c['hardware']['name']} ({field} needs one)"
+                f"workloads: {c['case']} starts from {source}, which no {makers_text} "
+                f"case of the suite makes on {c['hardware']['name']} ({w.source_field} needs one)"
             )
-        if makes_model(w["type"]):
+        if makes_model(w.type):
             made.add((c["hardware"]["name"], c["model"]["name"]))
 
 
@@ -1117,34 +775,8 @@ def _applies(w: BaseModel, model: str, variant: Variant) -> bool:
         return False
     if makes_model(w.type) and variant.derived:
         return False  # a quantised or pruned variant is made from a trained model, not trained
-    if w.type == "distill" and w.teacher == model:
-        return False  # a model does not learn from itself
-    if w.type == "finetune" and w.from_ == model:
-        return False  # the fine-tuned model gets its own name (its checkpoint is another)
-    return True
-
-
-def _with_source_model(spec: dict, suite: Suite, model: Model) -> dict:
-    """A distill or finetune shape with the model entry it starts from (its source, its name)."""
-    by_name = {m.name: m for m in suite.models}
-    if spec["type"] == "distill":
-        return {**spec, "teacher_model": by_name[spec["teacher"]].model_dump()}
-    if spec["type"] == "finetune":
-        origin = spec["from"]
-        if origin in by_name:
-            return {**spec, "from_model": by_name[origin].model_dump()}
-        entry = {**model.model_dump(), "source": origin}
-        return {**spec, "from_model": entry}
-    return spec
-
-
-def _source_model(w: BaseModel) -> str | None:
-    """The suite model whose checkpoint a distill or finetune workload starts from."""
-    if w.type == "distill":
-        return w.teacher
-    if w.type == "finetune" and not w.from_.startswith(("path:", "hf:")):
-        return w.from_
-    return None
+    # a model does not learn from itself; a fine-tuned model gets its own name
+    return w.source_model() != model
 
 
 def models_in_making_order(suite: Suite) -> list[Model]:
@@ -1154,7 +786,7 @@ def models_in_making_order(suite: Suite) -> list[Model]:
     """
     after: dict[str, set[str]] = {m.name: set() for m in suite.models}
     for w in suite.workloads:
-        source = _source_model(w) if w.type in ("distill", "finetune") else None
+        source = w.source_model()
         if source is None:
             continue
         for m in suite.models:
@@ -1212,10 +844,12 @@ def missing_extra(cases: list[dict]) -> str | None:
     seen: set[str] = set()
     for case in cases:
         wtype = (case.get("workload") or {}).get("type")
-        if wtype not in EXTRAS or wtype in seen:
+        if wtype not in WORKLOADS or wtype in seen:
             continue
         seen.add(wtype)
-        extra, modules = EXTRAS[wtype]
+        if workload_class(wtype).settings.extra is None:
+            continue
+        extra, modules = workload_class(wtype).settings.extra
         for module in modules:
             try:
                 found = importlib.util.find_spec(module) is not None

@@ -18,9 +18,12 @@ import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
 
 from harness.errors import HarnessError
+from harness.schema import TASK, ModelWorkloadSettings, excerpt
 from harness.workloads.base import Repetition, Workload
 from harness.workloads.memory import PeakMemory
 
@@ -167,6 +170,40 @@ def pick_metric(scores: dict) -> tuple[str, float | None, float | None]:
     return name, number(scores[key]), number(stderr)
 
 
+class AccuracySettings(ModelWorkloadSettings):
+    """The suite's accuracy block: a case per task."""
+
+    extra: ClassVar = ("ml", ("torch", "transformers", "tokenizers", "lm_eval"))
+
+    type: Literal["accuracy"]
+    tasks: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    limit: Annotated[int, Field(ge=1)] | None = None
+    num_fewshot: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        for task in value:
+            if not TASK.match(task):
+                raise ValueError(
+                    f"{excerpt(task)} is not a task name (no spaces, slashes or line breaks)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a task is listed twice")
+        return value
+
+    def shapes(self) -> list[tuple[dict, str, str]]:
+        n, limit = self.num_fewshot, self.limit
+        return [
+            (
+                {"type": self.type, "task": t, "limit": limit, "num_fewshot": n},
+                f"accuracy-{t}",
+                f"accuracy-{t}-n{n}" + (f"-l{limit}" if limit else ""),
+            )
+            for t in self.tasks
+        ]
+
+
 class AccuracyWorkload(Workload):
     """``{type: accuracy, task, limit, num_fewshot, batch_size}``: one lm-eval pass, one window.
 
@@ -175,6 +212,8 @@ class AccuracyWorkload(Workload):
     """
 
     type = "accuracy"
+    settings = AccuracySettings
+    uses_model = True
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -61,11 +61,14 @@ class Workload:
     """Base class. Subclasses implement ``run`` and whatever of the rest they need."""
 
     type: str = "?"
+    #: its block of the suite: a harness.schema.WorkloadSettings model beside the class
+    settings: Any = None
     #: what it is (read through harness.workloads, never restated by name elsewhere):
     #: whether it makes a model's checkpoint (artifacts/models/<model name>) that later cases load
     makes_model: bool = False
-    #: whether it runs a suite model and variant (a command workload runs a program)
-    uses_model: bool = True
+    #: whether it runs a suite model and variant (a command workload, or a plugin's that does not
+    #: say, runs a program)
+    uses_model: bool = False
     #: which engines run it: "in-process", "served" (a server engine) or "any"
     engines: str = "any"
 
