@@ -8,12 +8,14 @@ without importing the suite.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: a problem line shows at most this much of a value
+#: a problem line shows at most this much of a value, and is at most LINE_CHARS long
 EXCERPT_CHARS = 60
+LINE_CHARS = 240
 NAME = re.compile(r"[A-Za-z0-9][\w.+-]*\Z", re.ASCII)
 TASK = re.compile(r"[A-Za-z0-9][\w.:+-]*\Z", re.ASCII)
 
@@ -107,3 +109,78 @@ class ModelWorkloadSettings(WorkloadSettings):
     #: the models and variants of the suite this workload runs (all when absent)
     models: Annotated[list[str], Field(min_length=1)] | None = None
     variants: Annotated[list[str], Field(min_length=1)] | None = None
+
+
+# ------------------------------------------------------------------ pydantic errors, one line each
+def format_error(err: dict, union_field: str, tags: Sequence[str], tags_text: str) -> str:
+    """One line for one pydantic error: ``path: what`` (``union_field``: the list whose items are
+    a union discriminated by ``type``, one of ``tags``, which ``tags_text`` lists in words)."""
+    loc = list(err.get("loc", ()))
+    # the discriminated union puts the tag in the path (workloads.1.infer.batch_sizes): drop it
+    if len(loc) >= 3 and loc[0] == union_field and loc[2] in tags:
+        del loc[2]
+    # Literal | None and list | Literal unions add their member names: drop those too
+    loc = [p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "list")))]
+    path = ".".join(str(p) for p in loc)
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    given = err.get("input")
+    if kind == "extra_forbidden":
+        what = "unknown key"
+    elif kind == "missing":
+        what = "required"
+    elif kind == "greater_than_equal":
+        what = f"must be >= {_num(ctx.get('ge'))}"
+    elif kind == "greater_than":
+        what = f"must be > {_num(ctx.get('gt'))}"
+    elif kind == "less_than":
+        what = f"must be < {_num(ctx.get('lt'))}"
+    elif kind == "less_than_equal":
+        what = f"must be <= {_num(ctx.get('le'))}"
+    elif kind in ("int_parsing", "int_type", "int_from_float"):
+        what = f"must be a whole number, not {excerpt(given)}"
+    elif kind in ("float_parsing", "float_type"):
+        what = f"must be a number, not {excerpt(given)}"
+    elif kind in ("bool_parsing", "bool_type"):
+        what = f"must be true or false, not {excerpt(given)}"
+    elif kind in ("string_type",):
+        what = f"must be a string, not {excerpt(given)}"
+    elif kind in ("list_type",):
+        what = f"must be a list, not {excerpt(given)}"
+    elif kind in ("dict_type", "model_type", "model_attributes_type"):
+        what = f"must be a mapping, not {excerpt(given)}"
+    elif kind == "literal_error":
+        what = f"must be {ctx.get('expected')}, not {excerpt(given)}"
+    elif kind == "too_short":
+        what = "must not be empty"
+    elif kind == "union_tag_invalid":
+        what = f"unknown workload type {excerpt(ctx.get('tag'))} (known: {', '.join(tags)})"
+    elif kind == "union_tag_not_found":
+        what = f"needs a type ({tags_text})"
+    elif kind == "value_error":
+        what = str(ctx.get("error") or err.get("msg", "")).removeprefix("Value error, ")
+    else:
+        what = err.get("msg", kind)
+    what = what.splitlines()[0] if what else kind
+    if len(what) > LINE_CHARS:
+        what = what[: LINE_CHARS - 1] + "…"
+    # model validators speak for the whole block; their message may start with its own path
+    m = re.match(r"^([\w.]+): (.*)$", what)
+    if m and kind == "value_error" and re.match(r"^[a-z_]+(\.\w+)*$", m.group(1)):
+        path = f"{path}.{m.group(1)}" if path else m.group(1)
+        what = m.group(2)
+    if len(path) > LINE_CHARS:  # keys of a mapping are values too
+        path = path[: LINE_CHARS - 1] + "…"
+    return f"{path}: {what}" if path else what
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def dedupe(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if line not in out:
+            out.append(line)
+    return out
