@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.meter import Measurement, Meter
+
+if TYPE_CHECKING:
+    from harness.settings import Measurement as MeasurementSettings
 
 
 @dataclass
@@ -42,8 +45,11 @@ class Context:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def settings(self) -> dict:
-        return self.case.get("measurement") or {}
+    def settings(self) -> MeasurementSettings:
+        """The case's measurement block as the suite's model (its defaults are the suite's)."""
+        from harness.settings import case_settings
+
+        return case_settings(self.case)
 
 
 @dataclass

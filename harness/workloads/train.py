@@ -367,11 +367,11 @@ class TrainWorkload(Workload):
 
         self._forecast_mod = forecast_mod
         m = self.ctx.settings
-        fraction = float(m.get("forecast_fraction") or forecast_mod.DEFAULT_FRACTION)
+        fraction = m.forecast_fraction
         self.blocks = forecast_mod.block_bounds(forecast_mod.forecast_steps(self.steps, fraction))
         self.measured_blocks: list[forecast_mod.Block] = []
         self.forecast: dict | None = None
-        self.budget_j = m.get("energy_budget_j")
+        self.budget_j = m.energy_budget_j
         self.over_budget: str | None = None
         columns = dict(static)
         columns.pop("trained", None)  # a train case always starts from the seeded init
