@@ -156,7 +156,9 @@ def apply_hardware(hw: dict, workload_type: str) -> None:
     Model workloads use harness.hardware (device check, torch threads). Other programs (command
     workloads) get the profile's thread count as CPU affinity, without importing torch.
     """
-    if workload_type != "command":
+    from harness.workloads import own_program
+
+    if not own_program(workload_type):
         from harness.hardware import apply_profile
 
         apply_profile(hw)
@@ -179,7 +181,9 @@ def _peak_rss_mb() -> float | None:
 
 
 def _device_name(hw: dict, workload_type: str) -> str | None:
-    if hw.get("device", "cpu") != "cpu" and workload_type == "command":
+    from harness.workloads import own_program
+
+    if hw.get("device", "cpu") != "cpu" and own_program(workload_type):
         return None  # naming a GPU would mean importing torch into a worker that needs none
     try:
         from harness.hardware import describe

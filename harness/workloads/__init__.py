@@ -24,6 +24,8 @@ __all__ = [
     "Workload",
     "create",
     "in_process",
+    "loads_checkpoint_of",
+    "own_program",
     "makes_model",
     "model_makers",
     "workload_class",
@@ -54,6 +56,19 @@ def model_makers() -> tuple[str, ...]:
 def makes_model(kind: str | None) -> bool:
     """Whether a case of workload ``kind`` makes a model (False for a kind not registered)."""
     return kind in REGISTRY and workload_class(kind).makes_model
+
+
+def own_program(kind: str | None) -> bool:
+    """Whether workload ``kind`` runs a program of its own (no model stack in its worker)."""
+    return kind in REGISTRY and workload_class(kind).own_program
+
+
+def loads_checkpoint_of(case: dict) -> str | None:
+    """The suite model whose checkpoint of this run a case loads, or None (its workload says)."""
+    kind = (case.get("workload") or {}).get("type")
+    if kind in REGISTRY:
+        return workload_class(kind).loads_checkpoint_of(case)
+    return Workload.loads_checkpoint_of(case)
 
 
 def in_process(kind: str | None) -> bool:

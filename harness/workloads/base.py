@@ -77,6 +77,15 @@ class Workload:
     uses_model: bool = False
     #: which engines run it: "in-process", "served" (a server engine) or "any"
     engines: str = "any"
+    #: it runs a program of its own: the worker applies the profile as CPU affinity and never
+    #: imports torch for it
+    own_program: bool = False
+
+    @classmethod
+    def loads_checkpoint_of(cls, case: dict) -> str | None:
+        """The suite model whose checkpoint of this run a case of this kind loads, or None: by
+        default the case model's own (when a case of the run makes one)."""
+        return (case.get("model") or {}).get("name")
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

@@ -70,6 +70,7 @@ class CommandSettings(WorkloadSettings):
 class CommandWorkload(Workload):
     type = "command"
     settings = CommandSettings
+    own_program = True
 
     def setup(self) -> dict:
         run = list(self.spec["run"])

@@ -117,6 +117,10 @@ class DistillWorkload(TrainWorkload):
     type = "distill"
     settings = DistillSettings
 
+    @classmethod
+    def loads_checkpoint_of(cls, case: dict) -> str | None:
+        return (case.get("workload") or {}).get("teacher")
+
     def load(self, variant: dict, hw: dict) -> dict:
         from harness.models import load_model
 

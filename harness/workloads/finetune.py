@@ -85,6 +85,11 @@ class FinetuneWorkload(TrainWorkload):
     type = "finetune"
     settings = FinetuneSettings
 
+    @classmethod
+    def loads_checkpoint_of(cls, case: dict) -> str | None:
+        source = str((case.get("workload") or {}).get("from") or "")
+        return None if source.startswith(EXTERNAL) else source
+
     def lr_default(self, kind: str) -> float:
         # a trained builtin tiny model moves little at the pretrained rate: a tenth of training's
         return 3e-4 if kind == "builtin" else FINETUNE_LR

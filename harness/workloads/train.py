@@ -304,6 +304,10 @@ class TrainWorkload(Workload):
     uses_model = True
     engines = "in-process"
 
+    @classmethod
+    def loads_checkpoint_of(cls, case: dict) -> str | None:
+        return None  # it starts from the seeded initialisation
+
     def lr_default(self, kind: str) -> float:
         return DEFAULTS["lr"] if kind == "builtin" else FINETUNE_LR
 
