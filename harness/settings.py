@@ -245,22 +245,21 @@ class Model(_Strict):
         return value
 
 
+def _engine_quantizations() -> tuple[str, ...]:
+    """Every quantisation some registered engine runs, in registry order."""
+    from harness.engines import engine_classes
+
+    found: list[str] = []
+    for cls in engine_classes().values():
+        found += [q for q in cls.quantizations if q not in found]
+    return tuple(found)
+
+
 class Variant(_Strict):
     name: str
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    quantization: (
-        Literal[
-            "int8-dynamic",
-            "int8-weight",
-            "int4-weight",
-            "gguf-f16",
-            "gguf-q8_0",
-            "gguf-q5_0",
-            "gguf-q4_0",
-            "gguf-q4_k_m",
-        ]
-        | None
-    ) = None
+    #: one of the quantisations some engine runs (each engine lists its own)
+    quantization: Literal[_engine_quantizations()] | None = None  # type: ignore[valid-type]
     #: share of the weights of the decoder's linear layers pruned on load (0 < prune < 1)
     prune: Annotated[float, Field(gt=0, lt=1)] | None = None
     #: magnitude (the default): zero the smallest weights (same shapes); neurons: remove whole
