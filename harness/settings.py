@@ -2,7 +2,7 @@
 
 Each is a strict pydantic model (harness/schema.py); the suite (harness/suite.py) puts them
 together with the workloads' own blocks, and a worker reads its case's measurement block back
-through ``Measurement`` (``case_settings``), so a default is written once, here.
+through ``MeasurementSettings`` (``case_settings``), so a default is written once, here.
 """
 
 from __future__ import annotations
@@ -89,7 +89,9 @@ class Estimate(_Strict):
     attribution: Literal["machine", "process"] = "machine"
 
 
-class Measurement(_Strict):
+class MeasurementSettings(_Strict):
+    """A suite's ``measurement:`` block (the meter's result is ``harness.meter.Measurement``)."""
+
     sensors: Literal["auto"] | list[str] = "auto"
     sample_hz: Annotated[float, Field(gt=0)] | None = 10
     idle_s: Annotated[float, Field(ge=0)] = 5
@@ -136,7 +138,7 @@ class Measurement(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _repeats(self) -> Measurement:
+    def _repeats(self) -> MeasurementSettings:
         if self.min_repeats > self.max_repeats:
             raise ValueError(
                 f"min_repeats: must be <= max_repeats ({self.max_repeats}), not {self.min_repeats}"
@@ -367,6 +369,6 @@ def builtin_model_names() -> list[str] | None:
     return None
 
 
-def case_settings(case: dict) -> Measurement:
+def case_settings(case: dict) -> MeasurementSettings:
     """A case's measurement block as the suite's model: its defaults are the suite's."""
-    return Measurement.model_validate(case.get("measurement") or {})
+    return MeasurementSettings.model_validate(case.get("measurement") or {})

@@ -109,7 +109,7 @@ def repeat(
 
     ``run_one(i)`` measures repetition ``i`` and returns its record (``energy_j``,
     ``duration_s``), which is appended to ``records`` as it comes (a later failure keeps it).
-    ``settings`` is the suite's measurement block (``harness.settings.Measurement``): its
+    ``settings`` is the suite's measurement block (``harness.settings.MeasurementSettings``): its
     ``min_repeats``, ``max_repeats``, ``min_duration_s``, ``target_rel_ci``, ``cooldown_s`` and
     ``case_timeout_s``. ``planned``: the workload's own count, which replaces the rule.
     ``started``: when the case started on ``clock`` (its timeout counts from there).

@@ -30,7 +30,7 @@ from harness.settings import (  # noqa: F401 - the suite's blocks, importable fr
     Estimate,
     Hardware,
     KnobCommand,
-    Measurement,
+    MeasurementSettings,
     Model,
     Report,
     Variant,
@@ -65,7 +65,7 @@ class Suite(_Strict):
     name: str
     description: str = ""
     carbon: Carbon
-    measurement: Measurement = Field(default_factory=Measurement)
+    measurement: MeasurementSettings = Field(default_factory=MeasurementSettings)
     hardware: Annotated[list[Hardware], Field(min_length=1)]
     models: list[Model] = Field(default_factory=list)
     variants: list[Variant] = Field(default_factory=list)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.settings import Measurement, case_settings
+from harness.settings import MeasurementSettings, case_settings
 from harness.stopping import CONVERGED, MAX_REPEATS, PLANNED, TIME_BUDGET, repeat, stop_reason
 
 
@@ -55,21 +55,21 @@ def test_repeat_stops_where_the_rule_says_with_the_suites_defaults():
     reason, records, _ = run_with([10.0], settings, rep_s=0.2)
     # constant: converges at min_repeats (3) only once a second is measured (5 x 0.2 s)
     assert reason == CONVERGED and len(records) == 5
-    reason, records, _ = run_with([1.0, 9.0], Measurement(max_repeats=4))
+    reason, records, _ = run_with([1.0, 9.0], MeasurementSettings(max_repeats=4))
     assert reason == MAX_REPEATS and len(records) == 4
 
 
 def test_repeat_runs_the_planned_count_and_cools_down_between_repetitions():
-    reason, records, slept = run_with([1.0, 9.0], Measurement(cooldown_s=2), planned=6)
+    reason, records, slept = run_with([1.0, 9.0], MeasurementSettings(cooldown_s=2), planned=6)
     assert reason == PLANNED and len(records) == 6 and slept == [2.0] * 5
 
 
 def test_repeat_stops_before_a_repetition_would_pass_the_timeout():
     # 30 s a repetition, 100 s allowed: the fourth would end at 120 s > 85 % of the timeout
-    settings = Measurement(case_timeout_s=100, max_repeats=10)
+    settings = MeasurementSettings(case_timeout_s=100, max_repeats=10)
     reason, records, _ = run_with([1.0, 9.0], settings, rep_s=30.0)
     assert reason == TIME_BUDGET and len(records) == 3
     # never before min_repeats, even when that passes the budget
-    settings = Measurement(case_timeout_s=50, min_repeats=3, max_repeats=10)
+    settings = MeasurementSettings(case_timeout_s=50, min_repeats=3, max_repeats=10)
     reason, records, _ = run_with([1.0, 9.0], settings, rep_s=30.0)
     assert reason == TIME_BUDGET and len(records) == 3

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from harness.meter import Measurement, Meter
 
 if TYPE_CHECKING:
-    from harness.settings import Measurement as MeasurementSettings
+    from harness.settings import MeasurementSettings
 
 
 @dataclass
