@@ -4,19 +4,25 @@ Repeat until at least ``min_repeats`` repetitions and ``min_duration_s`` of meas
 95% confidence half-width (Student t) of the energy is within ``target_rel_ci`` of its median; or
 until ``max_repeats``. A constant reading converges no earlier than ``min_repeats`` (its zero
 width proves only that the sensor repeated itself), and zero joules never does. The reason is recorded with the case: ``converged`` or ``max_repeats`` (or
-``planned`` when the workload fixes its own count).
+``planned`` when the workload fixes its own count, or ``time_budget`` when one more repetition
+would likely pass the case's timeout). ``repeat`` is the loop that applies the rule.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
 CONVERGED = "converged"
 MAX_REPEATS = "max_repeats"
 PLANNED = "planned"
+TIME_BUDGET = "time_budget"
+#: a repetition is not started when the case would then likely pass this share of its timeout
+TIME_BUDGET_SHARE = 0.85
 
 
 def _t_two_sided_mass(t: float, df: int) -> float:
@@ -87,3 +93,51 @@ def stop_reason(
     if n >= max_repeats:
         return MAX_REPEATS
     return None
+
+
+def repeat(
+    run_one: Callable[[int], dict],
+    records: list[dict],
+    settings: Any,
+    *,
+    planned: int | None = None,
+    started: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Run repetitions until the rule says stop; the reason.
+
+    ``run_one(i)`` measures repetition ``i`` and returns its record (``energy_j``,
+    ``duration_s``), which is appended to ``records`` as it comes (a later failure keeps it).
+    ``settings`` is the suite's measurement block (``harness.settings.MeasurementSettings``): its
+    ``min_repeats``, ``max_repeats``, ``min_duration_s``, ``target_rel_ci``, ``cooldown_s`` and
+    ``case_timeout_s``. ``planned``: the workload's own count, which replaces the rule.
+    ``started``: when the case started on ``clock`` (its timeout counts from there).
+    """
+    started = clock() if started is None else started
+    timeout_s = settings.case_timeout_s
+    while True:
+        i = len(records)
+        if i and settings.cooldown_s:
+            sleep(settings.cooldown_s)  # let the machine cool between repetitions
+        records.append(run_one(i))
+        if planned:
+            if len(records) >= planned:
+                return PLANNED
+            continue
+        reason = stop_reason(
+            [r["energy_j"] for r in records],
+            [r["duration_s"] for r in records],
+            min_repeats=settings.min_repeats,
+            max_repeats=settings.max_repeats,
+            min_duration_s=settings.min_duration_s,
+            target_rel_ci=settings.target_rel_ci,
+        )
+        if reason is not None:
+            return reason
+        elapsed = clock() - started
+        per_rep = elapsed / len(records)
+        if len(records) >= settings.min_repeats and (
+            elapsed + per_rep > TIME_BUDGET_SHARE * timeout_s
+        ):
+            return TIME_BUDGET  # stop with what is measured rather than lose it all

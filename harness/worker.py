@@ -20,15 +20,12 @@ import traceback
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.stopping import PLANNED, stop_reason
+from harness.stopping import repeat
 
 #: the runner sets this so the worker can tell when the runner died before it noticed
 PARENT_ENV = "HARNESS_PARENT_PID"
 #: comma-separated modules imported before the workload is created (they may register workloads)
 PLUGINS_ENV = "HARNESS_PLUGINS"
-#: a repetition is not started when the case would then likely pass this share of its timeout
-TIME_BUDGET_SHARE = 0.85
-TIME_BUDGET = "time_budget"
 
 #: what a model case imports: a spawned worker pays for it (seconds), a forked one finds it done
 MODEL_IMPORTS = (
@@ -48,8 +45,6 @@ MODEL_IMPORTS = (
     "harness.workloads.distill",
     "harness.workloads.finetune",
 )
-#: the workloads that run a model in-process, and so import MODEL_IMPORTS
-MODEL_WORKLOADS = ("train", "distill", "finetune", "infer", "accuracy")
 #: what every worker imports
 BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.stats")
 
@@ -172,7 +167,9 @@ def apply_hardware(hw: dict, workload_type: str) -> None:
     Model workloads use harness.hardware (device check, torch threads). Other programs (command
     workloads) get the profile's thread count as CPU affinity, without importing torch.
     """
-    if workload_type != "command":
+    from harness.workloads import own_program
+
+    if not own_program(workload_type):
         from harness.hardware import apply_profile
 
         apply_profile(hw)
@@ -195,7 +192,9 @@ def _peak_rss_mb() -> float | None:
 
 
 def _device_name(hw: dict, workload_type: str) -> str | None:
-    if hw.get("device", "cpu") != "cpu" and workload_type == "command":
+    from harness.workloads import own_program
+
+    if hw.get("device", "cpu") != "cpu" and own_program(workload_type):
         return None  # naming a GPU would mean importing torch into a worker that needs none
     try:
         from harness.hardware import describe
@@ -219,7 +218,6 @@ def measure_case(
     if case is None:
         case = store.read_json(case_dir / store.CASE_FILE)
     store.remember_secrets(case)  # what the program prints of its secrets is masked too
-    m = case.get("measurement") or {}
     result: dict = {
         "schema_version": store.SCHEMA_VERSION,
         "case_id": case.get("case_id"),
@@ -246,22 +244,25 @@ def measure_case(
         from harness import carbon
         from harness.meter import Meter
         from harness.records import derive, measurement_columns
-        from harness.workloads import Context, create
+        from harness.settings import case_settings
+        from harness.workloads import Context, create, in_process
+
+        m = case_settings(case)  # the suite's measurement block, its defaults the suite's
 
         _load_plugins()
         wtype = (case.get("workload") or {}).get("type", "?")
-        if wtype in MODEL_WORKLOADS:
+        if in_process(wtype):
             timing["imports_s"] = import_modules(MODEL_IMPORTS)
         apply_hardware(case.get("hardware") or {}, wtype)
         carbon_settings = carbon.settings(case.get("carbon") or {})
         # an hourly series is the manifest's to keep; each result names the intensity it used
         result["carbon"] = {k: v for k, v in carbon_settings.items() if k != "intensity_series"}
         meter = Meter(
-            sensors=m.get("sensors", "auto"),
-            sample_hz=m.get("sample_hz"),
-            tdp_w=m.get("tdp_w"),
-            max_temp_drift_c=m.get("max_temp_drift_c"),
-            estimate=m.get("estimate"),
+            sensors=m.sensors,
+            sample_hz=m.sample_hz,
+            tdp_w=m.tdp_w,
+            max_temp_drift_c=m.max_temp_drift_c,
+            estimate=m.estimate.model_dump(),
         )
         result["meter"] = {
             "domains": meter.domains,
@@ -280,7 +281,7 @@ def measure_case(
         workload = create(ctx)
         static = workload.setup() or {}
         result["static"] = static
-        warmup = int(m.get("warmup") or 0)
+        warmup = m.warmup
         t_warmup = time.monotonic()
         if warmup:
             workload.warmup(warmup)
@@ -296,16 +297,11 @@ def measure_case(
         base.update(node=socket.gethostname(), device_name=_device_name(case["hardware"], wtype))
         base.update(static)
         planned = workload.planned_repetitions()
-        timeout_s = float(m.get("case_timeout_s") or math.inf)
         records: list[dict] = []
         result["repetitions"] = records  # kept when a later repetition fails
-        reason = None
-        cooldown_s = float(m.get("cooldown_s") or 0)
-        result.setdefault("warnings", [])
-        while reason is None:
-            i = len(records)
-            if i and cooldown_s:
-                time.sleep(cooldown_s)  # let the machine cool between repetitions
+        result.setdefault("warnings", [])  # the reference loop may have warned
+
+        def run_one(i: int) -> dict:
             rep = workload.run(i)
             meas = rep.measurement
             record = {**base, "repetition": i, "status": store.OK, "error": None}
@@ -315,7 +311,6 @@ def measure_case(
                 record.setdefault(f"{name}_energy_j", part.total_j)
                 record.setdefault(f"{name}_duration_s", part.duration_s)
             derive(record, carbon_settings)
-            records.append(record)
             result["windows"].append(
                 {
                     "repetition": i,
@@ -326,25 +321,9 @@ def measure_case(
                 }
             )
             result["warnings"] += [w for w in meas.warnings if w not in result["warnings"]]
-            if planned:
-                reason = PLANNED if len(records) >= planned else None
-                continue
-            reason = stop_reason(
-                [r["energy_j"] for r in records],
-                [r["duration_s"] for r in records],
-                min_repeats=int(m.get("min_repeats", 3)),
-                max_repeats=int(m.get("max_repeats", 10)),
-                min_duration_s=float(m.get("min_duration_s", 0)),
-                target_rel_ci=float(m.get("target_rel_ci", 0.05)),
-            )
-            elapsed = time.monotonic() - t_case
-            per_rep = elapsed / len(records)
-            if (
-                reason is None
-                and len(records) >= int(m.get("min_repeats", 1))
-                and elapsed + per_rep > TIME_BUDGET_SHARE * timeout_s
-            ):
-                reason = TIME_BUDGET  # stop with what is measured rather than lose it all
+            return record
+
+        reason = repeat(run_one, records, m, planned=planned, started=t_case)
         for record in records:
             record["stop_reason"] = reason
         timing["measure_s"] = time.monotonic() - t_measure

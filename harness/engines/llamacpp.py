@@ -64,8 +64,39 @@ def check_installed() -> tuple[Path, Path]:
     return server, quantize
 
 
+#: GGUF types a llamacpp variant may ask for (harness.models.gguf.GGUF_TYPES, prefixed)
+GGUF_QUANTIZATIONS = ("gguf-f16", "gguf-q8_0", "gguf-q5_0", "gguf-q4_0", "gguf-q4_k_m")
+
+
 class LlamaCppEngine(ServedEngine):
     name = "llamacpp"
+    devices = ("cpu",)
+    devices_text = "is built for the cpu"
+    quantizations = GGUF_QUANTIZATIONS
+    model_sources = ("builtin:", "path:")
+
+    @classmethod
+    def quantization_problem(cls, quantization: str) -> str | None:
+        if quantization in cls.quantizations:
+            return None
+        return (
+            f"quantization: engine llamacpp runs GGUF types ({', '.join(GGUF_QUANTIZATIONS)}), "
+            f"not {quantization}"
+        )
+
+    @classmethod
+    def fit_problem(cls, device: str, model: Any, variant: Any) -> str | None:
+        problem = super().fit_problem(device, model, variant)
+        kind = (variant.quantization or "").removeprefix("gguf-")
+        if problem is None and model.source.startswith("builtin:") and kind:
+            try:  # a builtin model's widths must fit the GGUF type's blocks
+                from harness.models import builtin, gguf
+            except ImportError:
+                return None
+            arch = builtin.BUILTIN.get(model.source.removeprefix("builtin:"))
+            if arch is not None and kind in gguf.GGUF_TYPES:
+                gguf.check_shape(kind, arch["hidden_size"], arch["intermediate_size"], model.name)
+        return problem
 
     def __init__(self) -> None:
         #: ``measure(name)``: a context manager (a meter window) around export work, or None

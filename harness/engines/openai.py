@@ -25,6 +25,17 @@ REMOTE_WARNING = "openai: the server runs elsewhere; only this machine's energy 
 
 class OpenAIEngine(ServedEngine):
     name = "openai"
+    #: the command that starts the server ({port} becomes a free port), its health URL, or the
+    #: url of a server already running
+    keys = ("command", "health_url", "url")
+
+    @classmethod
+    def check_variant(cls, variant) -> str | None:
+        if (variant.command is None) == (variant.url is None):
+            return "engine openai needs either command (with health_url) or url"
+        if variant.command is not None and not variant.health_url:
+            return "health_url: engine openai with a command needs its health URL"
+        return None
 
     def __init__(self) -> None:
         self.measure = None

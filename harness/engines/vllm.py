@@ -21,22 +21,26 @@ from harness.errors import HarnessError
 INSTALL_HINT = "pip install -e '.[vllm]' on a machine with an NVIDIA GPU"
 
 
-def check_cuda() -> None:
-    """One line unless CUDA is usable and vLLM is installed."""
+def check_cuda(engine: str = "vllm", module: str = "vllm", hint: str = INSTALL_HINT) -> None:
+    """One line unless CUDA is usable and ``module`` (the engine's server) is installed."""
     try:
         import torch
     except ImportError:
-        raise HarnessError(f"engine vllm needs torch with CUDA: {INSTALL_HINT}") from None
+        raise HarnessError(f"engine {engine} needs torch with CUDA: {hint}") from None
     if not torch.cuda.is_available():
-        raise HarnessError("engine vllm needs an NVIDIA GPU with CUDA; none is usable here")
+        raise HarnessError(f"engine {engine} needs an NVIDIA GPU with CUDA; none is usable here")
     import importlib.util
 
-    if importlib.util.find_spec("vllm") is None:
-        raise HarnessError(f"engine vllm is not installed: {INSTALL_HINT}")
+    if importlib.util.find_spec(module) is None:
+        raise HarnessError(f"engine {engine} is not installed: {hint}")
 
 
 class VLLMEngine(ServedEngine):
     name = "vllm"
+    devices = ("cuda",)
+    devices_text = "runs on NVIDIA GPUs (cuda:N)"
+    quantizations = ()
+    model_sources = ("builtin:", "path:")
 
     def __init__(self) -> None:
         self.measure = None
@@ -50,10 +54,10 @@ class VLLMEngine(ServedEngine):
     ) -> dict:
         from harness.models import load_model
 
-        check_cuda()
+        self.check_installed()
         device = hardware.get("device", "cpu")
         if not str(device).startswith("cuda:"):
-            raise HarnessError(f"engine vllm runs on cuda:N, not {device}")
+            raise HarnessError(f"engine {self.name} runs on cuda:N, not {device}")
         self.gpu = str(device).split(":", 1)[1]
         dtype = (variant or {}).get("dtype") or "float16"
         loaded = load_model(
@@ -61,7 +65,7 @@ class VLLMEngine(ServedEngine):
         )
         if loaded.path is None:
             raise HarnessError(
-                f"engine vllm serves a saved checkpoint; {model.get('name')} has none yet "
+                f"engine {self.name} serves a saved checkpoint; {model.get('name')} has none yet "
                 "(train it first in this run, or name a path: model)"
             )
         self.model_dir = loaded.path
@@ -71,6 +75,10 @@ class VLLMEngine(ServedEngine):
         self.loaded = self.model_dir
         self.device = device
         return dict(self.columns)
+
+    @classmethod
+    def check_installed(cls) -> None:
+        check_cuda()
 
     def start(
         self,
@@ -103,7 +111,7 @@ class VLLMEngine(ServedEngine):
         from lm_eval.models.openai_completions import LocalCompletionsAPI
 
         if self.server is None:
-            raise HarnessError("engine vllm: start the server before scoring through it")
+            raise HarnessError(f"engine {self.name}: start the server before scoring through it")
         return LocalCompletionsAPI(
             base_url=self.completions_url,
             model=self.columns.get("model") or "model",

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.workloads import makes_model
+
 #: (figure, unit, how a repetition's value is computed from its row)
 FIGURES = (
     ("energy per query", "J/query", lambda r: r.get("energy_per_query_j")),
     ("energy per token", "J/token", lambda r: r.get("energy_per_token_j")),
     ("time per query", "s/query", lambda r: _ratio(r.get("duration_s"), r.get("queries"))),
 )
-TRAIN_WORKLOADS = ("train", "distill", "finetune")
 
 
 def _ratio(a, b):
@@ -66,7 +67,7 @@ def entries(frame: pd.DataFrame) -> list[dict]:
         method = first.get("energy_method") or "unknown"
         label = first.get("case") or first.get("case_id")
         workload = first.get("workload")
-        if workload in TRAIN_WORKLOADS:
+        if makes_model(workload):
             energy = [r["energy_j"] for r in rows if _finite(r.get("energy_j"))]
             if energy:
                 out.append(

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.workloads import makes_model
 
 PARAMS = (
     "model",
@@ -51,7 +52,6 @@ METRICS = {
     "co2e_g": "co2e_g_total",
     "co2e_g_per_1000_queries": "co2e_g_per_1000_queries",
 }
-TRAIN_WORKLOADS = ("train", "distill", "finetune")
 RUN_TAG, CASE_TAG = "harness.run_id", "harness.case_id"
 
 
@@ -153,7 +153,7 @@ def _export(client, run, tables) -> dict[str, str]:
             client.log_param(rid, k, v)
         for k, v in case_metrics(row).items():
             client.log_metric(rid, k, v)
-        if row.get("workload") in TRAIN_WORKLOADS:  # the energy of each block, over the steps
+        if makes_model(row.get("workload")):  # the energy of each block, over the steps
             reps = frame[(frame["case_id"] == case_id) & (frame["status"] == "ok")]
             done_steps = 0
             for _, rep in reps.iterrows():

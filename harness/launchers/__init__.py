@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from harness import store
+from harness.workloads import loads_checkpoint_of, makes_model
 
 #: launcher kind -> "module:class"
 REGISTRY = {
@@ -99,30 +100,6 @@ def write_failed(run_dir: Path, case: dict, reason: str, node: str | None = None
     return result
 
 
-#: workloads that make a model's checkpoint (artifacts/models/<model name>)
-PRODUCERS = ("train", "distill", "finetune")
-
-
-def loads_checkpoint_of(case: dict) -> str | None:
-    """The suite model whose checkpoint of this run a case loads, or None.
-
-    infer and accuracy cases of a builtin model load that model's; a distill case loads its
-    teacher's and a finetune case its ``from`` model's; a train case starts from the seeded
-    initialisation.
-    """
-    workload = case.get("workload") or {}
-    kind = workload.get("type")
-    if kind == "train":
-        return None
-    if kind == "distill":
-        return workload.get("teacher")
-    if kind == "finetune":
-        source = str(workload.get("from") or "")
-        return None if source.startswith(("path:", "hf:")) else source
-    # the model's own checkpoint, when a case of the run makes one (see dependencies)
-    return (case.get("model") or {}).get("name")
-
-
 def dependencies(cases: list[dict]) -> dict[str, str]:
     """case id -> the case whose checkpoint it loads (the last case before it that made it).
 
@@ -139,7 +116,7 @@ def dependencies(cases: list[dict]) -> dict[str, str]:
         loads = loads_checkpoint_of(case)
         if loads is not None and loads in last_maker:
             deps[case["case_id"]] = last_maker[loads]
-        if (case.get("workload") or {}).get("type") in PRODUCERS:
+        if makes_model((case.get("workload") or {}).get("type")):
             last_maker[model.get("name")] = case["case_id"]
     return deps
 

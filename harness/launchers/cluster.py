@@ -19,7 +19,8 @@ from pathlib import Path, PurePosixPath
 
 from harness import store
 from harness.errors import HarnessError
-from harness.launchers import PRODUCERS, loads_checkpoint_of
+from harness.launchers import loads_checkpoint_of
+from harness.workloads import makes_model
 
 #: the per-node resource every node declares once and every case takes whole
 NODE_RESOURCE = "harness_node"
@@ -291,7 +292,7 @@ def measure_on_node(
             record["node"] = node
         files = read_tree(store.case_dir(scratch, case["case_id"]), skip={store.RESULT_FILE})
         trained = None
-        if (case.get("workload") or {}).get("type") in PRODUCERS:
+        if makes_model((case.get("workload") or {}).get("type")):
             ok = result.get("status") == store.OK
             trained = {"status": result.get("status"), "error": result.get("error")}
             trained.update(case=case.get("case"), files=model_artifacts_of(scratch, case, ok))

@@ -35,7 +35,8 @@ from harness.launchers import (
 )
 from harness.launchers.forkserver import BASE_PRELOAD, MODEL_PRELOAD, ForkServer
 from harness.lock import HELD_ENV, lock_path
-from harness.worker import MODEL_WORKLOADS, PARENT_ENV
+from harness.worker import PARENT_ENV
+from harness.workloads import in_process
 
 #: the tail of a worker's output kept in cases/<id>/worker.log
 WORKER_LOG_KEEP_BYTES = 256 * 1024
@@ -183,7 +184,7 @@ def _save_log(cdir: Path, log) -> str:
 
 def preload_for(cases: list[dict]) -> tuple[str, ...]:
     """What the fork server imports: the model stack only when some case runs a model."""
-    if any((c.get("workload") or {}).get("type") in MODEL_WORKLOADS for c in cases):
+    if any(in_process((c.get("workload") or {}).get("type")) for c in cases):
         return BASE_PRELOAD + MODEL_PRELOAD
     return BASE_PRELOAD
 

@@ -23,6 +23,7 @@ from typing import Any
 from harness import launchers, store
 from harness.errors import HarnessError
 from harness.launchers import Job, cluster
+from harness.workloads import makes_model
 
 RAY_MISSING = "--ray needs Ray: pip install 'energy-harness[ray]'"
 #: object store of a Ray instance started by the driver itself: results and tiny checkpoints
@@ -342,7 +343,7 @@ class _Driver:
         if entry := payload.get("idle"):
             self._save_idle({entry["node"]: {entry["profile"]: entry["entry"]}})
         case = self.cases[cid]
-        if (case.get("workload") or {}).get("type") in launchers.PRODUCERS:
+        if makes_model((case.get("workload") or {}).get("type")):
             trained = self.ray.get(self.checkpoints[cid])
             if trained.get("files"):
                 cluster.replace_artifacts(self.job.run_dir / cluster.ARTIFACTS, trained["files"])

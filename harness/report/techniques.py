@@ -28,8 +28,8 @@ import pandas as pd
 
 from harness.records import J_PER_KWH
 from harness.report.tables import SETUP, Tables
+from harness.workloads import model_makers
 
-MAKERS = ("train", "distill", "finetune")
 #: the answer sentence's "accurate enough" when the suite does not say (accuracy points)
 DEFAULT_TOLERANCE = 0.05
 TECHNIQUE_COLUMNS = [
@@ -115,7 +115,7 @@ def making_cases(frame: pd.DataFrame) -> pd.DataFrame:
     ``energy_j`` is the whole case (the sum over its chunks); its interval is that of the mean
     chunk times the number of chunks, as the summary's ``energy_to_train_j``.
     """
-    ok = frame[(frame["status"] == "ok") & frame["workload"].isin(MAKERS)]
+    ok = frame[(frame["status"] == "ok") & frame["workload"].isin(model_makers())]
     rows = []
     for cid, g in ok.groupby("case_id", sort=False):
         from harness.report.stats import describe

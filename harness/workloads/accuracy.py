@@ -18,9 +18,12 @@ import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
 
 from harness.errors import HarnessError
+from harness.schema import TASK, ModelWorkloadSettings, excerpt
 from harness.workloads.base import Repetition, Workload
 from harness.workloads.memory import PeakMemory
 
@@ -192,6 +195,40 @@ def per_sample_answers(logged: list | None, metric: str) -> list[dict] | None:
     return out
 
 
+class AccuracySettings(ModelWorkloadSettings):
+    """The suite's accuracy block: a case per task."""
+
+    extra: ClassVar = ("ml", ("torch", "transformers", "tokenizers", "lm_eval"))
+
+    type: Literal["accuracy"]
+    tasks: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    limit: Annotated[int, Field(ge=1)] | None = None
+    num_fewshot: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        for task in value:
+            if not TASK.match(task):
+                raise ValueError(
+                    f"{excerpt(task)} is not a task name (no spaces, slashes or line breaks)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a task is listed twice")
+        return value
+
+    def shapes(self) -> list[tuple[dict, str, str]]:
+        n, limit = self.num_fewshot, self.limit
+        return [
+            (
+                {"type": self.type, "task": t, "limit": limit, "num_fewshot": n},
+                f"accuracy-{t}",
+                f"accuracy-{t}-n{n}" + (f"-l{limit}" if limit else ""),
+            )
+            for t in self.tasks
+        ]
+
+
 class AccuracyWorkload(Workload):
     """``{type: accuracy, task, limit, num_fewshot, batch_size}``: one lm-eval pass, one window.
 
@@ -200,6 +237,8 @@ class AccuracyWorkload(Workload):
     """
 
     type = "accuracy"
+    settings = AccuracySettings
+    uses_model = True
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -238,13 +277,13 @@ class AccuracyWorkload(Workload):
                 ) from None
             self.engine = create_engine(engine_name(case.get("variant")))
             self.engine.making_window = self.ctx.meter.window  # a variant's making is measured
-            if getattr(self.engine, "serves", False):
+            if self.engine.serves:
                 # a served model: its export is measured (produce_j), then its server started
                 self.engine.measure = self.ctx.meter.window
             static = self.engine.load(
                 case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
             )
-            if getattr(self.engine, "serves", False):
+            if self.engine.serves:
                 self.engine.start(
                     parallel=1,
                     ctx_per_slot=self.engine.context_length() or 1024,

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.meter import Measurement, Meter
+
+if TYPE_CHECKING:
+    from harness.settings import MeasurementSettings
 
 
 @dataclass
@@ -42,8 +45,11 @@ class Context:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def settings(self) -> dict:
-        return self.case.get("measurement") or {}
+    def settings(self) -> MeasurementSettings:
+        """The case's measurement block as the suite's model (its defaults are the suite's)."""
+        from harness.settings import case_settings
+
+        return case_settings(self.case)
 
 
 @dataclass
@@ -61,6 +67,25 @@ class Workload:
     """Base class. Subclasses implement ``run`` and whatever of the rest they need."""
 
     type: str = "?"
+    #: its block of the suite: a harness.schema.WorkloadSettings model beside the class
+    settings: Any = None
+    #: what it is (read through harness.workloads, never restated by name elsewhere):
+    #: whether it makes a model's checkpoint (artifacts/models/<model name>) that later cases load
+    makes_model: bool = False
+    #: whether it runs a suite model and variant (a command workload, or a plugin's that does not
+    #: say, runs a program)
+    uses_model: bool = False
+    #: which engines run it: "in-process", "served" (a server engine) or "any"
+    engines: str = "any"
+    #: it runs a program of its own: the worker applies the profile as CPU affinity and never
+    #: imports torch for it
+    own_program: bool = False
+
+    @classmethod
+    def loads_checkpoint_of(cls, case: dict) -> str | None:
+        """The suite model whose checkpoint of this run a case of this kind loads, or None: by
+        default the case model's own (when a case of the run makes one)."""
+        return (case.get("model") or {}).get("name")
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

@@ -16,10 +16,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
 
 from harness.errors import HarnessError
 from harness.records import WORK_FIELDS
 from harness.redact import last_line
+from harness.schema import WorkloadSettings, check_name
 from harness.workloads.base import Repetition, Workload
 
 #: at most this much of the program's output is kept in the case folder
@@ -35,8 +39,38 @@ def _status_text(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
+class CommandSettings(WorkloadSettings):
+    """The suite's command block: one case per hardware profile."""
+
+    type: Literal["command"]
+    name: str
+    run: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    _name = field_validator("name")(check_name)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value):
+        # OMP_NUM_THREADS: 4 in YAML is a number; the environment only holds text
+        if isinstance(value, dict):
+            return {
+                k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                for k, v in value.items()
+            }
+        return value
+
+    def shapes(self) -> list[tuple[dict, str, str]]:
+        spec = {"type": self.type, "name": self.name, "run": list(self.run),
+                "env": dict(self.env), "cwd": self.cwd}  # fmt: skip
+        return [(spec, self.name, self.name)]
+
+
 class CommandWorkload(Workload):
     type = "command"
+    settings = CommandSettings
+    own_program = True
 
     def setup(self) -> dict:
         run = list(self.spec["run"])

@@ -13,8 +13,13 @@ Everything else (chunks, forecast, budget, saving the student) is the train work
 
 from __future__ import annotations
 
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
 from harness.errors import HarnessError
-from harness.workloads.train import Trainer, TrainWorkload
+from harness.schema import ModelWorkloadSettings
+from harness.workloads.train import ML_EXTRA, Trainer, TrainWorkload
 
 
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float):
@@ -58,8 +63,63 @@ class DistillTrainer(Trainer):
         return distillation_loss(student_logits, teacher_logits, x, self.temperature, self.alpha)
 
 
+class DistillSettings(ModelWorkloadSettings):
+    """The suite's distill block."""
+
+    extra: ClassVar = ML_EXTRA
+    source_field: ClassVar = "teacher"
+
+    type: Literal["distill"]
+    #: the suite model whose trained checkpoint teaches (a train case of the run makes it)
+    teacher: str
+    steps: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    seq_len: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0)] | None = None
+    text_file: str | None = None
+    #: softmax temperature of the soft targets
+    temperature: Annotated[float, Field(gt=0)] = 2.0
+    #: weight of the soft-target loss; 1 - alpha goes to the ordinary next-token loss
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+    def check(self, i: int, models: list[Any]) -> None:
+        names = [m.name for m in models]
+        if self.teacher not in names:
+            raise ValueError(
+                f"workloads.{i}.teacher: {self.teacher!r} is not a model of the suite "
+                f"(known: {', '.join(names)})"
+            )
+
+    def source_model(self) -> str | None:
+        return self.teacher
+
+    def with_source(self, spec: dict, by_name: dict[str, Any], model: Any) -> dict:
+        return {**spec, "teacher_model": by_name[self.teacher].model_dump()}
+
+    def shapes(self) -> list[tuple[dict, str, str]]:
+        spec = {
+            "type": self.type,
+            "teacher": self.teacher,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "text_file": self.text_file,
+            "temperature": self.temperature,
+            "alpha": self.alpha,
+        }
+        if self.lr is not None:
+            spec["lr"] = self.lr
+        short = f"distill-{self.teacher}"
+        return [(spec, short, f"{short}-s{self.steps}-b{self.batch_size}-l{self.seq_len}")]
+
+
 class DistillWorkload(TrainWorkload):
     type = "distill"
+    settings = DistillSettings
+
+    @classmethod
+    def loads_checkpoint_of(cls, case: dict) -> str | None:
+        return (case.get("workload") or {}).get("teacher")
 
     def load(self, variant: dict, hw: dict) -> dict:
         from harness.models import load_model

@@ -30,9 +30,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
 
 from harness.errors import HarnessError
+from harness.schema import ModelWorkloadSettings
 from harness.workloads.base import Repetition, Workload
 from harness.workloads.memory import PeakMemory
 
@@ -60,10 +63,42 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+class InferSettings(ModelWorkloadSettings):
+    """The suite's infer block: a case per batch size."""
+
+    extra: ClassVar = ("ml", ("torch", "transformers", "tokenizers"))
+
+    type: Literal["infer"]
+    batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    prompt_tokens: Annotated[int, Field(ge=1)]
+    new_tokens: Annotated[int, Field(ge=1)]
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("a batch size is listed twice")
+        return value
+
+    def shapes(self) -> list[tuple[dict, str, str]]:
+        p, n = self.prompt_tokens, self.new_tokens
+        return [
+            (
+                {"type": self.type, "batch_size": b, "prompt_tokens": p, "new_tokens": n},
+                f"infer-b{b}",
+                f"infer-b{b}-p{p}-n{n}",
+            )
+            for b in self.batch_sizes
+        ]
+
+
 class InferWorkload(Workload):
     """``{type: infer, batch_size, prompt_tokens, new_tokens}``: see the module's docstring."""
 
     type = "infer"
+    settings = InferSettings
+    engines = "in-process"
+    uses_model = True
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -29,15 +29,19 @@ server that dies mid-window fails the case with its exit status and its log's la
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from harness.engines.client import (
+    OPEN_LOOP_MIN_REQUESTS,
     completion_payload,
     percentile,
     run_closed_loop,
     run_open_loop,
 )
 from harness.errors import HarnessError
+from harness.schema import ModelWorkloadSettings
 from harness.workloads.base import Repetition, Workload
 
 PROMPT_SEED = 1234
@@ -54,8 +58,77 @@ COALESCED_WARN = 0.10
 CONTEXT_SLACK = 16
 
 
+class ServeSettings(ModelWorkloadSettings):
+    """The suite's serve block: a case per concurrency (closed loop) and per rate (open loop)."""
+
+    type: Literal["serve"]
+    #: closed-loop clients, a case each (empty: only the open-loop cases of ``rate_rps``)
+    concurrency: list[Annotated[int, Field(ge=1)]] = []
+    #: open-loop Poisson arrivals, requests per second, a case each; the server has ``slots``
+    rate_rps: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = []
+    #: the server's slots in an open-loop case (default: the largest concurrency, else 16)
+    slots: Annotated[int, Field(ge=1)] | None = None
+    requests: Annotated[int, Field(ge=1)]
+    prompt_tokens: Annotated[int, Field(ge=1)]
+    new_tokens: Annotated[int, Field(ge=2)]
+    #: the server's port (None: a free one); a port in use fails the case in one line
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+    @field_validator("concurrency", "rate_rps")
+    @classmethod
+    def _unique(cls, value: list, info) -> list:
+        if len(set(value)) != len(value):
+            raise ValueError(f"a {info.field_name} is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _enough_requests(self) -> ServeSettings:
+        if not self.concurrency and not self.rate_rps:
+            raise ValueError("serve needs a concurrency list, a rate_rps list, or both")
+        if self.concurrency and self.requests < max(self.concurrency):
+            raise ValueError(
+                f"requests: {self.requests} cannot keep {max(self.concurrency)} in flight "
+                "(requests must be at least the largest concurrency)"
+            )
+        if self.rate_rps and self.requests < OPEN_LOOP_MIN_REQUESTS:
+            raise ValueError(
+                f"requests: {self.requests} is too few for an open loop's window "
+                f"(rate_rps needs at least {OPEN_LOOP_MIN_REQUESTS})"
+            )
+        return self
+
+    def open_loop_slots(self) -> int:
+        return self.slots or (max(self.concurrency) if self.concurrency else 16)
+
+    def shapes(self) -> list[tuple[dict, str, str]]:
+        shape = f"p{self.prompt_tokens}-n{self.new_tokens}-r{self.requests}"
+        base = {
+            "type": self.type,
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "port": self.port,
+        }
+        closed = [
+            ({**base, "concurrency": c}, f"serve-c{c}", f"serve-c{c}-{shape}")
+            for c in self.concurrency
+        ]
+        slots = self.open_loop_slots()
+        return closed + [
+            (
+                {**base, "concurrency": slots, "rate_rps": rate},
+                f"serve-rps{rate:g}",
+                f"serve-rps{rate:g}-c{slots}-{shape}",
+            )
+            for rate in self.rate_rps
+        ]
+
+
 class ServeWorkload(Workload):
     type = "serve"
+    settings = ServeSettings
+    engines = "served"
+    uses_model = True
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -77,7 +150,7 @@ class ServeWorkload(Workload):
         apply_profile(case["hardware"])
         name = engine_name(case.get("variant"))
         self.engine = create_engine(name)
-        if not getattr(self.engine, "serves", False):
+        if not self.engine.serves:
             raise HarnessError(f"serve: engine {name} runs in-process; serve needs a server engine")
         self.engine.measure = self.ctx.meter.window
         static = self.engine.load(

@@ -19,10 +19,12 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from harness.errors import HarnessError
-from harness.workloads import forecast as forecast_mod
+from harness.schema import ModelWorkloadSettings, check_task
 from harness.workloads.base import Repetition, Workload
 from harness.workloads.memory import PeakMemory
 
@@ -249,11 +251,63 @@ class Trainer:
         return curve
 
 
+#: the extra a model workload run in-process needs, and the modules it brings
+ML_EXTRA = ("ml", ("torch", "transformers", "tokenizers"))
+
+
+class TrainSettings(ModelWorkloadSettings):
+    """The suite's train block: a shape per workload."""
+
+    extra: ClassVar = ML_EXTRA
+
+    type: Literal["train"]
+    steps: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    seq_len: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0)] | None = None
+    text_file: str | None = None
+    #: train on this generated task's training questions instead of the corpus
+    task: str | None = None
+
+    _task = field_validator("task")(check_task)
+
+    @model_validator(mode="after")
+    def _one_text(self) -> TrainSettings:
+        if self.task and self.text_file:
+            raise ValueError("give task or text_file, not both")
+        return self
+
+    def shapes(self) -> list[tuple[dict, str, str]]:
+        spec = {
+            "type": self.type,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "text_file": self.text_file,
+        }
+        if self.lr is not None:  # absent: the train workload's default
+            spec["lr"] = self.lr
+        size = f"s{self.steps}-b{self.batch_size}-l{self.seq_len}"
+        if self.task:  # absent when not given, so that existing train cases keep their ids
+            spec["task"] = self.task
+            short = f"train-{self.task}"
+            return [(spec, short, f"{short}-{size}")]
+        return [(spec, "train", f"train-{size}")]
+
+
 class TrainWorkload(Workload):
     """Train a model from its seeded initialisation; distill and finetune change what it starts
     from and what it learns (``load``, ``make_trainer``), never how it is measured."""
 
     type = "train"
+    settings = TrainSettings
+    makes_model = True
+    uses_model = True
+    engines = "in-process"
+
+    @classmethod
+    def loads_checkpoint_of(cls, case: dict) -> str | None:
+        return None  # it starts from the seeded initialisation
 
     def lr_default(self, kind: str) -> float:
         return DEFAULTS["lr"] if kind == "builtin" else FINETUNE_LR
@@ -314,12 +368,15 @@ class TrainWorkload(Workload):
         self.chunks = chunk_sizes(self.steps, min(MAX_CHUNKS, self.steps))
         self.memory = PeakMemory(self.engine.device)
         self.saved_path: Path | None = None
+        from harness.workloads import forecast as forecast_mod
+
+        self._forecast_mod = forecast_mod
         m = self.ctx.settings
-        fraction = float(m.get("forecast_fraction") or forecast_mod.DEFAULT_FRACTION)
+        fraction = m.forecast_fraction
         self.blocks = forecast_mod.block_bounds(forecast_mod.forecast_steps(self.steps, fraction))
         self.measured_blocks: list[forecast_mod.Block] = []
         self.forecast: dict | None = None
-        self.budget_j = m.get("energy_budget_j")
+        self.budget_j = m.energy_budget_j
         self.over_budget: str | None = None
         columns = dict(static)
         columns.pop("trained", None)  # a train case always starts from the seeded init
@@ -367,14 +424,14 @@ class TrainWorkload(Workload):
                 self.engine.synchronize()
                 m = meter.end(f"forecast-{block}")
                 self.measured_blocks.append(
-                    forecast_mod.Block(last - first, m.total_j, m.duration_s)
+                    self._forecast_mod.Block(last - first, m.total_j, m.duration_s)
                 )
                 if block == len(self.blocks) - 1:
                     self._forecast()
         return losses
 
     def _forecast(self) -> None:
-        self.forecast = forecast_mod.forecast(self.measured_blocks, self.steps)
+        self.forecast = self._forecast_mod.forecast(self.measured_blocks, self.steps)
         if self.budget_j is not None and self.forecast["forecast_j"] > float(self.budget_j):
             f = self.forecast
             self.over_budget = (
