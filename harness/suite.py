@@ -557,11 +557,21 @@ class ServeWorkload(_Selects):
     rate_rps: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = []
     #: the server's slots in an open-loop case (default: the largest concurrency, else 16)
     slots: Annotated[int, Field(ge=1)] | None = None
-    requests: Annotated[int, Field(ge=1)]
+    #: requests per repetition (default: 4 x the case's concurrency, at least 10)
+    requests: Annotated[int, Field(ge=1)] | None = None
     prompt_tokens: Annotated[int, Field(ge=1)]
     new_tokens: Annotated[int, Field(ge=2)]
     #: the server's port (None: a free one); a port in use fails the case in one line
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    #: measure with the server's prompt/prefix cache on (an axis of its own; default off)
+    prefix_cache: bool = False
+    #: a steady window shorter than this is a warning on its row (default 1 s; never under
+    #: 10 update periods of the slowest sensor)
+    min_steady_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    #: the share of a repetition's requests that may fail before the case does (default 0)
+    max_failed_share: Annotated[float, Field(ge=0, le=1)] | None = None
+    #: seconds without a token after which a request is a failed one (default 120)
+    request_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @field_validator("concurrency", "rate_rps")
     @classmethod
@@ -576,6 +586,8 @@ class ServeWorkload(_Selects):
 
         if not self.concurrency and not self.rate_rps:
             raise ValueError("serve needs a concurrency list, a rate_rps list, or both")
+        if self.requests is None:
+            return self  # each case sends 4 x its concurrency (serve workload)
         if self.concurrency and self.requests < max(self.concurrency):
             raise ValueError(
                 f"requests: {self.requests} cannot keep {max(self.concurrency)} in flight "
@@ -942,26 +954,32 @@ def _shapes(workload: BaseModel) -> list[tuple[dict, str, str]]:
             for t in w.tasks
         ]
     if w.type == "serve":
-        shape = f"p{w.prompt_tokens}-n{w.new_tokens}-r{w.requests}"
+        from harness.engines.client import default_requests
+
+        cache = "-prefix-cache" if w.prefix_cache else ""
         base = {
             "type": "serve",
-            "requests": w.requests,
             "prompt_tokens": w.prompt_tokens,
             "new_tokens": w.new_tokens,
             "port": w.port,
+            "prefix_cache": w.prefix_cache,
         }
-        closed = [
-            ({**base, "concurrency": c}, f"serve-c{c}", f"serve-c{c}-{shape}")
-            for c in w.concurrency
-        ]
+        for key in ("min_steady_s", "max_failed_share", "request_timeout_s"):
+            if getattr(w, key) is not None:
+                base[key] = getattr(w, key)
+
+        def one(c: int, rate: float | None, label: str) -> tuple[dict, str, str]:
+            n = w.requests or default_requests(c)
+            spec = {**base, "requests": n, "concurrency": c}
+            if rate is not None:
+                spec["rate_rps"] = rate
+            shape = f"p{w.prompt_tokens}-n{w.new_tokens}-r{n}"
+            long = f"{label}-c{c}" if rate is not None else label
+            return spec, f"{label}{cache}", f"{long}-{shape}{cache}"
+
         slots = w.open_loop_slots()
-        return closed + [
-            (
-                {**base, "concurrency": slots, "rate_rps": rate},
-                f"serve-rps{rate:g}",
-                f"serve-rps{rate:g}-c{slots}-{shape}",
-            )
-            for rate in w.rate_rps
+        return [one(c, None, f"serve-c{c}") for c in w.concurrency] + [
+            one(slots, rate, f"serve-rps{rate:g}") for rate in w.rate_rps
         ]
     spec = {"type": "command", "name": w.name, "run": list(w.run), "env": dict(w.env), "cwd": w.cwd}
     return [(spec, w.name, w.name)]

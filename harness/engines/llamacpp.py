@@ -10,12 +10,19 @@ artifacts, its energy measured through ``measure`` when the workload gives one);
 the server on 127.0.0.1 in its own process group (``harness.engines.server``). Prompts are token
 ids (the builtin tokenizer lowercases, which a GGUF vocabulary cannot say), so the server never
 tokenises text the harness sent.
+
+Every request carries ``cache_prompt: false`` and the server keeps no prompt cache in host memory
+(``--cache-ram 0`` where the build has it), so each measured request is prefilled in full, unless
+the workload asks ``prefix_cache: true``; its ``llamacpp:prompt_tokens_total`` counter (``/metrics``)
+says how many prompt tokens it evaluated, which the serve workload checks against those it sent.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +69,18 @@ def check_installed() -> tuple[Path, Path]:
             f"engine llamacpp needs the serve extra ({e.name} missing): {INSTALL_HINT}"
         ) from None
     return server, quantize
+
+
+@functools.lru_cache(maxsize=4)
+def server_help(server: Path) -> str:
+    """``llama-server --help``: which options this build has."""
+    try:
+        proc = subprocess.run(
+            [str(server), "--help"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout + proc.stderr
 
 
 class LlamaCppEngine(ServedEngine):
@@ -141,6 +160,10 @@ class LlamaCppEngine(ServedEngine):
         ]  # fmt: skip
         if self.threads:
             cmd += ["--threads", str(self.threads), "--threads-batch", str(self.threads)]
+        if not self.prefix_cache and "--cache-ram" in server_help(self.server_bin):
+            # newer servers also keep finished prompts in host memory, reused by prefix
+            # whatever a request's cache_prompt says: none of it while measuring full prefill
+            cmd += ["--cache-ram", "0"]
         self.base_url = f"http://{HOST}:{port}"
         health = f"{self.base_url}/health"
         return self.launch(cmd, health, log_path, health_timeout_s, name="llama-server")
