@@ -1,10 +1,11 @@
 """A fake OpenAI-compatible completions server for tests and benchmarks/serve_overhead.py.
 
     python tests/fakeopenai.py --port P [--token-delay-s S] [--parallel N] [--die-after N]
-        [--fail-health] [--idle-close-s S] [--prompt-cache] [--fault KIND --fault-at N]
+        [--fail-health] [--idle-close-s S] [--prompt-cache] [--prefill-s S]
+        [--fault KIND --fault-at N]
 
 Streams ``max_tokens`` chunks per request (one token each, as llama.cpp does), ``--token-delay-s``
-apart (0: it answers instantly, so the client's own cost can be measured), then a usage chunk and
+apart (after ``--prefill-s``, default 0, before the first: a prompt's prefill) (0: it answers instantly, so the client's own cost can be measured), then a usage chunk and
 ``[DONE]``. ``--die-after N`` exits the process in the middle of request N (a server that dies
 mid-window); ``--fail-health`` never answers /health with 200; ``--parallel N`` streams at most
 N answers at once, as a server's slots do (the rest wait their turn); ``--idle-close-s S`` closes a
@@ -46,6 +47,7 @@ def build_app(
     prompt_cache: bool = False,
     fault: str | None = None,
     fault_at: int = 1,
+    prefill_s: float = 0.0,
 ) -> web.Application:
     state = {"requests": 0, "peers": set(), "prompt_tokens": 0, "seen": set()}
     slots = asyncio.Semaphore(parallel) if parallel else None
@@ -86,6 +88,8 @@ def build_app(
         n = int(body.get("max_tokens", 16))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if prefill_s:
+            await asyncio.sleep(prefill_s)
         for i in range(n):
             dying = die_after is not None and number >= die_after
             if (dying or spoil == "exit") and i == n // 2:
@@ -151,12 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fail-health", action="store_true")
     ap.add_argument("--idle-close-s", type=float, default=None)
     ap.add_argument("--prompt-cache", action="store_true")
+    ap.add_argument("--prefill-s", type=float, default=0.0)
     ap.add_argument("--fault", choices=FAULTS, default=None)
     ap.add_argument("--fault-at", type=int, default=1)
     args = ap.parse_args(argv)
     if args.idle_close_s is not None:
         close_idle_connections(args.idle_close_s)
-    print(f"fake server on 127.0.0.1:{args.port}", flush=True)
+    print(f"fake server on 127.0.0.1:{args.port} (pid {os.getpid()})", flush=True)
     if args.fail_health:
         print("fake server: model failed to load (on purpose)", flush=True)
     app = build_app(
@@ -167,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         args.prompt_cache,
         args.fault,
         args.fault_at,
+        args.prefill_s,
     )
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
 

@@ -379,7 +379,9 @@ class _Load:
             async with session.post(self.url, json=self.payloads[index]) as resp:
                 await _read_stream(resp, timing, on_first)
         finally:
-            if self.on_end is not None:  # at the instant it ended, not a loop turn later
+            # no longer in flight from the instant it ended, not a loop turn later
+            self.in_flight.pop(index, None)
+            if self.on_end is not None:
                 self.on_end()
 
     async def request(self, session, index: int, on_first, scheduled_s: float | None = None):
@@ -395,7 +397,8 @@ class _Load:
             reader.cancel()
             raise
         finally:
-            del self.in_flight[index], self.readers[index]
+            self.in_flight.pop(index, None)
+            del self.readers[index]
         if reader.cancelled():
             timing.error = timing.error or "cancelled"
         elif reader.exception() is not None:
