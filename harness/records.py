@@ -108,6 +108,8 @@ SERVING = [
     "sent_prompt_tokens",
     "server_prompt_tokens",
     "client_energy_j",
+    "client_energy_method",
+    "first_error",
     "produce_j",
 ]
 #: the column order of measurements.csv; workloads may add more columns after these
