@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -657,7 +658,13 @@ def test_an_open_loop_case_runs_end_to_end_and_warns_when_the_server_falls_behin
     assert "the load generator used" not in easy  # 32 tokens/s cost the client next to nothing
     assert "in one read with the one before" not in easy  # 20 ms apart: each read on its own
     report = (run_dir / "report" / "report.md").read_text()
-    assert "Poisson 60 rps, 2 slots" in report
+    assert re.search(r"Poisson 60 rps \(offered [0-9.]+\), 2 slots", report)
+    for result in results.values():
+        rec = result["repetitions"][0]
+        # the arrivals inside the window, per second: 20 gaps after the 3 of the ramp-up
+        assert rec["offered_rps"] == pytest.approx(20 / rec["steady_s"], rel=0.01)
+    # the kept-up check names the rate the window saw beside the one asked
+    assert re.search(r"of the [0-9.]+ offered in the window \(asked: 60\)", slow)
 
 
 def test_serving_suites_validate():
