@@ -557,6 +557,12 @@ def test_a_load_generator_that_takes_a_core_is_a_warning(tmp_path):
     rec = result["repetitions"][0]
     assert rec["client_cpu_s"] > 0.1 * rec["steady_s"]
     assert "the load generator used" in json.dumps(rec["warnings"])
+    # its share of the CPU energy, by CPU time, is taken out of the figure and kept beside it
+    assert rec["client_energy_method"].startswith("cpu-time share of the CPU energy")
+    assert rec["client_energy_method"].endswith("subtracted")
+    assert 0 < rec["client_energy_j"] < rec["energy_j"] + rec["client_energy_j"]
+    assert rec["energy_per_token_j"] == pytest.approx(rec["energy_j"] / rec["tokens_out"])
+    assert "is subtracted from the figure (client_energy_j)" in json.dumps(rec["warnings"])
     # an instant server's tokens come many to a read: their ITL is the client's, and says so
     assert rec["itl_coalesced_share"] > 0.1
     assert "in one read with the one before" in json.dumps(rec["warnings"])
