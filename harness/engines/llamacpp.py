@@ -11,8 +11,9 @@ the server on 127.0.0.1 in its own process group (``harness.engines.server``). P
 ids (the builtin tokenizer lowercases, which a GGUF vocabulary cannot say), so the server never
 tokenises text the harness sent.
 
-Every request carries ``cache_prompt: false`` and the server keeps no prompt cache in host memory
-(``--cache-ram 0`` where the build has it), so each measured request is prefilled in full, unless
+Every request carries ``cache_prompt: false``, the server's default is the same
+(``--no-cache-prompt``) and it keeps no prompt cache in host memory (``--cache-ram 0``), where the
+build has those options, so each measured request is prefilled in full, unless
 the workload asks ``prefix_cache: true``; its ``llamacpp:prompt_tokens_total`` counter (``/metrics``)
 says how many prompt tokens it evaluated, which the serve workload checks against those it sent.
 """
@@ -160,10 +161,14 @@ class LlamaCppEngine(ServedEngine):
         ]  # fmt: skip
         if self.threads:
             cmd += ["--threads", str(self.threads), "--threads-batch", str(self.threads)]
-        if not self.prefix_cache and "--cache-ram" in server_help(self.server_bin):
-            # newer servers also keep finished prompts in host memory, reused by prefix
-            # whatever a request's cache_prompt says: none of it while measuring full prefill
-            cmd += ["--cache-ram", "0"]
+        if not self.prefix_cache:
+            options = server_help(self.server_bin)
+            if "--no-cache-prompt" in options:  # the default of requests that do not say
+                cmd += ["--no-cache-prompt"]
+            if "--cache-ram" in options:
+                # newer servers also keep finished prompts in host memory, restored into a
+                # slot by prefix: none of it while measuring full prefill
+                cmd += ["--cache-ram", "0"]
         self.base_url = f"http://{HOST}:{port}"
         health = f"{self.base_url}/health"
         return self.launch(cmd, health, log_path, health_timeout_s, name="llama-server")
