@@ -593,7 +593,8 @@ def test_a_port_in_use_fails_the_case_in_one_line(tmp_path):
 
 
 def test_a_server_already_running_at_a_url_is_measured_with_a_warning(tmp_path):
-    server = fake_server(tmp_path).start()
+    # tokens 10 ms apart: two requests stream at once, so the steady window opens
+    server = fake_server(tmp_path, "--token-delay-s", "0.01").start()
     try:
         server.wait_healthy(60)
         base = server.health_url.removesuffix("/health")
