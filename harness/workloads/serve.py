@@ -1,29 +1,39 @@
 """Serve: streamed requests to the variant's model server, measured in its steady state only.
 
-``{type: serve, concurrency, requests, prompt_tokens, new_tokens, port}`` (and a case's
-``rate_rps``): the case exports the model for its engine (GGUF for llama.cpp, inside a meter
-window: ``produce_j``), starts the server with ``concurrency`` slots in its own process group, and
-stops it at the end (also on failure; the kernel kills it if the worker dies). Each repetition
-sends ``requests`` streamed completions of exactly ``prompt_tokens`` token ids and ``new_tokens``
-generated tokens (end-of-sequence ignored) from ``concurrency`` closed-loop clients
+``{type: serve, concurrency, requests, prompt_tokens, new_tokens, port, prefix_cache,
+min_steady_s, max_failed_share, request_timeout_s}`` (and a case's ``rate_rps``): the case
+exports the model for its engine (GGUF for llama.cpp, inside a meter window: ``produce_j``),
+starts the server with ``concurrency`` slots in its own process group, and stops it at the end
+(also on failure; the kernel kills it if the worker dies). Each repetition sends ``requests``
+(default 4 x concurrency) streamed completions of exactly ``prompt_tokens`` token ids and
+``new_tokens`` generated tokens (end-of-sequence ignored) from ``concurrency`` closed-loop clients
 (``harness.engines.client``), or, in an open-loop case (``rate_rps``), at seeded Poisson arrivals
 of that rate whatever is still in flight (the server queues what its slots cannot take).
 
+No hidden cache: each repetition's prompts are its own (seeded by the repetition; the warmup has
+others) and the engine switches its server's prompt/prefix cache off, unless ``prefix_cache``
+(then every repetition re-sends the warmup's prompts). The server's own count of prompt tokens
+it prefilled (its metrics, read before and after the load) is ``server_prompt_tokens`` beside
+``sent_prompt_tokens``; a difference is a warning naming both.
+
 The meter window is the steady state: closed-loop, it opens when ``concurrency`` requests are in
-flight and all have their first token, and closes when fewer than ``concurrency`` remain;
+flight and each has its first token, and closes when fewer than ``concurrency`` remain;
 open-loop, it opens at the arrival that ends the first tenth of arrivals and closes at the last
-arrival (what follows is drain). A server that serves fewer requests per second in the window
-than were offered gets a warning: its queue grew, and latencies with it. Inside it:
-``tokens_out`` = tokens that arrived in the window, ``energy_per_token_j`` = window energy / those
-tokens, ``energy_per_request_j`` = energy per token × ``new_tokens`` (a request's worth of
-generated tokens at this concurrency, its prefill included as the server interleaves it),
-``requests_per_s`` = tokens per second / ``new_tokens``. TTFT, inter-token latency and end-to-end
-latency percentiles are over every request of the repetition. ``client_cpu_s`` is the load
-generator's own CPU time in the window (this process); above a tenth of one core it is a warning,
-since on a CPU server it ran on the machine measured and took CPU the server could have used. A
-server that dies mid-window fails the case with its exit status and its log's last lines
-(``server.log`` in the case folder); its metrics endpoint's last answer is kept as
-``server-metrics.txt``.
+arrival (what follows is drain), and ``offered_rps`` is the arrivals it saw per second. A server
+that serves fewer requests per second in the window than were offered gets a warning; so does a
+window shorter than ``min_steady_s`` (default 1 s, never under 10 sensor update periods). Inside
+it: ``tokens_out`` = tokens of successful requests that arrived in the window,
+``energy_per_token_j`` = window energy / those tokens, ``energy_per_request_j`` = energy per
+token × ``new_tokens``, ``requests_per_s`` = tokens per second / ``new_tokens``. TTFT, TPOT (per
+request: (latency - TTFT)/(tokens - 1)), inter-token and end-to-end latency percentiles are over
+the repetition's successful requests; every request is kept in ``requests.parquet``.
+
+A failed request is counted (``requests_ok``, ``requests_failed``, ``first_error``); more than
+``max_failed_share`` of them fails the case in one line. ``client_cpu_s`` is the load generator's
+own CPU time in the window (this process); where CPU energy is in the figure its share of it,
+by CPU time, is subtracted (``client_energy_j``, ``client_energy_method``). A server that dies
+fails the case with its exit status and its log's last lines (``server.log`` in the case folder);
+its metrics endpoint's last answer is kept as ``server-metrics.txt``.
 """
 
 from __future__ import annotations
@@ -364,7 +374,6 @@ class ServeWorkload(Workload):
                 f"{sent_prompt} sent (its metrics)"
                 + (": the rest came from its prompt cache" if server_prompt < sent_prompt else "")
             )
-        per_token = None
         columns: dict[str, Any] = {
             "concurrency": self.concurrency,
             "rate_rps": self.rate_rps,
@@ -407,10 +416,8 @@ class ServeWorkload(Workload):
             "server_tokens_per_s": percentile(speeds, 50),
             **client,
         }
-        if client["client_energy_j"] is not None:
-            per_token = columns["energy_j"] / tokens if tokens else None
-        else:
-            per_token = m.total_j / tokens if tokens else None
+        energy = columns["energy_j"] if client["client_energy_j"] is not None else m.total_j
+        per_token = energy / tokens if tokens else None
         columns["energy_per_request_j"] = per_token * self.new_tokens if per_token else None
         return Repetition(measurement=m, columns=columns)
 
