@@ -260,8 +260,8 @@ def run_guidellm(
 
 def anchor(engine, tokenizer: Path, guidellm: Path, p: int, n: int, tmp: Path) -> None:
     """Our client against guidellm on the same llama-server, shape and concurrency (1 and 16):
-    tokens/s and client CPU per token of each, and their ratios; two rounds each, alternated
-    (ours, guidellm, guidellm, ours), the median of each."""
+    tokens/s and client CPU per token of each, and their ratios; rounds alternated (ours,
+    guidellm, guidellm, ours, ours, guidellm), the median of each."""
     for concurrency, requests in ((1, 16), (16, 64)):
         anchor_at(engine, tokenizer, guidellm, concurrency, requests, p, n, tmp)
 
@@ -298,8 +298,8 @@ def anchor_at(
         [completion_payload(model, i, n, **extra) for i in engine.prompt_ids(concurrency, p, 7)],
         concurrency,
     )  # warm up
-    a1, g1, g2, a2 = ours(), theirs(), theirs(), ours()
-    rows = {"harness": [a1, a2], "guidellm": [g1, g2]}
+    a1, g1, g2, a2, a3, g3 = ours(), theirs(), theirs(), ours(), ours(), theirs()
+    rows = {"harness": [a1, a2, a3], "guidellm": [g1, g2, g3]}
     figures = {}
     for who, runs in rows.items():
         tps = statistics.median(r["tokens"] / r["s"] for r in runs)
@@ -436,7 +436,8 @@ def anchor_part(args, tmp: Path) -> int:
         engine.load(
             {"name": "tiny-s", "source": "builtin:tiny-s"},
             {"quantization": "gguf-f16"},
-            {"name": "cpu", "device": "cpu"},
+            # one thread, as suites/serving.yaml: the server on one core, the client on the other
+            {"name": "cpu", "device": "cpu", "threads": 1},
             tmp / "artifacts",
         )
     except HarnessError as e:
