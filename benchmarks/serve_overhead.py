@@ -28,6 +28,27 @@ Prints, measured side by side in one run:
 
 Needs the serve extra and llama.cpp built (scripts/install-llamacpp.sh); 1b and 2 are skipped,
 with a line saying so, without it.
+
+3. the anchor (issue 23): our client against guidellm, a well-known load generator (httpx,
+   several processes), on the same llama-server, at the same shape (``--prompt-tokens``,
+   ``--new-tokens``, no prompt cache, end-of-sequence ignored), at concurrency 1 and 16:
+   tokens/s (output tokens from the first send to the last end; guidellm's own benchmark start
+   and end) and client CPU per token (ours: this process's CPU over the load; guidellm's: its
+   whole process tree's, sampled every 50 ms and interpolated at its benchmark's start and end,
+   so its start-up is left out), with the ratios. Goals: our CPU per token no more than
+   guidellm's, and tokens/s at concurrency 1 at least 0.95 of guidellm's.
+   ``--anchor-only`` runs this part alone. guidellm's pins (click, datasets, torch) do not fit
+   the project's environment, so it lives in a venv of its own that sees the project's
+   site-packages for the heavy ones (torch, transformers)::
+
+       python -m venv /tmp/guidellm-venv
+       python -c 'import site; print(site.getsitepackages()[0])' \
+           > /tmp/guidellm-venv/lib/python3.11/site-packages/project.pth
+       pip freeze | grep -E '^(torch|transformers|numpy|datasets|tokenizers|huggingface.hub)==' \
+           > /tmp/guidellm-constraints.txt
+       /tmp/guidellm-venv/bin/pip install -c /tmp/guidellm-constraints.txt guidellm==0.8.1
+
+   (the first and third commands in the project's venv); ``--guidellm PATH`` names another copy.
 """
 
 from __future__ import annotations
@@ -36,6 +57,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -145,14 +167,175 @@ def c1_ratio(engine, payloads: list[dict], label: str) -> float | None:
     return ratio
 
 
+#: where the anchor, guidellm, is looked for when --guidellm is not given
+GUIDELLM_VENV = Path(tempfile.gettempdir()) / "guidellm-venv" / "bin" / "guidellm"
+
+
+def tree_cpu_s(proc) -> float:
+    """CPU seconds of a process and every descendant alive now (psutil), with what it reaped."""
+    import psutil
+
+    total = 0.0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def run_ours(url: str, payloads: list[dict], concurrency: int) -> dict:
+    """Our client over a whole load: tokens/s from first send to last end, CPU per token."""
+    cpu0 = time.process_time()
+    result = run_closed_loop(url, payloads, concurrency)
+    cpu_s = time.process_time() - cpu0
+    ok = result.ok
+    tokens = sum(r.tokens for r in ok)
+    span = max(r.end_s for r in ok) - min(r.sent_s for r in result.requests)
+    return {"tokens": tokens, "s": span, "cpu_s": cpu_s, "failed": len(result.failed)}
+
+
+def run_guidellm(
+    guidellm: Path,
+    base_url: str,
+    model: str,
+    tokenizer: Path,
+    concurrency: int,
+    requests: int,
+    p: int,
+    n: int,
+    out: Path,
+) -> dict:
+    """guidellm over the same load: its own benchmark's start and end (its JSON report), its
+    process tree's CPU in between (sampled every 50 ms, interpolated at those instants), and
+    the output tokens of its successful requests."""
+    import psutil
+
+    report = out / f"guidellm-c{concurrency}-{time.monotonic_ns()}.json"
+    cmd = [
+        str(guidellm), "run",
+        "--backend", f"kind=openai_http,target={base_url},model={model},"
+        "request_format=/v1/completions,extras.body.cache_prompt=false",
+        "--profile", f"kind=concurrent,streams={concurrency}",
+        "--constraint", f"kind=max_requests,count={requests}",
+        "--data", f"kind=synthetic_text,prompt_tokens={p},output_tokens={n}",
+        "--tokenizer", f"kind=huggingface_auto,model={tokenizer}",
+        "--output", f"kind=json,path={report}",
+        "--disable-console",
+    ]  # fmt: skip
+    log = (out / "guidellm.log").open("ab")
+    try:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=out)
+    finally:
+        log.close()
+    watched = psutil.Process(proc.pid)
+    samples: list[tuple[float, float]] = []
+    while proc.poll() is None:
+        samples.append((time.time(), tree_cpu_s(watched)))
+        time.sleep(0.05)
+    if proc.returncode != 0 or not report.exists():
+        raise HarnessError(f"guidellm exited with {proc.returncode}; see {out / 'guidellm.log'}")
+    bench = json.loads(report.read_text())["benchmarks"][0]
+    t0, t1 = float(bench["start_time"]), float(bench["end_time"])
+
+    def cpu_at(t: float) -> float:
+        for (ta, ca), (tb, cb) in zip(samples, samples[1:], strict=False):
+            if ta <= t <= tb:
+                return ca + (cb - ca) * (t - ta) / (tb - ta) if tb > ta else ca
+        raise HarnessError("guidellm's benchmark fell outside the CPU samples")
+
+    ok = bench["requests"]["successful"]
+    return {
+        "tokens": sum(int(r["output_tokens"] or 0) for r in ok),
+        "s": t1 - t0,
+        "cpu_s": cpu_at(t1) - cpu_at(t0),
+        "failed": len(bench["requests"]["errored"]) + len(bench["requests"]["incomplete"]),
+    }
+
+
+def anchor(engine, tokenizer: Path, guidellm: Path, p: int, n: int, tmp: Path) -> None:
+    """Our client against guidellm on the same llama-server, shape and concurrency (1 and 16):
+    tokens/s and client CPU per token of each, and their ratios; rounds alternated (ours,
+    guidellm, guidellm, ours, ours, guidellm), the median of each."""
+    for concurrency, requests in ((1, 16), (16, 64)):
+        anchor_at(engine, tokenizer, guidellm, concurrency, requests, p, n, tmp)
+
+
+def anchor_at(
+    engine,
+    tokenizer: Path,
+    guidellm: Path,
+    concurrency: int,
+    requests: int,
+    p: int,
+    n: int,
+    tmp: Path,
+) -> None:
+    engine.start(
+        parallel=concurrency, ctx_per_slot=p + n + 64, log_path=tmp / f"anchor{concurrency}.log"
+    )
+    model = engine.columns.get("model") or "model"
+    extra = engine.request_extra(False)
+    seeds = iter(range(100, 200))
+
+    def ours() -> dict:
+        ids = engine.prompt_ids(requests, p, next(seeds))
+        payloads = [completion_payload(model, i, n, **extra) for i in ids]
+        return run_ours(engine.completions_url, payloads, concurrency)
+
+    def theirs() -> dict:
+        return run_guidellm(
+            guidellm, engine.base_url, model, tokenizer, concurrency, requests, p, n, tmp
+        )
+
+    run_closed_loop(
+        engine.completions_url,
+        [completion_payload(model, i, n, **extra) for i in engine.prompt_ids(concurrency, p, 7)],
+        concurrency,
+    )  # warm up
+    a1, g1, g2, a2, a3, g3 = ours(), theirs(), theirs(), ours(), ours(), theirs()
+    rows = {"harness": [a1, a2, a3], "guidellm": [g1, g2, g3]}
+    figures = {}
+    for who, runs in rows.items():
+        tps = statistics.median(r["tokens"] / r["s"] for r in runs)
+        us = statistics.median(r["cpu_s"] / r["tokens"] * 1e6 for r in runs)
+        failed = sum(r["failed"] for r in runs)
+        figures[who] = (tps, us)
+        print(
+            f"anchor, concurrency {concurrency}, {requests} requests of {p} + {n} tokens, "
+            f"{who}: {tps:.0f} tokens/s, {us:.1f} us of client CPU per token"
+            + (f", {failed} failed" if failed else "")
+        )
+    (h_tps, h_us), (g_tps, g_us) = figures["harness"], figures["guidellm"]
+    goal = ""
+    if concurrency == 1:
+        goal = f" (goal >= 0.95: {'met' if h_tps / g_tps >= 0.95 else 'NOT met'})"
+    print(
+        f"anchor, concurrency {concurrency}: tokens/s harness / guidellm "
+        f"{h_tps / g_tps:.3f}{goal}; CPU per token harness / guidellm {h_us / g_us:.3f} "
+        f"(goal <= 1: {'met' if h_us <= g_us else 'NOT met'})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument(
+        "--anchor-only", action="store_true", help="only part 3: our client against guidellm"
+    )
+    ap.add_argument("--guidellm", type=Path, default=None, help="the guidellm program")
     args = ap.parse_args(argv)
     n, p = args.new_tokens, args.prompt_tokens
     tmp = Path(tempfile.mkdtemp(prefix="serve-overhead-"))
+    if args.anchor_only:
+        return anchor_part(args, tmp)
 
     # 1a: an instant server
     port = free_port()
@@ -194,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine.start(parallel=16, ctx_per_slot=p + n + 16, log_path=tmp / "server16.log")
         ids = engine.prompt_ids(args.requests, p, 1)
-        payloads = [completion_payload("tiny-s", i, n) for i in ids]
+        payloads = [completion_payload("tiny-s", i, n, cache_prompt=False) for i in ids]
         run_closed_loop(engine.completions_url, payloads[:16], 16)  # warm up
         cpu_s, win_s, tokens = client_share(engine.completions_url, payloads, 16)
         share, rate = cpu_s / win_s, tokens / win_s
@@ -221,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             c1_ratio(engine, payloads[k * 12 : (k + 1) * 12], f"{n} new tokens, round {k + 1}")
             for k in range(5)
         ]
-        short = [completion_payload("tiny-s", i, 32) for i in ids[64:112]]
+        short = [completion_payload("tiny-s", i, 32, cache_prompt=False) for i in ids[64:112]]
         c1_ratio(engine, short, "32 new tokens")
         if None in ratios:
             return 1
@@ -230,6 +413,39 @@ def main(argv: list[str] | None = None) -> int:
             f"concurrency 1, {n} new tokens: median ratio {ratio:.3f} of 5 rounds "
             f"(goal >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})"
         )
+    finally:
+        engine.close()
+    return anchor_part(args, tmp)
+
+
+def anchor_part(args, tmp: Path) -> int:
+    """Part 3, where guidellm and llama.cpp are installed (a line saying why not otherwise)."""
+    import shutil
+
+    from harness.engines.llamacpp import LlamaCppEngine
+    from harness.models import gguf
+
+    guidellm = args.guidellm or (
+        Path(found) if (found := shutil.which("guidellm")) else GUIDELLM_VENV
+    )
+    if not guidellm.exists():
+        print(f"anchor part skipped: guidellm not found ({guidellm}); see the docstring")
+        return 0
+    engine = LlamaCppEngine()
+    try:
+        engine.load(
+            {"name": "tiny-s", "source": "builtin:tiny-s"},
+            {"quantization": "gguf-f16"},
+            # one thread, as suites/serving.yaml: the server on one core, the client on the other
+            {"name": "cpu", "device": "cpu", "threads": 1},
+            tmp / "artifacts",
+        )
+    except HarnessError as e:
+        print(f"anchor part skipped: {e}")
+        return 0
+    try:
+        tokenizer = gguf.saved_tokenizer(engine.gguf_path)
+        anchor(engine, tokenizer, guidellm, args.prompt_tokens, args.new_tokens, tmp)
     finally:
         engine.close()
     return 0

@@ -97,6 +97,19 @@ SERVING = [
     "itl_p50_s",
     "itl_p90_s",
     "itl_p99_s",
+    "tpot_p50_s",
+    "tpot_p90_s",
+    "tpot_p99_s",
+    "requests_ok",
+    "requests_failed",
+    "offered_rps",
+    "min_steady_s",
+    "inflight_avg",
+    "sent_prompt_tokens",
+    "server_prompt_tokens",
+    "client_energy_j",
+    "client_energy_method",
+    "first_error",
     "produce_j",
 ]
 #: the column order of measurements.csv; workloads may add more columns after these
@@ -139,6 +152,8 @@ TEXT_COLUMNS = {
     "energy_method",
     "energy_sources",
     "metric",
+    "first_error",
+    "client_energy_method",
 }
 
 #: numeric columns a ``command`` case may report on its last output line

@@ -114,15 +114,17 @@ def test_served_f16_scores_like_the_model_in_process(served, artifacts):
 def test_streamed_requests_come_back_with_exactly_new_tokens(served):
     from harness.engines.client import completion_payload, run_closed_loop
 
+    # long enough that four requests stream at once (the window needs all four past their first
+    # token; 24 tokens could be over before the fourth's first one reached the client)
     prompts = served.prompt_ids(8, 16, seed=1)
-    payloads = [completion_payload("tiny-s", p, 24) for p in prompts]
+    payloads = [completion_payload("tiny-s", p, 128, cache_prompt=False) for p in prompts]
     result = run_closed_loop(served.completions_url, payloads, 4)
     assert len(result.requests) == 8
     for r in result.requests:
-        assert len(r.token_s) == 24
-        assert r.usage_tokens in (None, 24)
+        assert len(r.token_s) == 128
+        assert r.usage_tokens in (None, 128)
         assert r.server_tokens_per_s and r.server_tokens_per_s > 0
-    assert result.steady_s > 0 and 0 < result.tokens_in_window() < 8 * 24
+    assert result.steady_s > 0 and 0 < result.tokens_in_window() < 8 * 128
 
 
 def test_a_gguf_type_that_does_not_fit_the_rows_is_refused(artifacts):
@@ -171,7 +173,25 @@ def _check_served(run_dir: Path) -> dict:
             case_dir = run_dir / "cases" / r["case_id"]
             assert "llamacpp:" in (case_dir / "server-metrics.txt").read_text()
             assert (case_dir / "server.log").stat().st_size > 0
+            _check_requests(r, case_dir)
     return results
+
+
+def _check_requests(result: dict, case_dir: Path) -> None:
+    """Issue 23: no cache hits unless asked, TPOT per request, every request kept."""
+    import pandas as pd
+
+    reqs = pd.read_parquet(case_dir / "requests.parquet")
+    for rec in result["repetitions"]:
+        rows = reqs[reqs["repetition"] == rec["repetition"]]
+        assert len(rows) == rec["requests"] == rec["requests_ok"]
+        tpot = (rows["latency_s"] - rows["ttft_s"]) / (rows["tokens"] - 1)
+        assert rec["tpot_s"] == pytest.approx(tpot.median(), rel=1e-9) and rec["tpot_s"] > 0
+        assert rec["sent_prompt_tokens"] == rec["requests"] * rec["prompt_tokens"]
+        if not rec["prefix_cache"]:
+            # llama.cpp's own counter: every prompt token of every repetition was prefilled
+            assert rec["server_prompt_tokens"] == rec["sent_prompt_tokens"], rec["warnings"]
+        assert rec["inflight_avg"] <= rec["concurrency"] + 1e-9
 
 
 def test_a_small_serving_suite_runs_end_to_end(tmp_path):
@@ -179,8 +199,18 @@ def test_a_small_serving_suite_runs_end_to_end(tmp_path):
     data = serving_suite(
         [1, 4], 8, [{"name": "q8_0", "engine": "llamacpp", "quantization": "gguf-q8_0"}], True
     )
+    # two repetitions after a warmup: the second must be prefilled in full too
+    data["measurement"].update(warmup=1, min_repeats=2, max_repeats=2)
+    data["workloads"].append(
+        {"type": "serve", "concurrency": [1], "requests": 4, "prompt_tokens": 16,
+         "new_tokens": 8, "prefix_cache": True}
+    )  # fmt: skip
     run_dir = _run(tmp_path, data, timeout=500)
     results = _check_served(run_dir)
+    # asked for, the cache is on: the warmup's prompts come back, the server reuses them
+    cached = results["tiny-s/q8_0/cpu/serve-c1-prefix-cache"]["repetitions"]
+    assert all(r["server_prompt_tokens"] < r["sent_prompt_tokens"] for r in cached)
+    assert "prompt cache" in cached[0]["warnings"]
     acc = results["tiny-s/q8_0/cpu/accuracy-arith_mc"]["repetitions"][0]
     assert 0 <= acc["accuracy"] <= 1 and acc["engine"] == "llamacpp"
     c4 = results["tiny-s/q8_0/cpu/serve-c4"]["repetitions"][0]
@@ -197,10 +227,16 @@ def test_the_serving_suite_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     results = _check_served(run_dir)
-    assert len(results) == 18
+    assert len(results) == 15
     rows = json.loads(json.dumps([r["repetitions"][0] for r in results.values()]))
     serve = [r for r in rows if r.get("workload") == "serve"]
-    assert {r["concurrency"] for r in serve if r["arrivals"] == "closed-loop"} == {1, 4, 16}
+    assert {r["concurrency"] for r in serve if r["arrivals"] == "closed-loop"} == {1, 16}
+    for result in results.values():  # every steady window long enough to stand for its load
+        for rec in result["repetitions"]:
+            if rec.get("workload") == "serve":
+                assert rec["steady_s"] >= rec["min_steady_s"], result["case"]
+    accuracy = [r for r in rows if r.get("workload") == "accuracy"]
+    assert all(r["samples"] == 225 for r in accuracy)  # the whole task
     poisson = [r for r in serve if r["arrivals"] == "poisson"]
     assert len(poisson) == 3 and {(r["rate_rps"], r["concurrency"]) for r in poisson} == {(40, 16)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -381,17 +382,22 @@ def test_an_open_loop_refuses_a_bad_rate_and_too_few_requests():
         run_open_loop("http://127.0.0.1:9/v1/completions", [{}] * 3, 5.0, 1)
 
 
-def test_a_server_that_stops_answering_ends_the_load_in_one_line(tmp_path):
+def test_a_server_that_stops_answering_fails_its_requests_in_one_line_each(tmp_path):
+    # a stall is a failed request, counted (issue 23: it used to end the whole load)
     server = fake_server(tmp_path, "--token-delay-s", "60").start()
     try:
         server.wait_healthy(60)
         url = server.health_url.replace("/health", "/v1/completions")
         t0 = time.monotonic()
-        with pytest.raises(HarnessError, match=r"no answer from .* within 1 s"):
-            run_closed_loop(url, [completion_payload("m", [5], 4)] * 2, 2, timeout_s=1.0)
+        result = run_closed_loop(url, [completion_payload("m", [5], 4)] * 2, 2, timeout_s=1.0)
         assert time.monotonic() - t0 < 15
     finally:
         server.stop()
+    assert len(result.failed) == 2 and not result.ok
+    for r in result.failed:
+        assert r.error == (
+            "the stream stalled: no token for 1 s (request_timeout_s) after 1 tokens"
+        )
 
 
 def test_percentile_is_numpy_linear():
@@ -551,6 +557,12 @@ def test_a_load_generator_that_takes_a_core_is_a_warning(tmp_path):
     rec = result["repetitions"][0]
     assert rec["client_cpu_s"] > 0.1 * rec["steady_s"]
     assert "the load generator used" in json.dumps(rec["warnings"])
+    # its share of the CPU energy, by CPU time, is taken out of the figure and kept beside it
+    assert rec["client_energy_method"].startswith("cpu-time share of the CPU energy")
+    assert rec["client_energy_method"].endswith("subtracted")
+    assert 0 < rec["client_energy_j"] < rec["energy_j"] + rec["client_energy_j"]
+    assert rec["energy_per_token_j"] == pytest.approx(rec["energy_j"] / rec["tokens_out"])
+    assert "is subtracted from the figure (client_energy_j)" in json.dumps(rec["warnings"])
     # an instant server's tokens come many to a read: their ITL is the client's, and says so
     assert rec["itl_coalesced_share"] > 0.1
     assert "in one read with the one before" in json.dumps(rec["warnings"])
@@ -581,7 +593,8 @@ def test_a_port_in_use_fails_the_case_in_one_line(tmp_path):
 
 
 def test_a_server_already_running_at_a_url_is_measured_with_a_warning(tmp_path):
-    server = fake_server(tmp_path).start()
+    # tokens 10 ms apart: two requests stream at once, so the steady window opens
+    server = fake_server(tmp_path, "--token-delay-s", "0.01").start()
     try:
         server.wait_healthy(60)
         base = server.health_url.removesuffix("/health")
@@ -652,7 +665,13 @@ def test_an_open_loop_case_runs_end_to_end_and_warns_when_the_server_falls_behin
     assert "the load generator used" not in easy  # 32 tokens/s cost the client next to nothing
     assert "in one read with the one before" not in easy  # 20 ms apart: each read on its own
     report = (run_dir / "report" / "report.md").read_text()
-    assert "Poisson 60 rps, 2 slots" in report
+    assert re.search(r"Poisson 60 rps \(offered [0-9.]+\), 2 slots", report)
+    for result in results.values():
+        rec = result["repetitions"][0]
+        # the arrivals inside the window, per second: 20 gaps after the 3 of the ramp-up
+        assert rec["offered_rps"] == pytest.approx(20 / rec["steady_s"], rel=0.01)
+    # the kept-up check names the rate the window saw beside the one asked
+    assert re.search(r"of the [0-9.]+ offered in the window \(asked: 60\)", slow)
 
 
 def test_serving_suites_validate():
@@ -694,3 +713,151 @@ def test_vllm_serves_the_builtin_model_on_a_gpu(tmp_path):
     for name, result in results_by_name(run_dir).items():
         if "/serve-" in name:
             assert not alive(result["summary"]["server_pid"])
+
+
+# ------------------------------------------------- issue 23: figures that hold up
+def test_the_window_never_opens_before_concurrency_requests_have_their_first_token(tmp_path):
+    """One slot, two clients: a request waits while the other streams, so two requests in flight
+    never both have a first token. The old window counted a client that had had a first token
+    for an earlier request, and opened with one request still queued."""
+    fake = ["--token-delay-s", "0.005", "--prefill-s", "0.01", "--parallel", "1"]
+    server = fake_server(tmp_path, *fake).start()
+    try:
+        server.wait_healthy(60)
+        url = server.health_url.replace("/health", "/v1/completions")
+        payloads = [completion_payload("m", [5], 6) for _ in range(6)]
+        starved = run_closed_loop(url, payloads, 2)
+        assert starved.open_s is None and starved.tokens_in_window() == 0
+    finally:
+        server.stop()
+    server = fake_server(tmp_path, "--token-delay-s", "0.005", "--parallel", "3").start()
+    try:
+        server.wait_healthy(60)
+        url = server.health_url.replace("/health", "/v1/completions")
+        payloads = [completion_payload("m", [5], 10) for _ in range(12)]
+        result = run_closed_loop(url, payloads, 3)
+    finally:
+        server.stop()
+    # at the instant it opened, three requests were in flight, each past its first token
+    t = result.open_s
+    assert t is not None
+    streaming = [r for r in result.requests if r.token_s[0] <= t and r.end_s >= t]
+    assert len(streaming) == 3
+    # ... and it closed at the first end after the queue emptied
+    assert result.close_s <= sorted(r.end_s for r in result.requests)[-3] + 0.005
+    assert 2.0 <= result.inflight_avg() <= 3.0
+
+
+def test_tpot_is_per_request_and_every_request_is_kept_in_requests_parquet(tmp_path):
+    import pandas as pd
+
+    w = {"type": "serve", "concurrency": [2], "requests": 8, "prompt_tokens": 5,
+         "new_tokens": 6}  # fmt: skip
+    data = serve_suite(fake_variant("--token-delay-s", "0.01", "--prompt-cache"), w)
+    data["measurement"] = {**FAST, "min_repeats": 2, "max_repeats": 2}
+    proc, run_dir = run_suite(tmp_path, data)
+    assert proc.returncode == 0, proc.stderr
+    (result,) = results_by_name(run_dir).values()
+    reqs = pd.read_parquet(run_dir / "cases" / result["case_id"] / "requests.parquet")
+    assert len(reqs) == 16 and set(reqs["repetition"]) == {0, 1}
+    assert (reqs["status"] == "ok").all() and reqs["error"].isna().all()
+    for rep, rec in enumerate(result["repetitions"]):
+        rows = reqs[reqs["repetition"] == rep]
+        tpot = (rows["latency_s"] - rows["ttft_s"]) / (rows["tokens"] - 1)
+        assert rec["tpot_s"] == pytest.approx(tpot.median(), rel=1e-9)
+        assert rec["tpot_p50_s"] == rec["tpot_s"] > 0.005  # 10 ms a token, never 0
+        assert rec["tpot_p50_s"] <= rec["tpot_p90_s"] <= rec["tpot_p99_s"]
+        assert rec["tpot_p99_s"] == pytest.approx(float(tpot.quantile(0.99)))
+        assert rec["requests_ok"] == 8 and rec["requests_failed"] == 0
+        assert rec["first_error"] is None
+        # the fake keeps a prompt cache: a prompt sent again would be prefilled as 1 token
+        assert rec["server_prompt_tokens"] == rec["sent_prompt_tokens"] == 8 * 5
+        assert rec["prefix_cache"] is False
+        assert rec["min_steady_s"] == 1.0
+    assert "prefilled" not in json.dumps(result["warnings"])
+
+
+def test_prefix_cache_true_is_its_own_labelled_case_and_the_cache_hits_are_named(tmp_path):
+    w = {"type": "serve", "concurrency": [2], "requests": 4, "prompt_tokens": 5,
+         "new_tokens": 4, "prefix_cache": True}  # fmt: skip
+    data = serve_suite(fake_variant("--token-delay-s", "0.01", "--prompt-cache"), w)
+    data["measurement"] = {**FAST, "warmup": 1}
+    proc, run_dir = run_suite(tmp_path, data)
+    assert proc.returncode == 0, proc.stderr
+    (name,) = results_by_name(run_dir)
+    assert name == "tiny-s/fake/h/serve-c2-prefix-cache"
+    rec = results_by_name(run_dir)[name]["repetitions"][0]
+    assert rec["prefix_cache"] is True
+    # the warmup sent the first two prompts: they are prefilled as one token each now
+    assert rec["sent_prompt_tokens"] == 20 and rec["server_prompt_tokens"] == 2 + 2 * 5
+    assert "the server prefilled 12 prompt tokens of the 20 sent" in json.dumps(rec["warnings"])
+
+
+def test_a_short_steady_window_is_a_warning_on_its_row_and_in_serving_csv(tmp_path):
+    import pandas as pd
+
+    w = {"type": "serve", "concurrency": [1], "requests": 3, "prompt_tokens": 4,
+         "new_tokens": 4, "min_steady_s": 5}  # fmt: skip
+    proc, run_dir = run_suite(tmp_path, serve_suite(fake_variant("--token-delay-s", "0.01"), w))
+    assert proc.returncode == 0, proc.stderr
+    (result,) = results_by_name(run_dir).values()
+    rec = result["repetitions"][0]
+    assert rec["min_steady_s"] == 5 and rec["steady_s"] < 1
+    assert "under min_steady_s 5 s" in rec["warnings"]
+    serving = pd.read_csv(run_dir / "report" / "serving.csv")
+    assert serving["min_steady_s"].iloc[0] == 5
+    assert "under min_steady_s 5 s" in serving["warnings"].iloc[0]
+    assert "under min_steady_s" in (run_dir / "report" / "report.md").read_text()
+
+
+FAULT_ERRORS = {
+    "http500": "server answered 500 to a completion: ",
+    "cut": "the stream was cut before its end",
+    "garbage": "server streamed a line that is not JSON: b'{this is not json'",
+    "stall": "the stream stalled: no token for 1 s (request_timeout_s) after 3 tokens",
+}
+
+
+def test_each_server_fault_gives_a_failed_case_or_a_counted_warned_one(tmp_path):
+    variants = [
+        {**fake_variant("--token-delay-s", "0.002", "--fault", f, "--fault-at", "3"), "name": f}
+        for f in (*FAULT_ERRORS, "exit")
+    ]
+    common = {"prompt_tokens": 4, "new_tokens": 6, "request_timeout_s": 1}
+    data = serve_suite(variants[0])
+    data["variants"] = variants
+    data["measurement"] = {**FAST, "case_timeout_s": 60}
+    data["workloads"] = [
+        {"type": "serve", "concurrency": [2], "requests": 10, "max_failed_share": 0.1, **common},
+        # the default: no request may fail
+        {"type": "serve", "variants": ["http500", "stall"], "concurrency": [1], "requests": 8,
+         **common},
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    proc, run_dir = run_suite(tmp_path, data, timeout=300)
+    assert time.monotonic() - t0 < 240
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    results = results_by_name(run_dir)
+    assert len(results) == 7
+    for fault, text in FAULT_ERRORS.items():
+        lenient = results[f"tiny-s/{fault}/h/serve-c2"]
+        assert lenient["status"] == "ok", lenient.get("error")
+        rec = lenient["repetitions"][0]
+        assert rec["requests_failed"] == 1 and rec["requests_ok"] == 9
+        assert rec["first_error"].startswith(text)
+        assert "1 of 10 requests failed (figures over the 9 that succeeded)" in rec["warnings"]
+    for fault in ("http500", "stall"):
+        strict = results[f"tiny-s/{fault}/h/serve-c1"]
+        assert strict["status"] == "failed"
+        assert strict["error"].startswith(
+            "serve: 1 of 3 requests sent failed (max_failed_share 0 allows 0); the first: "
+            + FAULT_ERRORS[fault]
+        ), strict["error"]
+        assert "\n" not in strict["error"]
+    died = results["tiny-s/exit/h/serve-c2"]
+    assert died["status"] == "failed"
+    assert "exited with status 3" in died["error"] and "dying on purpose" in died["error"]
+    # every server this run started is gone
+    for log in (run_dir / "cases").glob("*/server.log"):
+        pid = int(log.read_text().split("(pid ")[1].split(")")[0])
+        assert not alive(pid)

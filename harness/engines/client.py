@@ -6,14 +6,19 @@ is one generated token (llama.cpp and vLLM stream one token per chunk); the coun
 against the server's ``usage.completion_tokens`` when it sends one.
 
 ``run_closed_loop`` keeps ``concurrency`` requests in flight until ``requests`` have been sent.
-The steady-state window (ARCHITECTURE.md, Measurement rules) opens when ``concurrency`` requests
-are in flight and each client's request has had its first token (ramp-up over: every slot is
-generating; a client whose request finished has sent its next at once), and closes as soon as
-fewer than ``concurrency`` remain (the queue is empty and one has finished): ramp-up and drain
-are outside it. Against a slow server that is the moment all ``concurrency`` requests have their
-first token; against one that answers instantly it still opens, once every client got an answer.
-``on_open`` / ``on_close`` are called at those instants (the serve workload opens and closes its
-meter window there); tokens are counted by their arrival time inside the window.
+The steady-state window (ARCHITECTURE.md, Measurement rules; ML.ENERGY's definition) opens at the
+first instant when ``concurrency`` requests are in flight and each of them has had its first token
+(ramp-up over: every slot is generating), and closes as soon as fewer than ``concurrency`` remain
+(the queue is empty and one has finished): ramp-up and drain are outside it. A client whose
+request had a first token earlier does not count for the request it sent next: only the requests
+in flight now do. ``on_open`` / ``on_close`` are called at those instants (the serve workload
+opens and closes its meter window there); tokens are counted by their arrival time inside the
+window, over successful requests.
+
+A request that fails (an HTTP error status, a stream cut short or ending early, a line that is
+not JSON, an error event, no token for ``timeout_s``) is a failed record with its error's text,
+never the end of the loop; its client sends the next. ``max_failed`` ends the load early once
+more requests than that have failed (the case fails anyway: no need to wait for the rest).
 
 ``run_open_loop`` sends each request at its arrival in a seeded Poisson process of ``rate_rps``,
 whatever is still in flight (the load a deployment sees: the server queues what its slots cannot
@@ -50,6 +55,19 @@ class RequestTiming:
     server_busy_ms: float | None = None
     #: when an open loop's arrivals made it due (perf_counter; None in a closed loop)
     scheduled_s: float | None = None
+    #: its place in the load's payloads
+    index: int = -1
+    #: why it failed (None: it succeeded)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.end_s is not None
+
+    @property
+    def tokens(self) -> int:
+        """Output tokens: the server's count where it sent one, else the token chunks read."""
+        return self.usage_tokens if self.usage_tokens is not None else len(self.token_s)
 
     @property
     def ttft_s(self) -> float | None:
@@ -68,6 +86,19 @@ class RequestTiming:
     def latency_s(self) -> float | None:
         return self.end_s - self.sent_s if self.end_s is not None else None
 
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first, as vLLM, AIPerf and inference-perf define it:
+        (latency - TTFT) / (output tokens - 1); None for a failed request or a single token."""
+        return tpot(self.latency_s, self.ttft_s, self.tokens) if self.ok else None
+
+
+def tpot(latency_s: float | None, ttft_s: float | None, tokens: int | None) -> float | None:
+    """(latency - TTFT) / (tokens - 1): the one definition of TPOT (None when it has none)."""
+    if latency_s is None or ttft_s is None or tokens is None or tokens < 2:
+        return None
+    return (latency_s - ttft_s) / (tokens - 1)
+
 
 @dataclass
 class LoadResult:
@@ -75,6 +106,34 @@ class LoadResult:
     open_s: float | None
     close_s: float | None
     wall_s: float
+    #: when the load began (perf_counter): requests' send times are kept from here
+    start_s: float = 0.0
+    #: the load was ended early: more than ``max_failed`` requests failed
+    aborted: bool = False
+    #: an open loop's arrivals inside the window, per second (None: a closed loop)
+    offered_rps: float | None = None
+
+    @property
+    def ok(self) -> list[RequestTiming]:
+        return [r for r in self.requests if r.ok]
+
+    @property
+    def failed(self) -> list[RequestTiming]:
+        """Failed requests in the order they were sent."""
+        return sorted((r for r in self.requests if not r.ok), key=lambda r: r.sent_s)
+
+    def inflight_avg(self) -> float | None:
+        """Requests in flight with their first token, averaged over the window's time."""
+        steady = self.steady_s
+        if not steady:
+            return None
+        lo, hi = self.open_s, self.close_s
+        busy = 0.0
+        for r in self.requests:
+            if r.token_s:
+                end = r.end_s if r.end_s is not None else hi
+                busy += max(0.0, min(end, hi) - max(r.token_s[0], lo))
+        return busy / steady
 
     @property
     def steady_s(self) -> float | None:
@@ -83,10 +142,11 @@ class LoadResult:
         return self.close_s - self.open_s
 
     def tokens_in_window(self) -> int:
+        """Tokens of successful requests that arrived inside the window."""
         if self.open_s is None or self.close_s is None:
             return 0
         lo, hi = self.open_s, self.close_s
-        return sum(1 for r in self.requests for t in r.token_s if lo <= t <= hi)
+        return sum(1 for r in self.requests if r.ok for t in r.token_s if lo <= t <= hi)
 
 
 #: how a token chunk says it is one, as llama.cpp and vLLM write it (compact JSON): a choice whose
@@ -258,15 +318,47 @@ async def _cancel_all(tasks: list) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class _Aborted(Exception):
+    """More requests failed than the load may lose: it ends at once."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for what ended a request (the text kept as its error)."""
+    import aiohttp
+
+    if isinstance(exc, HarnessError):
+        return str(exc)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the stream was cut before its end: {exc}"
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return f"the connection failed: {exc or type(exc).__name__}"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "the connection timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class _Load:
     """What a closed and an open loop share: the session, one timed request, the window, the
-    watchdog that ends a load when a request has had no answer for ``timeout_s``."""
+    watchdog that fails a request that has had no answer for ``timeout_s``."""
 
-    def __init__(self, url: str, payloads: list[dict], on_open, on_close, timeout_s: float):
+    def __init__(
+        self,
+        url: str,
+        payloads: list[dict],
+        on_open,
+        on_close,
+        timeout_s: float,
+        max_failed: int | None = None,
+    ):
         self.url, self.payloads, self.timeout_s = url, payloads, timeout_s
         self.on_open, self.on_close = on_open, on_close
+        self.max_failed = max_failed
+        #: called as each request's stream ends (a closed loop closes its window there)
+        self.on_end: Callable[[], None] | None = None
         self.done: list[RequestTiming] = []
         self.in_flight: dict[int, RequestTiming] = {}
+        self.readers: dict[int, asyncio.Future] = {}
+        self.failed = 0
         self.open_s: float | None = None
         self.close_s: float | None = None
 
@@ -282,13 +374,48 @@ class _Load:
             if self.on_close is not None:
                 self.on_close()
 
+    async def _stream(self, session, index: int, timing: RequestTiming, on_first) -> None:
+        try:
+            async with session.post(self.url, json=self.payloads[index]) as resp:
+                await _read_stream(resp, timing, on_first)
+        finally:
+            # no longer in flight from the instant it ended, not a loop turn later
+            self.in_flight.pop(index, None)
+            if self.on_end is not None:
+                self.on_end()
+
     async def request(self, session, index: int, on_first, scheduled_s: float | None = None):
-        timing = RequestTiming(sent_s=time.perf_counter(), scheduled_s=scheduled_s)
+        timing = RequestTiming(sent_s=time.perf_counter(), scheduled_s=scheduled_s, index=index)
         self.in_flight[index] = timing
-        async with session.post(self.url, json=self.payloads[index]) as resp:
-            await _read_stream(resp, timing, on_first)
-        del self.in_flight[index]
+        reader = asyncio.ensure_future(self._stream(session, index, timing, on_first))
+        self.readers[index] = reader
+        try:
+            # waited on, not awaited: the watchdog cancelling a stalled reader fails this
+            # request only, while cancelling this task (the load ends) still ends both
+            await asyncio.wait({reader})
+        except BaseException:
+            reader.cancel()
+            raise
+        finally:
+            self.in_flight.pop(index, None)
+            del self.readers[index]
+        if reader.cancelled():
+            timing.error = timing.error or "cancelled"
+        elif reader.exception() is not None:
+            timing.error = describe_failure(reader.exception())
+        else:
+            want = self.payloads[index].get("max_tokens")
+            if want is not None and timing.tokens != want:
+                timing.error = (
+                    f"the stream ended after {timing.tokens} tokens, not {want} "
+                    "(cut short, or the server stopped early)"
+                )
+        if timing.error is not None:
+            timing.end_s = time.perf_counter()
+            self.failed += 1
         self.done.append(timing)
+        if self.max_failed is not None and self.failed > self.max_failed:
+            raise _Aborted
 
     async def _watchdog(self) -> None:
         # one check a second in place of a timer re-armed at every read (aiohttp's sock_read),
@@ -296,54 +423,68 @@ class _Load:
         while True:
             await asyncio.sleep(min(1.0, self.timeout_s / 4))
             now = time.perf_counter()
-            for t in list(self.in_flight.values()):
-                if now - (t.token_s[-1] if t.token_s else t.sent_s) > self.timeout_s:
-                    raise TimeoutError
+            for index, t in list(self.in_flight.items()):
+                last = t.token_s[-1] if t.token_s else t.sent_s
+                reader = self.readers.get(index)
+                if now - last > self.timeout_s and reader is not None and not reader.done():
+                    what = "no token" if t.token_s else "no first token"
+                    t.error = (
+                        f"the stream stalled: {what} for {self.timeout_s:g} s "
+                        f"(request_timeout_s) after {len(t.token_s)} tokens"
+                    )
+                    reader.cancel()
 
     async def run(self, body, limit: int) -> LoadResult:
         """Run ``body(session)`` with at most ``limit`` connections (0: no limit)."""
         import aiohttp
 
         t0 = time.perf_counter()
+        aborted = False
         connector = _spare_connector(limit)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             work = asyncio.ensure_future(body(session))
             watchdog = asyncio.ensure_future(self._watchdog())
             try:
-                await asyncio.wait({work, watchdog}, return_when=asyncio.FIRST_COMPLETED)
-                if watchdog.done():
-                    watchdog.result()  # raises the timeout
                 await work
+            except _Aborted:
+                aborted = True
             finally:
                 for task in (work, watchdog):
                     task.cancel()
                 await asyncio.gather(work, watchdog, return_exceptions=True)
+        if aborted:
+            self.close_s = self.close_s or time.perf_counter()  # no window worth keeping
         self.close()  # a window still open when the last request ended closes there
-        return LoadResult(self.done, self.open_s, self.close_s, time.perf_counter() - t0)
+        return LoadResult(
+            self.done, self.open_s, self.close_s, time.perf_counter() - t0, t0, aborted
+        )
 
 
 async def _closed_loop(load: _Load, concurrency: int) -> LoadResult:
     pending = list(range(len(load.payloads)))
     pending.reverse()
-    ramped: set[int] = set()
 
-    def first_token(client_id: int) -> None:
-        # ramp-up ends when every client's request has had its first token: from then on all
-        # concurrency slots are generating (a client that finished sends its next one at once)
-        ramped.add(client_id)
-        if len(ramped) == concurrency and len(load.in_flight) == concurrency:
+    def first_token() -> None:
+        # ramp-up ends when concurrency requests are in flight and each of them has had its
+        # first token: every slot is generating (only a first token can make this true)
+        if len(load.in_flight) == concurrency and all(t.token_s for t in load.in_flight.values()):
             load.open()
 
-    async def client(session, client_id: int) -> None:
-        on_first = lambda: first_token(client_id)  # noqa: E731
+    def ended() -> None:
+        if not pending:  # the queue is empty and one finished: fewer than concurrency remain
+            load.close()
+
+    load.on_end = ended
+
+    async def client(session) -> None:
         while pending:
-            await load.request(session, pending.pop(), on_first)
+            await load.request(session, pending.pop(), first_token)
             if not pending:  # the queue is empty and this one finished: fewer than concurrency
                 load.close()
 
     async def body(session) -> None:
-        tasks = [asyncio.ensure_future(client(session, i)) for i in range(concurrency)]
+        tasks = [asyncio.ensure_future(client(session)) for _ in range(concurrency)]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -370,12 +511,27 @@ OPEN_LOOP_RAMP = 0.1
 OPEN_LOOP_MIN_REQUESTS = 10
 
 
+#: the default request count is this many times the concurrency: a steady phase between
+#: ramp-up and drain several requests long
+REQUESTS_PER_SLOT = 4
+
+
+def default_requests(concurrency: int) -> int:
+    """Requests a case sends when its suite names none: a steady phase several waves long."""
+    return max(REQUESTS_PER_SLOT * concurrency, OPEN_LOOP_MIN_REQUESTS)
+
+
+def open_loop_ramp(count: int) -> int:
+    """The index of the arrival that opens an open loop's window."""
+    return max(1, math.ceil(count * OPEN_LOOP_RAMP))
+
+
 async def _open_loop(load: _Load, schedule: list[float]) -> LoadResult:
     clock = time.perf_counter
 
     async def body(session) -> None:
         start = clock()
-        ramp = max(1, math.ceil(len(schedule) * OPEN_LOOP_RAMP))
+        ramp = open_loop_ramp(len(schedule))
         tasks = []
         try:
             for index, offset in enumerate(schedule):
@@ -384,6 +540,8 @@ async def _open_loop(load: _Load, schedule: list[float]) -> LoadResult:
                     await asyncio.sleep(due - clock())
                 if index == ramp:
                     load.open()
+                if load.max_failed is not None and load.failed > load.max_failed:
+                    raise _Aborted
                 tasks.append(asyncio.ensure_future(load.request(session, index, None, due)))
             # the last arrival: from here on the server only drains
             load.close()
@@ -392,12 +550,18 @@ async def _open_loop(load: _Load, schedule: list[float]) -> LoadResult:
             await _cancel_all(tasks)
             raise
 
-    return await load.run(body, 0)
+    result = await load.run(body, 0)
+    if result.steady_s and not result.aborted:
+        # the arrivals the window saw, per second: the seeded schedule's rate over so few
+        # arrivals is not the asked one (and the client may have sent late)
+        ramp = open_loop_ramp(len(schedule))
+        result.offered_rps = (len(schedule) - 1 - ramp) / result.steady_s
+    return result
 
 
 def _run(coroutine, url: str, timeout_s: float) -> LoadResult:
     """Run a load on uvloop where it is installed (its loop costs the client half the CPU per
-    token of asyncio's own), turning connection faults into one line."""
+    token of asyncio's own), turning connection faults outside a request into one line."""
     import aiohttp
 
     try:
@@ -421,14 +585,18 @@ def run_closed_loop(
     on_open: Callable[[], None] | None = None,
     on_close: Callable[[], None] | None = None,
     timeout_s: float = 120.0,
+    max_failed: int | None = None,
 ) -> LoadResult:
-    """Send ``payloads`` with ``concurrency`` closed-loop clients; see the module's docstring."""
+    """Send ``payloads`` with ``concurrency`` closed-loop clients; see the module's docstring.
+
+    ``timeout_s``: a request with no token for this long fails; ``max_failed``: the load ends
+    once more requests than this have failed (None: it never does)."""
     if len(payloads) < concurrency:
         raise HarnessError(
             f"serve: {len(payloads)} requests cannot keep {concurrency} in flight "
             "(requests must be at least the concurrency)"
         )
-    load = _Load(url, payloads, on_open, on_close, timeout_s)
+    load = _Load(url, payloads, on_open, on_close, timeout_s, max_failed)
     return _run(_closed_loop(load, concurrency), url, timeout_s)
 
 
@@ -440,10 +608,11 @@ def run_open_loop(
     on_open: Callable[[], None] | None = None,
     on_close: Callable[[], None] | None = None,
     timeout_s: float = 120.0,
+    max_failed: int | None = None,
 ) -> LoadResult:
     """Send ``payloads`` at Poisson arrivals of ``rate_rps``, each at its time whatever is still
     in flight (an open loop: the server's queue grows when it cannot keep up); see the module's
-    docstring for the window."""
+    docstring for the window, and ``run_closed_loop`` for ``timeout_s`` and ``max_failed``."""
     if rate_rps <= 0 or not math.isfinite(rate_rps):
         raise HarnessError(f"serve: rate_rps must be a positive number, not {rate_rps}")
     if len(payloads) < OPEN_LOOP_MIN_REQUESTS:
@@ -452,7 +621,7 @@ def run_open_loop(
             f"for a window after its ramp-up, not {len(payloads)}"
         )
     schedule = poisson_schedule(len(payloads), rate_rps, seed)
-    load = _Load(url, payloads, on_open, on_close, timeout_s)
+    load = _Load(url, payloads, on_open, on_close, timeout_s, max_failed)
     return _run(_open_loop(load, schedule), url, timeout_s)
 
 

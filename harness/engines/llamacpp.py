@@ -10,12 +10,20 @@ artifacts, its energy measured through ``measure`` when the workload gives one);
 the server on 127.0.0.1 in its own process group (``harness.engines.server``). Prompts are token
 ids (the builtin tokenizer lowercases, which a GGUF vocabulary cannot say), so the server never
 tokenises text the harness sent.
+
+Every request carries ``cache_prompt: false``, the server's default is the same
+(``--no-cache-prompt``) and it keeps no prompt cache in host memory (``--cache-ram 0``), where the
+build has those options, so each measured request is prefilled in full, unless
+the workload asks ``prefix_cache: true``; its ``llamacpp:prompt_tokens_total`` counter (``/metrics``)
+says how many prompt tokens it evaluated, which the serve workload checks against those it sent.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +74,18 @@ def check_installed() -> tuple[Path, Path]:
 
 #: GGUF types a llamacpp variant may ask for (harness.models.gguf.GGUF_TYPES, prefixed)
 GGUF_QUANTIZATIONS = ("gguf-f16", "gguf-q8_0", "gguf-q5_0", "gguf-q4_0", "gguf-q4_k_m")
+
+
+@functools.lru_cache(maxsize=4)
+def server_help(server: Path) -> str:
+    """``llama-server --help``: which options this build has."""
+    try:
+        proc = subprocess.run(
+            [str(server), "--help"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout + proc.stderr
 
 
 class LlamaCppEngine(ServedEngine):
@@ -172,6 +192,14 @@ class LlamaCppEngine(ServedEngine):
         ]  # fmt: skip
         if self.threads:
             cmd += ["--threads", str(self.threads), "--threads-batch", str(self.threads)]
+        if not self.prefix_cache:
+            options = server_help(self.server_bin)
+            if "--no-cache-prompt" in options:  # the default of requests that do not say
+                cmd += ["--no-cache-prompt"]
+            if "--cache-ram" in options:
+                # newer servers also keep finished prompts in host memory, restored into a
+                # slot by prefix: none of it while measuring full prefill
+                cmd += ["--cache-ram", "0"]
         self.base_url = f"http://{HOST}:{port}"
         health = f"{self.base_url}/health"
         return self.launch(cmd, health, log_path, health_timeout_s, name="llama-server")

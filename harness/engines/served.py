@@ -24,6 +24,14 @@ class ServedEngine(Engine):
     base_url: str | None = None
     #: the ordinary token ids prompts are drawn from (set by ``load``)
     _vocab: list[int]
+    #: serve with the server's prompt/prefix cache on (set before ``start``; default off, so
+    #: every measured request is prefilled in full)
+    prefix_cache: bool = False
+
+    def request_extra(self, prefix_cache: bool) -> dict:
+        """Fields each completion request adds: llama.cpp's ``cache_prompt`` (reuse a slot's
+        cached prompt); servers without that extension ignore it."""
+        return {"cache_prompt": bool(prefix_cache)}
 
     def prompt_ids(self, count: int, prompt_tokens: int, seed: int) -> list[list[int]]:
         """``count`` seeded prompts of exactly ``prompt_tokens`` ordinary token ids."""

@@ -4,7 +4,8 @@ An optional extra (``pip install -e '.[vllm]'``, on a CUDA machine); refused in 
 machine without CUDA or without vLLM. The model is the checkpoint folder the harness loads
 (a trained builtin model from the run's artifacts, or a ``path:`` folder): vLLM reads it as a
 Hugging Face folder. ``--max-num-seqs`` is the concurrency, so the server batches what the
-clients keep in flight; requests are token ids, as for llama.cpp.
+clients keep in flight; requests are token ids, as for llama.cpp. Prefix caching, on by default in
+vLLM, is switched off (``--no-enable-prefix-caching``) unless the workload asks ``prefix_cache``.
 """
 
 from __future__ import annotations
@@ -100,11 +101,17 @@ class VLLMEngine(ServedEngine):
             "--max-num-seqs", str(parallel),
             "--max-model-len", str(ctx_per_slot),
             "--disable-log-requests",
+            # prefix caching is on by default in vLLM: a measured request would reuse what an
+            # earlier one with the same prefix left in the KV cache
+            "--enable-prefix-caching" if self.prefix_cache else "--no-enable-prefix-caching",
         ]  # fmt: skip
         self.base_url = f"http://{HOST}:{port}"
         env = {"CUDA_VISIBLE_DEVICES": self.gpu}
         health = f"{self.base_url}/health"
         return self.launch(cmd, health, log_path, health_timeout_s, name="vllm", env=env)
+
+    def request_extra(self, prefix_cache: bool) -> dict:
+        return {}  # its prefix cache is a server flag (start)
 
     def lm_eval_model(self, batch_size: int):
         """lm-eval's local-completions model pointed at this server (vLLM answers echo)."""

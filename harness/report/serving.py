@@ -31,11 +31,39 @@ SERVE_METRICS = [
     "itl_p90_s",
     "itl_p99_s",
     "latency_p50_s",
+    "tpot_s",
+    "tpot_p50_s",
+    "tpot_p90_s",
+    "tpot_p99_s",
     "steady_s",
+    "min_steady_s",
+    "inflight_avg",
+    "offered_rps",
     "energy_j",
+    "client_energy_j",
+    "client_cpu_s",
 ]
-KEYS = ["model", "variant", "engine", "hardware", "energy_method", "concurrency", "rate_rps"]
-FACTS = ["quantization", "model_size_mb", "produce_j", "prompt_tokens", "new_tokens"]
+#: summed over a case's repetitions: requests and prompt tokens
+SERVE_COUNTS = ["requests_ok", "requests_failed", "sent_prompt_tokens", "server_prompt_tokens"]
+KEYS = [
+    "model",
+    "variant",
+    "engine",
+    "hardware",
+    "energy_method",
+    "concurrency",
+    "rate_rps",
+    "prefix_cache",
+]
+FACTS = [
+    "quantization",
+    "model_size_mb",
+    "produce_j",
+    "prompt_tokens",
+    "new_tokens",
+    "client_energy_method",
+    "first_error",
+]
 
 
 def _ok(frame: pd.DataFrame) -> pd.DataFrame:
@@ -48,20 +76,45 @@ def serve_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per serve case: medians of the serving metrics over its repetitions."""
     if "workload" not in frame.columns:
         return pd.DataFrame(columns=KEYS + FACTS + SERVE_METRICS)
+    empty = KEYS + FACTS + SERVE_METRICS + SERVE_COUNTS + ["warnings"]
     f = _ok(frame[frame["workload"] == "serve"]).copy()
     if f.empty:
-        return pd.DataFrame(columns=KEYS + FACTS + SERVE_METRICS)
-    for col in KEYS + FACTS + SERVE_METRICS:
+        return pd.DataFrame(columns=empty)
+    for col in empty:
         if col not in f.columns:
             f[col] = None
-    for col in SERVE_METRICS + ["concurrency", "rate_rps", "model_size_mb", "produce_j"]:
+    numeric = SERVE_METRICS + SERVE_COUNTS + ["concurrency", "rate_rps", "model_size_mb"]
+    for col in numeric + ["produce_j"]:
         f[col] = pd.to_numeric(f[col], errors="coerce")
+    # records from before prefix_cache was an axis were served with the cache on
+    f["prefix_cache"] = f["prefix_cache"].astype(object).where(f["prefix_cache"].notna(), None)
     g = f.groupby(KEYS, dropna=False)
     out = g[SERVE_METRICS].median()
-    out = out.join(g[FACTS].first()).join(g.size().to_frame("n")).reset_index()
+    out = out.join(g[SERVE_COUNTS].sum(min_count=1)).join(g[FACTS].first())
+    out = out.join(g["warnings"].agg(_warnings)).join(g.size().to_frame("n")).reset_index()
     return out.sort_values(
         ["model", "variant", "rate_rps", "concurrency"], kind="stable", na_position="first"
     ).reset_index(drop=True)
+
+
+def _warnings(values: pd.Series) -> str:
+    """Each distinct warning of a case's repetitions once, in order: the row says what it has."""
+    seen: list[str] = []
+    for v in values.dropna():
+        for w in str(v).split(";"):
+            if w.strip() and w.strip() not in seen:
+                seen.append(w.strip())
+    return ";".join(seen)
+
+
+def steady_note(r) -> str:
+    """The steady window's seconds, flagged where it was shorter than its ``min_steady_s``."""
+    steady, floor = r.get("steady_s"), r.get("min_steady_s")
+    if pd.isna(steady):
+        return ""
+    if pd.notna(floor) and steady < floor:
+        return f"{steady:.3g} ⚠ under min_steady_s {floor:g}"
+    return f"{steady:.3g}"
 
 
 def closed_loop(serve: pd.DataFrame) -> pd.DataFrame:
@@ -72,9 +125,22 @@ def closed_loop(serve: pd.DataFrame) -> pd.DataFrame:
 
 
 def _load(r) -> str:
+    cache = ", prefix cache on" if r.get("prefix_cache") is True else ""
     if pd.notna(r.get("rate_rps")):
-        return f"Poisson {r['rate_rps']:g} rps, {int(r['concurrency'])} slots"
-    return f"{int(r['concurrency'])} in flight"
+        offered = r.get("offered_rps")
+        seen = f" (offered {offered:.3g})" if pd.notna(offered) else ""
+        return f"Poisson {r['rate_rps']:g} rps{seen}, {int(r['concurrency'])} slots{cache}"
+    return f"{int(r['concurrency'])} in flight{cache}"
+
+
+def _prefill(r) -> str:
+    """Prompt tokens the server prefilled (its metrics) of those sent."""
+    server, sent = r.get("server_prompt_tokens"), r.get("sent_prompt_tokens")
+    if pd.isna(sent):
+        return ""
+    if pd.isna(server):
+        return f"? / {sent:.0f}"
+    return f"{server:.0f} / {sent:.0f}"
 
 
 def accuracy_by_variant(frame: pd.DataFrame) -> pd.DataFrame:
@@ -84,14 +150,20 @@ def accuracy_by_variant(frame: pd.DataFrame) -> pd.DataFrame:
     f = _ok(frame[frame["workload"] == "accuracy"]).copy()
     if f.empty or "accuracy" not in f.columns:
         return pd.DataFrame()
-    for col in ("engine", "accuracy_stderr", "task"):
+    for col in ("engine", "accuracy_stderr", "task", "samples"):
         if col not in f.columns:
             f[col] = None
     f["engine"] = f["engine"].fillna("transformers")
-    keep = ["model", "variant", "engine", "task", "accuracy", "accuracy_stderr"]
-    return (
-        f[keep].groupby(["model", "variant", "engine", "task"], dropna=False).first().reset_index()
-    )
+    keep = ["model", "variant", "engine", "task", "accuracy", "accuracy_stderr", "samples"]
+    out = f[keep].groupby(["model", "variant", "engine", "task"], dropna=False).first()
+    out = out.reset_index()
+    from harness.report.stats import samples_from_stderr, wilson
+
+    n = pd.to_numeric(out["samples"], errors="coerce")
+    acc = pd.to_numeric(out["accuracy"], errors="coerce")
+    n = n.where(n > 0, samples_from_stderr(acc, pd.to_numeric(out["accuracy_stderr"])))
+    out["accuracy_ci_low"], out["accuracy_ci_high"] = wilson(acc, n)
+    return out
 
 
 def in_process_vs_served(frame: pd.DataFrame, serve: pd.DataFrame) -> pd.DataFrame:
@@ -206,7 +278,14 @@ def section(frame: pd.DataFrame, table, fmt) -> str:
         "Served requests measured in the steady state only (closed-loop, the window opens when "
         "`concurrency` requests are in flight with their first tokens, and closes when fewer "
         "remain; open-loop, at Poisson arrivals of `rate_rps`, it spans the arrivals after the "
-        "first tenth). "
+        "first tenth, and the rate the window saw is published beside the asked one). Every "
+        "measured request is prefilled in full (no prompt or prefix cache, fresh prompts each "
+        "repetition) unless the row says the prefix cache was on; prefilled / sent: the prompt "
+        "tokens the server says it prefilled (its metrics) against those sent. TPOT per "
+        "request is (latency − TTFT) / (output tokens − 1), its median here. Figures are over "
+        "successful requests; failed: requests that failed (the case fails past "
+        "`max_failed_share`). The load generator's share of the CPU energy, by CPU time, is "
+        "subtracted where CPU energy is in the figure (`client_energy_j`). "
         "Energy per request is energy per token × new_tokens. Latencies in seconds.\n",
     ]
     rows = [
@@ -219,7 +298,11 @@ def section(frame: pd.DataFrame, table, fmt) -> str:
             "rps": _fmt(r["requests_per_s"]),
             "ttft": " / ".join(_fmt(r[c]) for c in ("ttft_p50_s", "ttft_p90_s", "ttft_p99_s")),
             "itl": " / ".join(_fmt(r[c]) for c in ("itl_p50_s", "itl_p90_s", "itl_p99_s")),
-            "steady": _fmt(r["steady_s"]),
+            "tpot": _fmt(r["tpot_s"]),
+            "steady": steady_note(r),
+            "failed": "" if pd.isna(r["requests_failed"]) else f"{r['requests_failed']:.0f}",
+            "prefill": _prefill(r),
+            "client": _fmt(r["client_energy_j"]),
             "method": r["energy_method"],
         }
         for _, r in serve.iterrows()
@@ -233,7 +316,11 @@ def section(frame: pd.DataFrame, table, fmt) -> str:
         ("rps", "requests/s"),
         ("ttft", "TTFT p50/p90/p99"),
         ("itl", "ITL p50/p90/p99"),
+        ("tpot", "TPOT"),
         ("steady", "steady s"),
+        ("failed", "failed"),
+        ("prefill", "prefilled / sent"),
+        ("client", "client J"),
         ("method", "energy"),
     ]
     parts.append(table(rows, cols, len(serve)))
@@ -282,11 +369,18 @@ def section(frame: pd.DataFrame, table, fmt) -> str:
                         "setup": f"{r['model']}/{r['variant']} ({r['engine']})",
                         "task": r["task"],
                         "acc": _fmt(r["accuracy"]),
-                        "se": _fmt(r["accuracy_stderr"], 2),
+                        "ci": f"{_fmt(r['accuracy_ci_low'])} – {_fmt(r['accuracy_ci_high'])}",
+                        "n": "" if pd.isna(r["samples"]) else f"{float(r['samples']):.0f}",
                     }
                     for _, r in acc.iterrows()
                 ],
-                [("setup", "setup"), ("task", "task"), ("acc", "accuracy"), ("se", "stderr")],
+                [
+                    ("setup", "setup"),
+                    ("task", "task"),
+                    ("acc", "accuracy"),
+                    ("ci", "95% interval (Wilson)"),
+                    ("n", "questions"),
+                ],
             )
         )
     both = in_process_vs_served(frame, serve)
