@@ -23,6 +23,7 @@ COMMANDS = {
     "compare": "harness.report.cli:compare",
     "recommend": "harness.report.cli:recommend",
     "site": "harness.report.cli:site",
+    "check": "harness.report.cli:check",
 }
 
 
