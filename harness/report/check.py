@@ -364,7 +364,9 @@ def thermal_drift(row, ctx):
     "a clock that fell in some windows measured a slower machine than the others",
 )
 def thermal_throttle(rows, ctx):
-    clocks = pd.to_numeric(rows.get("clock_mhz"), errors="coerce").dropna()
+    if "clock_mhz" not in rows.columns:
+        return None
+    clocks = pd.to_numeric(rows["clock_mhz"], errors="coerce").dropna()
     if clocks.empty or clocks.max() <= 0:
         return None
     share = float(clocks.min() / clocks.max())
@@ -497,7 +499,13 @@ def serve_prefill(row, ctx):
     "a forecast whose interval missed the actual total is not the guide it claims to be",
 )
 def train_forecast(rows, ctx):
-    first = rows.iloc[0]
+    # the forecast joins the records of the chunk in which it was made
+    if "forecast_j" not in rows.columns:
+        return None
+    made = rows[pd.to_numeric(rows["forecast_j"], errors="coerce").notna()]
+    if made.empty:
+        return None
+    first = made.iloc[0]
     f, lo, hi = (_num(first, c) for c in ("forecast_j", "forecast_j_ci_low", "forecast_j_ci_high"))
     if f is None:
         return None
