@@ -57,7 +57,8 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
         [*techniques.sections(making, tables), checks],
     )
     lines = text.split("\n")
-    lines[1:1] = opening  # report.md opens with the checks' counts, under its title
+    at = 3 if making.sentence else 1  # under the title and its answer: the checks' counts
+    lines[at:at] = opening
     text = "\n".join(lines)
     from harness import store
 
