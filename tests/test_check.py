@@ -393,3 +393,10 @@ def test_site_data_leaves_failed_rows_off_and_counts_them(tmp_path):
     assert by_model["tiny-m"]["check"] == "warn"
     kept = site_data(runs, include_failed_checks=True)
     assert kept["failed_checks_left_off"] == 0 and "tiny-l" in kept["labels"]
+
+
+def test_a_bad_checks_block_in_a_manifest_is_one_line(tmp_path, capsys):
+    run = plant(tmp_path, [infer()], suite={"checks": {"max_energy_cv": "lots"}})
+    assert main(["check", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json: checks.max_energy_cv" in err and "Traceback" not in err

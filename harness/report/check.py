@@ -631,7 +631,7 @@ class CaseVerdict:
                     "rule": f.rule,
                     "level": f.level,
                     "detail": f.detail,
-                    "rows": n,
+                    "rows_flagged": n,  # rows on which it warned or failed
                     "source": RULE_BY_NAME[f.rule].source,
                 }
                 for f, n in self.findings
@@ -723,12 +723,22 @@ def _split_rules(text: str) -> list[str]:
 
 def context(run, accounting=None) -> Context:
     """The rules' context for one run: its suite's checks block, idle.json, the CPU's TDP."""
+    from pydantic import ValidationError
+
     from harness import store
+    from harness.errors import HarnessError
     from harness.suite import Checks
 
     suite = run.suite
     block = suite.get("checks") or {}
-    checks = Checks.model_validate(block) if isinstance(block, dict) else Checks()
+    try:
+        checks = Checks.model_validate(block)
+    except ValidationError as e:  # a manifest edited by hand: one line, as a suite's error
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        raise HarnessError(
+            f"{run.path}/manifest.json: checks{'.' + where if where else ''}: {err.get('msg')}"
+        ) from None
     m = suite.get("measurement") or {}
     idle = {}
     try:
