@@ -45,7 +45,14 @@ class Rule:
     source: str
     protects: str
     #: one case's rows -> {row index: finding}; rows it does not apply to are absent
-    apply: Callable[[pd.DataFrame, Context], dict]
+    apply: Callable[[Case, Context], dict]
+
+
+@dataclass
+class Case:
+    """One case's rows, as (frame index, row as a dict) pairs."""
+
+    rows: list[tuple[object, dict]]
 
 
 @dataclass
@@ -74,11 +81,11 @@ class Context:
 RULES: list[Rule] = []
 
 
-def _num(row, col: str) -> float | None:
+def _num(row: dict, col: str) -> float | None:
     """A row's number, None where the column is absent, empty or not a number."""
-    if col not in row.index:
+    v = row.get(col)
+    if v is None:
         return None
-    v = row[col]
     try:
         v = float(v)
     except (TypeError, ValueError):
@@ -86,10 +93,8 @@ def _num(row, col: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _text(row, col: str) -> str:
-    if col not in row.index:
-        return ""
-    v = row[col]
+def _text(row: dict, col: str) -> str:
+    v = row.get(col)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     return str(v)
@@ -100,10 +105,11 @@ def row_rule(name: str, source: str, protects: str, *, failed_rows: bool = False
     Only ok rows are judged unless ``failed_rows``."""
 
     def register(fn):
-        def apply(case: pd.DataFrame, ctx: Context) -> dict:
-            rows = case if failed_rows else case[case["status"] == "ok"]
+        def apply(case: Case, ctx: Context) -> dict:
             out = {}
-            for i, row in rows.iterrows():
+            for i, row in case.rows:
+                if not failed_rows and row.get("status") != "ok":
+                    continue
                 got = fn(row, ctx)
                 if got is not None:
                     out[i] = Finding(name, *got)
@@ -116,16 +122,16 @@ def row_rule(name: str, source: str, protects: str, *, failed_rows: bool = False
 
 
 def case_rule(name: str, source: str, protects: str):
-    """A rule over a case's ok rows together: ``fn(rows, ctx)`` -> ``(level, detail)`` or None;
-    the finding is every ok row's."""
+    """A rule over a case's ok rows together: ``fn(rows, ctx)`` (rows: dicts) ->
+    ``(level, detail)`` or None; the finding is every ok row's."""
 
     def register(fn):
-        def apply(case: pd.DataFrame, ctx: Context) -> dict:
-            rows = case[case["status"] == "ok"]
-            if rows.empty:
+        def apply(case: Case, ctx: Context) -> dict:
+            ok = [(i, r) for i, r in case.rows if r.get("status") == "ok"]
+            if not ok:
                 return {}
-            got = fn(rows, ctx)
-            return {} if got is None else {i: Finding(name, *got) for i in rows.index}
+            got = fn([r for _, r in ok], ctx)
+            return {} if got is None else {i: Finding(name, *got) for i, _ in ok}
 
         RULES.append(Rule(name, source, protects, apply))
         return fn
@@ -283,9 +289,10 @@ def energy_counter_vs_power(row, ctx):
 # --- repetitions -------------------------------------------------------------------------------
 
 
-def _energies(rows: pd.DataFrame) -> np.ndarray:
-    e = pd.to_numeric(rows["energy_j"], errors="coerce").to_numpy(dtype=float)
-    return e[np.isfinite(e)]
+def _values(rows: list[dict], col: str) -> np.ndarray:
+    """A column's finite numbers over rows."""
+    v = np.array([x for r in rows if (x := _num(r, col)) is not None], dtype=float)
+    return v
 
 
 @case_rule(
@@ -294,7 +301,7 @@ def _energies(rows: pd.DataFrame) -> np.ndarray:
     "a figure that stopped before its interval reached the target is less certain than it says",
 )
 def repeat_stop_reason(rows, ctx):
-    reason = _text(rows.iloc[0], "stop_reason")
+    reason = _text(rows[0], "stop_reason")
     if not reason:
         return None
     if reason in ("converged", "planned"):
@@ -302,7 +309,7 @@ def repeat_stop_reason(rows, ctx):
     if reason == "max_repeats":
         from harness.stopping import ci_half_width
 
-        e = _energies(rows)
+        e = _values(rows, "energy_j")
         if len(e) >= 2 and np.median(e) > 0:
             rel = ci_half_width(list(e)) / abs(float(np.median(e)))
             if rel <= ctx.target_rel_ci:
@@ -320,7 +327,7 @@ def repeat_stop_reason(rows, ctx):
     "repetitions that scatter widely measure the machine's noise as much as the workload",
 )
 def repeat_energy_cv(rows, ctx):
-    e = _energies(rows)
+    e = _values(rows, "energy_j")
     if len(e) < 2 or np.mean(e) <= 0:
         return None
     cv = float(np.std(e, ddof=1) / np.mean(e))
@@ -364,10 +371,8 @@ def thermal_drift(row, ctx):
     "a clock that fell in some windows measured a slower machine than the others",
 )
 def thermal_throttle(rows, ctx):
-    if "clock_mhz" not in rows.columns:
-        return None
-    clocks = pd.to_numeric(rows["clock_mhz"], errors="coerce").dropna()
-    if clocks.empty or clocks.max() <= 0:
+    clocks = _values(rows, "clock_mhz")
+    if not len(clocks) or clocks.max() <= 0:
         return None
     share = float(clocks.min() / clocks.max())
     limit = ctx.checks.min_clock_share
@@ -500,16 +505,14 @@ def serve_prefill(row, ctx):
 )
 def train_forecast(rows, ctx):
     # the forecast joins the records of the chunk in which it was made
-    if "forecast_j" not in rows.columns:
+    made = [r for r in rows if _num(r, "forecast_j") is not None]
+    if not made:
         return None
-    made = rows[pd.to_numeric(rows["forecast_j"], errors="coerce").notna()]
-    if made.empty:
-        return None
-    first = made.iloc[0]
+    first = made[0]
     f, lo, hi = (_num(first, c) for c in ("forecast_j", "forecast_j_ci_low", "forecast_j_ci_high"))
     if f is None:
         return None
-    actual = float(pd.to_numeric(rows["energy_j"], errors="coerce").sum())
+    actual = float(_values(rows, "energy_j").sum())
     if actual <= 0:
         return None
     err = (f - actual) / actual
@@ -652,17 +655,20 @@ def check_frame(frame: pd.DataFrame, ctx: Context) -> tuple[pd.DataFrame, list[C
         frame["check_rules"] = pd.Series(dtype=object)
         return frame, verdicts
     keys = frame["case_id"].fillna(frame["case"]).fillna("").astype(str)
-    for case_id, case in frame.groupby(keys, sort=False):
+    records = frame.to_dict("records")  # once: per case it costs a hundred times more
+    index = list(frame.index)
+    for case_id, positions in frame.groupby(keys, sort=False).indices.items():
+        view = Case([(index[p], records[p]) for p in positions])
         by_rule: dict[str, list[Finding]] = {}
         for rule in RULES:
-            for i, f in rule.apply(case, ctx).items():
+            for i, f in rule.apply(view, ctx).items():
                 per_row[i].append(f)
                 by_rule.setdefault(rule.name, []).append(f)
         findings = []
         for fs in by_rule.values():
             top = max(fs, key=lambda f: _RANK[f.level])
             findings.append((top, sum(f.level != PASS for f in fs)))
-        first = case.iloc[0]
+        first = view.rows[0][1]
         verdicts.append(
             CaseVerdict(
                 run_id=_text(first, "run_id"),
@@ -671,7 +677,7 @@ def check_frame(frame: pd.DataFrame, ctx: Context) -> tuple[pd.DataFrame, list[C
                 workload=_text(first, "workload"),
                 check=worst(f.level for f, _ in findings),
                 findings=findings,
-                rows=len(case),
+                rows=len(view.rows),
             )
         )
     frame["check"] = [worst(f.level for f in per_row[i]) for i in frame.index]
