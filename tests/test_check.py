@@ -245,6 +245,12 @@ def test_serve_inflight_below_concurrency_warns(tmp_path, capsys):
     assert rc == 0 and f["level"] == "warn" and "< 0.8 × 4" in f["detail"]
 
 
+def test_serve_inflight_is_not_judged_open_loop(tmp_path, capsys):
+    rc, out = check(capsys, plant(tmp_path, [serve(inflight_avg=2.0, rate_rps=40.0)]))
+    case = out["cases"][0]
+    assert "serve.inflight" not in {r["rule"] for r in case["rules"]}
+
+
 def test_serve_energy_per_token_out_of_range_fails(tmp_path, capsys):
     rc, out = check(capsys, plant(tmp_path, [serve(energy_j=500000.0, tokens_out=4000)]))
     assert rc == 1 and finding(out, "serve.energy_per_token")["level"] == "fail"

@@ -460,8 +460,8 @@ def serve_offered_rate(row, ctx):
 )
 def serve_inflight(row, ctx):
     inflight, conc = _num(row, "inflight_avg"), _num(row, "concurrency")
-    if not _serve(row) or inflight is None or not conc:
-        return None
+    if not _serve(row) or inflight is None or not conc or _num(row, "rate_rps"):
+        return None  # open loop: what is in flight follows the arrivals, not the slots
     limit = ctx.checks.min_inflight_share
     if inflight < limit * conc:
         return WARN, f"{inflight:.3g} requests in flight on average < {limit:g} × {conc:g}"
