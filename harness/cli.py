@@ -24,6 +24,7 @@ COMMANDS = {
     "recommend": "harness.report.cli:recommend",
     "site": "harness.report.cli:site",
     "export": "harness.exports.cli:export",
+    "check": "harness.report.cli:check",
 }
 
 

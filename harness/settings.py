@@ -354,6 +354,39 @@ class Report(_Strict):
     accuracy_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
 
 
+class Checks(_Strict):
+    """Thresholds of ``harness check`` (harness/report/check.py) a user may need to change; each
+    default with its source. A serve workload's own ``max_failed_share`` and ``min_steady_s`` (on
+    its rows) apply where this block does not set them."""
+
+    #: average CPU/GPU power above this × TDP (GPU: its power limit) fails (ML.ENERGY: 1.1)
+    max_power_tdp_ratio: Annotated[float, Field(gt=0)] = 1.1
+    #: peak power above this × the device's TDP fails (ML.ENERGY: 1.7)
+    max_peak_tdp_ratio: Annotated[float, Field(gt=0)] = 1.7
+    #: counter against integrated power, relative (harness sensors --check: 2 %)
+    max_counter_power_diff: Annotated[float, Field(gt=0)] = 0.02
+    #: coefficient of variation of a case's energy over its repetitions, above which it warns
+    max_energy_cv: Annotated[float, Field(gt=0)] = 0.1
+    #: temperature drift in a window that warns (default: measurement.max_temp_drift_c)
+    max_temp_drift_c: Annotated[float, Field(gt=0)] | None = None
+    #: hottest temperature that warns (ML.ENERGY: 95 °C)
+    max_temp_c: Annotated[float, Field(gt=0)] = 95.0
+    #: a window clock below this share of the case's highest warns (throttling)
+    min_clock_share: Annotated[float, Field(gt=0, le=1)] = 0.8
+    #: share of a serve case's requests that may fail (ML.ENERGY: none)
+    max_failed_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+    #: shortest steady window of a serve case, seconds (ML.ENERGY: 30)
+    min_steady_s: Annotated[float, Field(ge=0)] = 30.0
+    #: open loop: offered rate below this × rate_rps warns
+    min_offered_share: Annotated[float, Field(gt=0, le=1)] = 0.9
+    #: closed loop: requests in flight on average below this × concurrency warns (ML.ENERGY: 0.8)
+    min_inflight_share: Annotated[float, Field(gt=0, le=1)] = 0.8
+    #: energy per token above this (joules) fails (ML.ENERGY: 100)
+    max_energy_per_token_j: Annotated[float, Field(gt=0)] = 100.0
+    #: half-width of an accuracy's 95% interval above which it warns (too few samples)
+    accuracy_ci_max: Annotated[float, Field(gt=0, le=1)] = 0.1
+
+
 def builtin_model_names() -> list[str] | None:
     """The builtin family's names, or None when the models package is not importable here."""
     try:

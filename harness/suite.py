@@ -14,7 +14,14 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import HarnessError
 from harness.schema import Strict as _Strict
@@ -27,6 +34,7 @@ from harness.settings import (  # noqa: F401 - the suite's blocks, importable fr
     SOURCE_PREFIXES,
     TORCHAO_QUANTIZATIONS,
     Carbon,
+    Checks,
     Estimate,
     Hardware,
     KnobCommand,
@@ -71,8 +79,14 @@ class Suite(_Strict):
     variants: list[Variant] = Field(default_factory=list)
     workloads: list[Workload] = Field(default_factory=list)
     report: Report | None = None
+    checks: Checks | None = None
 
     _name = field_validator("name")(_check_name)
+
+    @field_serializer("checks")
+    def _checks_as_given(self, checks: Checks | None):
+        # what the suite set, not the defaults: a set threshold overrides a serve workload's own
+        return checks.model_dump(exclude_unset=True) if checks is not None else None
 
     @model_validator(mode="after")
     def _matrix(self) -> Suite:

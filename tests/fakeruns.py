@@ -279,7 +279,9 @@ def write_run(
                 status=c.status,
                 error=c.error,
             )
-            rec["stop_reason"] = "min_repeats"
+            # a real stop reason (harness.stopping), unless the case plants its own
+            planned = c.workload in ("train", "accuracy")
+            rec["stop_reason"] = r.get("stop_reason") or ("planned" if planned else "converged")
             derive(rec, grid)
             reps.append(rec)
         records.extend(reps)

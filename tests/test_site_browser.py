@@ -316,3 +316,32 @@ def test_compare_view_sets_two_models_side_by_side_at_a_shape_both_measured(driv
     got = rows()
     assert "No shape both measured (a: batch 8, batch 1; c: batch 4)" in got["no-shape"][0]
     assert got["energy_per_query_j"][1:] == ["—", "—", ""]
+
+
+def test_check_marks_and_failed_rows_left_off_then_shown(driver, tmp_path):
+    import json
+
+    warm = infer_case("tiny-m", "fp32", "cpu", 8, 0.9, params=3e6)
+    for r in warm.reps:
+        r["stop_reason"] = "time_budget"
+    hot = infer_case("tiny-l", "fp32", "cpu", 8, 60.0, params=8e6)
+    for r in hot.reps:  # the CPU drew far past its 65 W TDP: the row fails harness check
+        r.update(energy_cpu_j=r["energy_j"], duration_s=r["energy_j"] / 200.0)
+    run = write_run(tmp_path, [infer_case("tiny-s", "fp32", "cpu", 8, 0.5), warm, hot])
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["suite"]["measurement"]["tdp_w"] = 65
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    open_page(driver, build_site([run], tmp_path / "site"))
+    assert board_models(driver) == ["tiny-s", "tiny-m"]
+    marks = {
+        tr.get_attribute("data-model"): tr.find_element("css selector", "td[data-key='check']")
+        for tr in by_css(driver, "#leaderboard tbody tr")
+    }
+    assert marks["tiny-s"].text == "✓ passed" and marks["tiny-m"].text == "⚠ warned"
+    assert "repeat.stop_reason (warn: time_budget" in marks["tiny-m"].get_attribute("title")
+    note = driver.find_element("id", "failed-note")
+    assert note.is_displayed() and note.text.startswith("1 setup left off: failed harness check")
+    driver.find_element("id", "f-failed").click()
+    assert "tiny-l" in board_models(driver)
+    row = by_css(driver, "#leaderboard tbody tr[data-model='tiny-l'] td[data-key='check']")[0]
+    assert row.text == "✗ failed" and "energy.power_band (fail" in row.get_attribute("title")

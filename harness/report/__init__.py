@@ -37,6 +37,7 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     write_csv(techniques.summary_with_produce(tables, making), out / "summary.csv")
     write_csv(board, out / "leaderboard.csv")
     write_csv(tables.cases, out / "cases.csv")
+    _write_checked_measurements(run)
     _write_carbon(tables, out)
     if not making.techniques.empty:
         write_csv(making.techniques, out / "techniques.csv")
@@ -50,9 +51,18 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
         write_csv(served, out / "serving.csv")
         if figures and (drawn_serving := serving.figure(served, out / "figures" / "serving.png")):
             drawn["serving.png"] = drawn_serving
+    from harness.report.markdown import checks_lines
+
+    opening, checks = checks_lines(tables.verdicts)
     text = techniques.with_techniques(
-        render(tables, board, drawn), making.sentence, techniques.sections(making, tables)
+        render(tables, board, drawn),
+        making.sentence,
+        [*techniques.sections(making, tables), checks],
     )
+    lines = text.split("\n")
+    at = 3 if making.sentence else 1  # under the title and its answer: the checks' counts
+    lines[at:at] = opening
+    text = "\n".join(lines)
     from harness import store
 
     store.write_text(out / "report.md", text)
@@ -72,3 +82,20 @@ def _write_carbon(tables, out: Path) -> None:
         folder.mkdir(exist_ok=True)
         for case_id, report in boamps.reports(tables.run, tables.run.frame).items():
             store.write_json(folder / f"{case_id}.json", report)
+
+
+def _write_checked_measurements(run) -> None:
+    """measurements.parquet and .csv with each row's ``check`` and ``check_rules`` (harness check).
+
+    The runner writes them after each case without a verdict (the rules need the whole case);
+    the report adds it, row for row, to the table as the runner wrote it.
+    """
+    from harness import store
+
+    frame = store.load_results(run.path)
+    if len(frame) != len(run.frame) or "check" not in run.frame.columns:
+        return
+    frame["check"] = run.frame["check"].to_numpy()
+    frame["check_rules"] = run.frame["check_rules"].to_numpy()
+    store.write_parquet(run.path / store.MEASUREMENTS_PARQUET, frame)
+    store.write_csv(run.path / store.MEASUREMENTS_CSV, frame)

@@ -56,10 +56,18 @@ def report(run_dir: Path) -> int:
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="CSV file to write (default: stdout)."
 )
-def leaderboard(run_dirs: tuple[Path, ...], output: Path | None) -> int:
+@click.option(
+    "--include-failed-checks",
+    is_flag=True,
+    help="Keep rows that failed harness check (marked in the check column).",
+)
+def leaderboard(
+    run_dirs: tuple[Path, ...], output: Path | None, include_failed_checks: bool
+) -> int:
     """One leaderboard CSV over RUN_DIRS (run folders, folders of runs, or leaderboard CSVs of
     this schema version): the latest result per model × variant × hardware × device × host ×
-    headline shape, with its run_id."""
+    headline shape, with its run_id. Rows that failed harness check are left out unless
+    --include-failed-checks."""
     from harness.csvsafe import to_csv_text
     from harness.report.csvfiles import write_csv
     from harness.report.leaderboard import combine, read_board
@@ -71,14 +79,20 @@ def leaderboard(run_dirs: tuple[Path, ...], output: Path | None) -> int:
     boards = [read_board(p) for p in csvs]  # a board of another schema: refused, one line
     folders = [p for p in run_dirs if p not in csvs]
     runs = open_runs(folders) if folders else []
+    from harness.report.check import keep_published
+
     board = combine(boards + [board_of(build_tables(r)) for r in runs])
+    board, left_off = keep_published(board, include_failed_checks)
+    note = f"; {left_off} failed harness check, left off (--include-failed-checks)"
     if output is None:
         sys.stdout.write(to_csv_text(board))
+        if left_off:
+            click.echo(f"leaderboard: {len(board)} rows{note}", err=True)
     else:
         if output.parent and not output.parent.is_dir():
             raise HarnessError(f"-o {output}: no such folder {output.parent}")
         write_csv(board, output)
-        click.echo(f"{output} ({len(board)} rows from {len(runs)} runs)")
+        click.echo(f"{output} ({len(board)} rows from {len(runs)} runs{note if left_off else ''})")
     return 0
 
 
@@ -368,13 +382,61 @@ def _p_text(value) -> str:
     show_default=True,
     help="Relative change the history marks as a regression (as in harness compare).",
 )
-def site(run_dirs: tuple[Path, ...], output: Path, threshold: float) -> int:
+@click.option(
+    "--include-failed-checks",
+    is_flag=True,
+    help="Put rows that failed harness check on the board (marked); by default they are left "
+    "off and counted, and the page's toggle shows them.",
+)
+def site(
+    run_dirs: tuple[Path, ...], output: Path, threshold: float, include_failed_checks: bool
+) -> int:
     """The web leaderboard over RUN_DIRS (run folders or folders of runs): one self-contained
     OUTPUT/index.html that opens from disk, with no server and no network."""
     from harness.report.site import build_site
 
     if threshold < 0:
         raise HarnessError(f"--threshold must be >= 0, got {threshold}")
-    page = build_site(list(run_dirs), output, threshold)
+    page = build_site(
+        list(run_dirs), output, threshold, include_failed_checks=include_failed_checks
+    )
     click.echo(f"{page} ({page.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+def check(run_dirs: tuple[Path, ...], as_json: bool) -> int:
+    """Apply the publication rules to every row and case of RUN_DIRS (run folders or folders of
+    runs) and print a verdict per case: pass, warn or fail, with the rule and the figures that
+    decided it (docs/methodology.md, Checks). Exit 1 when any case fails."""
+    import json
+
+    from harness.report.check import FAIL, PASS, RULES, counts, summary_line
+    from harness.report.load import open_runs
+    from harness.report.tables import build_tables
+
+    runs = open_runs(list(run_dirs))
+    # the verdicts the report computes, so that check, report and board always agree
+    verdicts = [v for run in runs for v in build_tables(run).verdicts]
+    if as_json:
+        out = {
+            "counts": counts(verdicts),
+            "cases": [v.to_dict() for v in verdicts],
+            "rules": [{"rule": r.name, "source": r.source, "protects": r.protects} for r in RULES],
+        }
+        click.echo(json.dumps(out, indent=1))
+    else:
+        for run in runs:
+            mine = [v for v in verdicts if v.run_id == run.run_id]
+            click.echo(f"{run.run_id} ({run.path})")
+            for v in mine:
+                applied = len(v.findings)
+                click.echo(f"  {v.check:<4}  {v.case}  ({applied} rules applied)")
+                for f, n in v.findings:
+                    if f.level != PASS:
+                        where = f" [{n} of {v.rows} rows]" if v.rows > 1 else ""
+                        click.echo(f"        {f.level} {f.rule}: {f.detail}{where}")
+        click.echo(summary_line(verdicts).replace("`", ""))
+    return 1 if any(v.check == FAIL for v in verdicts) else 0

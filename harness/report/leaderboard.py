@@ -88,6 +88,9 @@ COLUMNS = [
     "device",
     "host",
     "accuracy_run_id",
+    # harness check's verdict of the row (pass|warn|fail) and the rules that warned or failed
+    "check",
+    "check_rules",
 ]
 INTEGER_COLUMNS = ["schema_version", "params", "batch_size", "prompt_tokens", "new_tokens", "n"]
 
@@ -175,6 +178,8 @@ _TEXT = {
     "device",
     "host",
     "accuracy_run_id",
+    "check",
+    "check_rules",
 }
 
 
@@ -220,6 +225,9 @@ def read_board(path) -> pd.DataFrame:
             f"writes schema_version {SCHEMA_VERSION}, whose columns differ: rebuild it from its "
             "run folders instead of merging"
         )
+    for col in ("check", "check_rules"):  # a board written before rows were checked
+        if col not in board.columns:
+            board[col] = None
     missing = [c for c in COLUMNS if c not in board.columns]
     if missing:
         raise HarnessError(f"{path}: not a leaderboard CSV (no column {missing[0]})")

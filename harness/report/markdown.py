@@ -528,3 +528,37 @@ def render(tables: Tables, board: pd.DataFrame, figures: dict[str, Path]) -> str
         figures_section(figures),
     ]
     return "\n".join(s for s in sections if s)
+
+
+def checks_lines(verdicts: list) -> tuple[list[str], str]:
+    """report.md's opening line (the counts) with each failed case's failing rules under it,
+    and a Checks section listing every case that warned or failed, rule by rule."""
+    from harness.report.check import FAIL, PASS, summary_line
+
+    head = ["", f"**{summary_line(verdicts)}**"]
+    for v in verdicts:
+        if v.check == FAIL:
+            rules = ", ".join(
+                f"{f.rule} ({escape(f.detail)})" for f, _ in v.findings if f.level == FAIL
+            )
+            head.append(f"- fail: {escape(v.case)}: {rules}")
+    bad = [v for v in verdicts if v.check != PASS]
+    if not bad:
+        return head, ""
+    lines = [
+        "## Checks",
+        "",
+        "Each case that warned or failed `harness check`, and why (the rules "
+        "and their sources: docs/methodology.md).",
+        "",
+        "| case | check | rule | level | figures | rows |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in bad:
+        for f, n in v.findings:
+            if f.level != PASS:
+                lines.append(
+                    f"| {escape(v.case)} | {v.check} | {f.rule} | {f.level} | {escape(f.detail)} "
+                    f"| {n} of {v.rows} |"
+                )
+    return head, "\n".join(lines) + "\n"

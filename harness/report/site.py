@@ -33,6 +33,7 @@ import pandas as pd
 
 from harness import store
 from harness.errors import HarnessError
+from harness.report.check import FAIL
 from harness.report.compare import HISTORY_RUNS, compare_runs
 from harness.report.leaderboard import combine
 from harness.report.leaderboard import leaderboard as leaderboard_of
@@ -485,20 +486,30 @@ def _run_facts(run: Run) -> dict:
     }
 
 
-def site_data(runs: list[Run], threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """Everything the page shows, as JSON-ready data."""
+def site_data(
+    runs: list[Run], threshold: float = DEFAULT_THRESHOLD, *, include_failed_checks: bool = False
+) -> dict:
+    """Everything the page shows, as JSON-ready data. Rows that failed ``harness check`` travel
+    with the page (its toggle shows them, marked) but are rated and labelled only when
+    ``include_failed_checks``."""
     all_tables = [build_tables(r) for r in runs]
     rows = site_rows(all_tables)
+    failed = (rows["check"] == FAIL) & (not include_failed_checks)
+    published, left_off = rows[~failed], int(failed.sum())
+    if left_off:  # stars rank the rows on the board only
+        rows["stars"] = star_ratings(published).reindex(rows.index).astype("Int64")
     points, regressions = history(all_tables, threshold)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     labels = {
         str(r["model"]): label_svg(r, generated)
-        for r in best_per_model(rows).to_dict(orient="records")
+        for r in best_per_model(published).to_dict(orient="records")
     }
     return {
         "generated": generated,
         "threshold": threshold,
         "star_rule": STAR_RULE,
+        "include_failed_checks": include_failed_checks,
+        "failed_checks_left_off": left_off,
         "runs": [_run_facts(r) for r in runs],
         "rows": _jsonable(rows),
         "serving": _jsonable(serving_rows(runs)),
@@ -554,6 +565,8 @@ def build_site(
     run_dirs: list[str | os.PathLike],
     out_dir: str | os.PathLike,
     threshold: float = DEFAULT_THRESHOLD,
+    *,
+    include_failed_checks: bool = False,
 ) -> Path:
     """Write ``out_dir/index.html`` (and ``out_dir/labels/<model>.svg``); returns the page's path."""
     out = Path(out_dir)
@@ -562,7 +575,7 @@ def build_site(
     if not out.parent.is_dir():
         raise HarnessError(f"-o {out}: no such folder {out.parent}")
     runs = open_runs(list(run_dirs))
-    data = site_data(runs, threshold)
+    data = site_data(runs, threshold, include_failed_checks=include_failed_checks)
     page = render_page(data)
     out.mkdir(exist_ok=True)
     labels = out / "labels"

@@ -442,6 +442,8 @@ class Tables:
     methods: list[str] = field(default_factory=list)
     #: embodied emissions and what they rest on (harness.carbon.boundary.Accounting)
     accounting: object = None
+    #: harness check's verdict per case (harness.report.check.CaseVerdict)
+    verdicts: list = field(default_factory=list)
 
 
 SUMMARY_HEAD = [
@@ -525,12 +527,15 @@ def command_table(cases: pd.DataFrame) -> pd.DataFrame:
 
 def build_tables(run: Run) -> Tables:
     from harness.carbon.boundary import account
+    from harness.report.check import check_run, join_setup_checks
 
     accounting = account(run.manifest, run.frame, run.carbon_block)  # embodied_g, co2e_total_g
     grid = grid_of(run)
+    verdicts = check_run(run, accounting, grid)  # check, check_rules on every row
     cases = add_carbon(case_stats(run.frame), grid)
     setups, order, tasks = setup_table(cases, grid, run.queries_lifetime)
-    summary = setups.reset_index()[[*SETUP, *order]]
+    setups = join_setup_checks(setups, run.frame)
+    summary = setups.reset_index()[[*SETUP, *order, "check", "check_rules"]]
     methods = sorted(m for m in cases["energy_method"].dropna().unique())
     return Tables(
         run=run,
@@ -543,4 +548,5 @@ def build_tables(run: Run) -> Tables:
         failed=failed_cases(run.frame),
         methods=methods,
         accounting=accounting,
+        verdicts=verdicts,
     )

@@ -56,6 +56,7 @@
   const BOARD_COLUMNS = [
     { key: "rank", label: "#", sort: false },
     { key: "model", label: "Model", text: true },
+    { key: "check", label: "Check", text: true },
     { key: "best_setup", label: "Best setup (variant / hardware)", text: true },
     { key: "params", label: "Parameters" },
     { key: "stars", label: "Stars (1–5)" },
@@ -73,6 +74,7 @@
   ];
   const SETUP_COLUMNS = [
     { key: "variant", label: "Variant", text: true },
+    { key: "check", label: "Check", text: true },
     { key: "hardware", label: "Hardware", text: true },
     { key: "device_name", label: "Device", text: true },
     { key: "engine", label: "Engine", text: true },
@@ -105,10 +107,14 @@
     sortDir: "ascending",
     tab: "board",
     detail: null,
+    // rows that failed harness check stay off the board unless asked (the toggle)
+    showFailed: Boolean(DATA.include_failed_checks),
   };
+  const isFailed = (r) => r.check === "fail";
 
   function passes(r) {
     if (r.energy_method !== state.method) return false;
+    if (isFailed(r) && !state.showFailed) return false;
     if (!state.hardware.has(r.hardware) || !state.engine.has(r.engine)) return false;
     if (state.minAccuracy > 0 && !(r.accuracy !== null && r.accuracy >= state.minAccuracy)) return false;
     if (state.maxLatency !== null) {
@@ -189,6 +195,14 @@
       b.addEventListener("click", () => openDetail(v));
       return el("td", attrs, [b]);
     }
+    if (c.key === "check") {
+      // a mark per row: passed, warned (the reasons on hover), failed (shown only when asked)
+      const why = (r.check_rules || "").split("; ").filter(Boolean).join("\n");
+      const marks = { pass: ["✓ passed", "check-pass"], warn: ["⚠ warned", "check-warn"], fail: ["✗ failed", "check-fail"] };
+      const [text, cls] = marks[v] || ["— not checked", "check-none"];
+      const title = v === "pass" ? "Passed every rule of harness check" : (why || "not checked");
+      return el("td", Object.assign(attrs, { title: title }), [el("span", { class: "check " + cls, text: text, "data-check": v || "" })]);
+    }
     if (c.key === "stars") {
       return el("td", Object.assign(attrs, { title: DATA.star_rule }), [el("span", { class: "stars", text: starText(v) })]);
     }
@@ -216,6 +230,10 @@
       ? `${best.length} of ${total} models (${state.method} energy) meet the filters; ` +
         "each row is the model's setup with the least energy per query among those that do."
       : "These runs measured no model setup to rank (no inference case ran).";
+    const failed = ROWS.filter((r) => r.energy_method === state.method && isFailed(r)).length;
+    $("failed-note").textContent = !failed ? "" : state.showFailed
+      ? `${failed} setup${failed === 1 ? "" : "s"} that failed harness check ${failed === 1 ? "is" : "are"} shown, marked ✗ (hover for the rules).`
+      : `${failed} setup${failed === 1 ? "" : "s"} left off: failed harness check (tick "Show failed checks" to see ${failed === 1 ? "it" : "them"}, marked).`;
     if (state.tab === "board" && drawChart) renderPareto(filteredSetups());
     if (state.tab === "charts") renderCharts();
     if (state.tab === "compare") renderCompare();
@@ -253,6 +271,9 @@
     metric.addEventListener("change", () => { state.latencyMetric = metric.value; renderBoard(); });
     checkboxes($("f-hardware"), ROWS.map((r) => r.hardware), state.hardware);
     checkboxes($("f-engine"), ROWS.map((r) => r.engine), state.engine);
+    const failedBox = $("f-failed");
+    failedBox.checked = state.showFailed;
+    failedBox.addEventListener("change", () => { state.showFailed = failedBox.checked; renderBoard(); });
     const search = $("f-search");
     search.addEventListener("input", () => { state.search = search.value.trim().toLowerCase(); renderBoard(); });
   }
