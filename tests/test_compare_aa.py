@@ -52,6 +52,7 @@ def _compare(base: Path, new: Path, tmp_path: Path):
     return harness(["compare", str(base), str(new)], tmp_path, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_a_of_command_loops_then_a_planted_slowdown(tmp_path, monkeypatch, capsys):
     suite = _suite(
         tmp_path,

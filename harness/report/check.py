@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -819,8 +820,12 @@ def check_run(run, accounting=None, grid=None) -> list[CaseVerdict]:
         ctx.grid_intensity = grid.intensity_g_per_kwh
         ctx.carbon_origin = ctx.carbon_origin or grid.source
     checked, verdicts = check_frame(run.frame, ctx)
-    run.frame["check"] = checked["check"]
-    run.frame["check_rules"] = checked["check_rules"]
+    # in place (callers hold this frame); a frame built column by column is fragmented, and two
+    # more columns on it are cheap: pandas' PerformanceWarning would only reach the user's stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        run.frame["check"] = checked["check"]
+        run.frame["check_rules"] = checked["check_rules"]
     return verdicts
 
 
