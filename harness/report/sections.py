@@ -139,7 +139,8 @@ class Checks(Section):
 
 
 class Figures(Section):
-    """The gallery: every figure the run has data for, each under its caption."""
+    """The gallery: every figure drawn (its own, plots.GALLERY, and any other section's, first),
+    each under its caption."""
 
     name = "figures"
 
@@ -151,7 +152,7 @@ class Figures(Section):
     def markdown(self, analysis: Analysis) -> str:
         if not analysis.drawn:
             return "## Figures\n\n_No figures: the run has no data to draw._\n"
-        captions = {f.name: f.caption for f in self.figures(analysis)}
+        captions = {f.name: f.caption for s in applying(analysis) for f in s.figures(analysis)}
         parts = ["## Figures\n"]
         for name in analysis.drawn:
             parts.append(f"{captions.get(name, name)}\n\n![{name}](figures/{name})\n")
