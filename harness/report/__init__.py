@@ -17,55 +17,25 @@ def build_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     Returns the report folder. A path that is not a run folder raises HarnessError.
     ``figures=False`` skips the plots (most of the time a report takes).
     """
-    from harness.report import techniques
-    from harness.report.csvfiles import write_csv
-    from harness.report.leaderboard import leaderboard
-    from harness.report.load import open_run
-    from harness.report.markdown import render
-    from harness.report.plots import draw_all
-    from harness.report.tables import build_tables
-
-    run = open_run(run_dir)
-    tables = build_tables(run)
-    out = run.path / "report"
-    out.mkdir(exist_ok=True)
-    board = leaderboard(tables)
-    making = techniques.build(tables)
-    from harness.report import measurements
-
-    measurements.write(tables, making.produced)  # produce_j, embodied_g, co2e_total_g filled
-    write_csv(techniques.summary_with_produce(tables, making), out / "summary.csv")
-    write_csv(board, out / "leaderboard.csv")
-    write_csv(tables.cases, out / "cases.csv")
-    _write_checked_measurements(run)
-    _write_carbon(tables, out)
-    if not making.techniques.empty:
-        write_csv(making.techniques, out / "techniques.csv")
-    if not making.forecasts.empty:
-        write_csv(making.forecasts, out / "forecasts.csv")
-    drawn = draw_all(tables, out / "figures") if figures else {}
-    from harness.report import serving
-
-    served = serving.serve_table(run.frame)
-    if not served.empty:
-        write_csv(served, out / "serving.csv")
-        if figures and (drawn_serving := serving.figure(served, out / "figures" / "serving.png")):
-            drawn["serving.png"] = drawn_serving
-    from harness.report.markdown import checks_lines
-
-    opening, checks = checks_lines(tables.verdicts)
-    text = techniques.with_techniques(
-        render(tables, board, drawn),
-        making.sentence,
-        [*techniques.sections(making, tables), checks],
-    )
-    lines = text.split("\n")
-    at = 3 if making.sentence else 1  # under the title and its answer: the checks' counts
-    lines[at:at] = opening
-    text = "\n".join(lines)
     from harness import store
+    from harness.report import measurements, sections
+    from harness.report.analysis import Analysis
+    from harness.report.csvfiles import write_csv
+    from harness.report.load import open_run
 
-    store.write_text(out / "report.md", text)
+    analysis = Analysis(open_run(run_dir))
+    tables = analysis.tables
+    out = analysis.run.path / "report"
+    out.mkdir(exist_ok=True)
+    measurements.write(tables, analysis.making.produced)  # produce_j, embodied_g, co2e_total_g
+    _write_checked_measurements(analysis.run)
+    _write_carbon(tables, out)
+    for section in sections.applying(analysis):
+        for name, frame in section.tables(analysis).items():
+            write_csv(frame, out / name)
+    if figures:
+        sections.draw(analysis, out / "figures")
+    store.write_text(out / "report.md", sections.render(analysis))
     return out
 
 

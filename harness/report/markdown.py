@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import pandas as pd
 
@@ -478,56 +477,6 @@ def warnings_section(tables: Tables) -> str:
         parts.append(f"- **{escape(case)}**")
         parts += [f"  - {escape(t)}" for t in group_warnings(windows)]
     return "\n".join(parts) + "\n"
-
-
-FIGURE_TEXT = {
-    "pareto.png": "Accuracy against energy per 1,000 queries; the black line is the Pareto front.",
-    "energy_per_token_vs_params.png": "Energy per token against parameter count (log-log).",
-    "batch_scaling.png": "Throughput and energy per token against batch size.",
-    "training_energy_vs_params.png": "Training energy against parameter count (log-log).",
-    "power_traces.png": "Sampled power of the costliest traced cases.",
-    "carbon_by_hour.png": "The same run at each hour of the day: its CO2e had it run then "
-    "(the intensity file's mean per hour, UTC).",
-    "energy_vs_power_limit.png": "Energy per token and p90 latency against the GPU power limit.",
-    "energy_vs_cpu_max_mhz.png": "Energy per token and p90 latency against the CPU frequency cap.",
-    "techniques.png": "Accuracy retained against energy per query saved, by technique.",
-    "serving.png": "Served in the steady state: energy per token and per request against "
-    "concurrency, per variant.",
-}
-
-
-def serving_section(tables: Tables) -> str:
-    """Serve cases by variant and concurrency (harness.report.serving); empty without any."""
-    from harness.report import serving
-
-    return serving.section(tables.run.frame, table, fmt)
-
-
-def figures_section(figures: dict[str, Path]) -> str:
-    if not figures:
-        return "## Figures\n\n_No figures: the run has no data to draw._\n"
-    parts = ["## Figures\n"]
-    for name in figures:
-        parts.append(f"{FIGURE_TEXT.get(name, name)}\n\n![{name}](figures/{name})\n")
-    return "\n".join(parts)
-
-
-def render(tables: Tables, board: pd.DataFrame, figures: dict[str, Path]) -> str:
-    sections = [
-        header(tables),
-        summary_section(tables),
-        serving_section(tables),
-        leaderboard_section(board),
-        carbon_section(tables),
-        boundary_section(tables),
-        lifetime_section(tables),
-        commands_section(tables),
-        repetitions_section(tables),
-        failed_section(tables),
-        warnings_section(tables),
-        figures_section(figures),
-    ]
-    return "\n".join(s for s in sections if s)
 
 
 def checks_lines(verdicts: list) -> tuple[list[str], str]:

@@ -28,6 +28,9 @@ from matplotlib.ticker import (  # noqa: E402
 )
 
 from harness.report import knob_sweeps as report_knobs  # noqa: E402
+from harness.report import serving as report_serving  # noqa: E402
+from harness.report import techniques as report_techniques  # noqa: E402
+from harness.report.figure import Figure  # noqa: E402
 from harness.report.png import DPI, save_png  # noqa: E402,F401
 from harness.report.recommend import pareto_by_method, setup_label  # noqa: E402
 from harness.report.tables import Tables  # noqa: E402
@@ -552,34 +555,70 @@ def energy_vs_cpu_max_mhz(tables: Tables, path: Path) -> Path | None:
 
 
 def techniques(tables: Tables, path: Path) -> Path | None:
-    """Accuracy retained against energy per query saved, by technique (report/techniques.py)."""
+    """Accuracy retained against energy per query saved, by technique (report/techniques.py).
+
+    A build draws it from its analysis (techniques.FIGURE); this is for a caller with tables only.
+    """
     from harness.report.techniques import build, figure
 
     return figure(build(tables).techniques, path)
 
 
-FIGURES = {
-    "pareto.png": pareto,
-    "energy_per_token_vs_params.png": energy_per_token_vs_params,
-    "batch_scaling.png": batch_scaling,
-    "training_energy_vs_params.png": training_energy_vs_params,
-    "power_traces.png": power_traces,
-    "techniques.png": techniques,
-    "carbon_by_hour.png": carbon_by_hour,
-}
+def _of_tables(draw):
+    """A figure drawn from the analysis's tables."""
+    return lambda analysis, path: draw(analysis.tables, path)
+
+
+def _figures(*figures: Figure) -> dict[str, Figure]:
+    return {f.name: f for f in figures}
+
+
+FIGURES = _figures(
+    Figure(
+        "pareto.png",
+        _of_tables(pareto),
+        "Accuracy against energy per 1,000 queries; the black line is the Pareto front.",
+    ),
+    Figure(
+        "energy_per_token_vs_params.png",
+        _of_tables(energy_per_token_vs_params),
+        "Energy per token against parameter count (log-log).",
+    ),
+    Figure(
+        "batch_scaling.png",
+        _of_tables(batch_scaling),
+        "Throughput and energy per token against batch size.",
+    ),
+    Figure(
+        "training_energy_vs_params.png",
+        _of_tables(training_energy_vs_params),
+        "Training energy against parameter count (log-log).",
+    ),
+    Figure(
+        "power_traces.png",
+        _of_tables(power_traces),
+        "Sampled power of the costliest traced cases.",
+    ),
+    report_techniques.FIGURE,
+    Figure(
+        "carbon_by_hour.png",
+        _of_tables(carbon_by_hour),
+        "The same run at each hour of the day: its CO2e had it run then "
+        "(the intensity file's mean per hour, UTC).",
+    ),
+)
 #: drawn only for a run that swept a hardware knob (harness/report/knob_sweeps.py)
-KNOB_FIGURES = {
-    "energy_vs_power_limit.png": energy_vs_power_limit,
-    "energy_vs_cpu_max_mhz.png": energy_vs_cpu_max_mhz,
-}
-
-
-def draw_all(tables: Tables, folder: Path) -> dict[str, Path]:
-    """Every figure the run has data for, by file name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name, draw in {**FIGURES, **KNOB_FIGURES}.items():
-        p = draw(tables, folder / name)
-        if p is not None:
-            out[name] = p
-    return out
+KNOB_FIGURES = _figures(
+    Figure(
+        "energy_vs_power_limit.png",
+        _of_tables(energy_vs_power_limit),
+        "Energy per token and p90 latency against the GPU power limit.",
+    ),
+    Figure(
+        "energy_vs_cpu_max_mhz.png",
+        _of_tables(energy_vs_cpu_max_mhz),
+        "Energy per token and p90 latency against the CPU frequency cap.",
+    ),
+)
+#: every figure of report.md's Figures section, in its order
+GALLERY: list[Figure] = [*FIGURES.values(), *KNOB_FIGURES.values(), report_serving.FIGURE]

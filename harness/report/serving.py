@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.figure import Figure
+
 SERVE_METRICS = [
     "energy_per_token_j",
     "energy_per_request_j",
@@ -261,16 +263,30 @@ def figure(serve: pd.DataFrame, path: Path) -> Path | None:
     return save_png(fig, path)
 
 
-def section(frame: pd.DataFrame, table, fmt) -> str:
+def _draw(analysis, path: Path) -> Path | None:
+    return None if analysis.served.empty else figure(analysis.served, path)
+
+
+FIGURE = Figure(
+    "serving.png",
+    _draw,
+    "Served in the steady state: energy per token and per request against concurrency, "
+    "per variant.",
+)
+
+
+def section(frame: pd.DataFrame, table, fmt, serve: pd.DataFrame | None = None) -> str:
     """The report.md section; empty when the run has no serve cases.
 
-    ``table`` and ``fmt`` are report.markdown's (passed in: markdown imports this module).
+    ``table`` and ``fmt`` are report.markdown's (passed in: markdown imports this module);
+    ``serve`` is :func:`serve_table` of ``frame`` where the caller has it (the analysis's).
     """
 
     def _fmt(value, digits: int = 3) -> str:
         return fmt(value, digits)
 
-    serve = serve_table(frame)
+    if serve is None:
+        serve = serve_table(frame)
     if serve.empty:
         return ""
     parts = [

@@ -33,6 +33,7 @@ import pandas as pd
 
 from harness import store
 from harness.errors import HarnessError
+from harness.report.analysis import Analysis
 from harness.report.check import FAIL
 from harness.report.compare import HISTORY_RUNS, compare_runs
 from harness.report.leaderboard import combine
@@ -40,7 +41,7 @@ from harness.report.leaderboard import leaderboard as leaderboard_of
 from harness.report.load import Run, open_runs
 from harness.report.serving import closed_loop
 from harness.report.shapes import LATENCY, Shapes
-from harness.report.tables import Tables, build_tables
+from harness.report.tables import Tables
 
 #: the engine of a variant that names none (ARCHITECTURE.md: transformers is the default)
 DEFAULT_ENGINE = "transformers"
@@ -201,9 +202,14 @@ def shape_figures(shapes: Shapes, key) -> list[list]:
     return out
 
 
-def site_rows(all_tables: list[Tables]) -> pd.DataFrame:
-    """leaderboard.csv's rows over the runs (oldest first), plus the page's joined columns."""
-    board = combine([leaderboard_of(t) for t in all_tables])
+def site_rows(all_tables: list[Tables], boards: list[pd.DataFrame] | None = None) -> pd.DataFrame:
+    """leaderboard.csv's rows over the runs (oldest first), plus the page's joined columns.
+
+    ``boards``: each run's leaderboard where the caller has it (its Analysis's), in the same order.
+    """
+    if boards is None:
+        boards = [leaderboard_of(t) for t in all_tables]
+    board = combine(boards)
     on = ["run_id", "model", "variant", "hardware", "energy_method"]
     # a column the leaderboard itself carries is the leaderboard's (warnings: both, merged)
     own_warnings = board.pop("warnings") if "warnings" in board.columns else None
@@ -492,8 +498,9 @@ def site_data(
     """Everything the page shows, as JSON-ready data. Rows that failed ``harness check`` travel
     with the page (its toggle shows them, marked) but are rated and labelled only when
     ``include_failed_checks``."""
-    all_tables = [build_tables(r) for r in runs]
-    rows = site_rows(all_tables)
+    analyses = [Analysis(r) for r in runs]  # each run's tables and leaderboard, computed once
+    all_tables = [a.tables for a in analyses]
+    rows = site_rows(all_tables, [a.board for a in analyses])
     failed = (rows["check"] == FAIL) & (not include_failed_checks)
     published, left_off = rows[~failed], int(failed.sum())
     if left_off:  # stars rank the rows on the board only

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from harness.records import J_PER_KWH
+from harness.report.figure import Figure
 from harness.report.tables import SETUP, Tables
 from harness.workloads import model_makers
 
@@ -1028,22 +1029,6 @@ def forecast_section(forecasts: pd.DataFrame) -> str:
     return "## Training forecasts\n\n" + intro + table(rows, cols, len(rows))
 
 
-def with_techniques(text: str, sentence: str | None, sections: list[str]) -> str:
-    """report.md with the answer sentence under its title and these sections before Figures."""
-    lines = text.split("\n")
-    if sentence:
-        lines[1:1] = ["", sentence]
-    text = "\n".join(lines)
-    block = "\n".join(s for s in sections if s)
-    if not block:
-        return text
-    marker = "## Figures"
-    if marker in text:
-        head, _, tail = text.partition(marker)
-        return head + block + "\n" + marker + tail
-    return text + "\n" + block
-
-
 # --- the figure -------------------------------------------------------------------------------
 
 
@@ -1100,6 +1085,13 @@ def figure(tech: pd.DataFrame, path: Path) -> Path | None:
     return save_png(fig, path)
 
 
+FIGURE = Figure(
+    "techniques.png",
+    lambda analysis, path: figure(analysis.making.techniques, path),
+    "Accuracy retained against energy per query saved, by technique.",
+)
+
+
 # --- all of it, for build_report --------------------------------------------------------------
 
 
@@ -1135,11 +1127,3 @@ def summary_with_produce(tables: Tables, making: Making) -> pd.DataFrame:
     """summary.csv with the making columns (produce_j, produced_from, ...) after the others."""
     extra = making.produced[["shape", *PRODUCE_COLUMNS]].reset_index()
     return tables.summary.merge(extra, on=SETUP, how="left")
-
-
-def sections(making: Making, tables: Tables) -> list[str]:
-    return [
-        techniques_section(making.techniques, making.comparisons),
-        making_section(making.produced, tables.run.queries_lifetime),
-        forecast_section(making.forecasts),
-    ]
