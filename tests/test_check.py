@@ -163,6 +163,49 @@ def test_energy_counter_vs_power_disagreement_warns(tmp_path, capsys):
     assert rc == 0 and finding(out, "energy.counter_vs_power")["level"] == "warn"
 
 
+def test_energy_counter_vs_power_from_the_meter(tmp_path, capsys, monkeypatch):
+    """Rows whose counter_vs_power the meter wrote, from a fake NVML GPU whose counter agrees with
+    its instant power and one whose counter runs 10 % fast: the rule passes the first, not the
+    second; the column is in the files only where a row fills it."""
+    import sys
+    import time
+
+    import fakenvml
+
+    from harness import store
+    from harness.meter import Meter
+    from harness.records import measurement_columns
+    from harness.sensors.nvml import NvmlSource
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    diffs = {}
+    for model, gain in (("tiny-s", 1.0), ("tiny-m", 1.1)):
+        gpu = fakenvml.metered_gpu(
+            "A100", "GPU-aaaaaaaa-1111-2222-3333-444444444444", counter_gain=gain
+        )
+        monkeypatch.setitem(sys.modules, "pynvml", fakenvml.module([gpu]))
+        with Meter(sensors=[NvmlSource()], sample_hz=100) as meter:
+            with meter.window("rep") as w:
+                time.sleep(2.0)
+        diffs[model] = measurement_columns(w.measurement)["counter_vs_power"]
+    assert abs(diffs["tiny-s"]) < 0.02 and diffs["tiny-m"] == pytest.approx(0.1, abs=0.02)
+    cases = []
+    for model, diff in diffs.items():
+        c = infer_case(model, "fp32", "cpu", 8, 0.5)
+        for r in c.reps:
+            r["counter_vs_power"] = diff
+        cases.append(c)
+    run = plant(tmp_path / "both", cases)
+    rc, out = check(capsys, run)
+    ok = finding(out, "energy.counter_vs_power", case=cases[0].case)
+    fast = finding(out, "energy.counter_vs_power", case=cases[1].case)
+    assert ok["level"] == "pass"
+    assert fast["level"] == "warn" and "differ by +" in fast["detail"]
+    assert store.rebuild_measurements(run)["counter_vs_power"].notna().all()
+    plain = plant(tmp_path / "plain", [infer()])
+    assert "counter_vs_power" not in store.rebuild_measurements(plain).columns
+
+
 def test_repeat_stop_reason_time_budget_warns(tmp_path, capsys):
     rc, out = check(capsys, plant(tmp_path, [infer(stop_reason="time_budget")]))
     assert rc == 0 and finding(out, "repeat.stop_reason")["level"] == "warn"
