@@ -35,6 +35,7 @@ from harness.sensors import (
     estimate_options,
     resolve,
 )
+from harness.sensors.check import counter_vs_power
 from harness.sensors.domains import combined_method, domain_class, total_domains
 
 #: consecutive failed reads (each already retried by the reader) after which a domain is lost
@@ -52,6 +53,9 @@ PERIODS_WAIT_S = 5.0
 #: a counter judged against its integrated power needs a span whose timing uncertainty (when its
 #: first and last change were seen) is at most this share of it: half the 2 % it is judged by
 COUNTER_POWER_TIMING = 0.01
+#: the samples kept for judging counters against power are pruned, between windows, once this
+#: many ticks have added to them (pruning at every window's end would cost each window)
+PRUNE_AT = 256
 
 
 @dataclass
@@ -316,6 +320,7 @@ class Meter:
         self._cvp_last: dict[str, float] = {}  # each counter's last value the sampler saw
         self._cvp_changes: dict[str, list[tuple[float, float]]] = {}  # (t, joules) at changes
         self._cvp_power: dict[str, list[tuple[float, float]]] = {}  # (t, watts) each tick
+        self._cvp_ticks = 0  # ticks since the samples were last pruned
         if period is not None:
             first = self._read_counters(now)
             self._last_tick = (now, first)
@@ -515,6 +520,7 @@ class Meter:
 
     def _sample_check_power(self, t: float, snap: dict[str, float]) -> None:
         """The power of counter domains that have both, and when each counter changed."""
+        self._cvp_ticks += 1
         for source, domains in self._cvp_sources:
             try:
                 watts = source.check_power_w()
@@ -541,8 +547,8 @@ class Meter:
         one update period), so the span may be off by that much; it must stay within
         ``COUNTER_POWER_TIMING`` of the span.
         """
-        from harness.sensors.check import counter_vs_power
-
+        if t1 - t0 < 1.0:  # the span between changes is shorter still: nothing to judge
+            return {d: None for d in domains if d in self._cvp_power}
         out: dict[str, float | None] = {}
         with self._lock:
             for d in domains:
@@ -554,8 +560,6 @@ class Meter:
                 seen = changes[lo : bisect.bisect_right(changes, t1, lo, key=_first)]
                 lo = bisect.bisect_left(power, t0, key=_first)
                 hi = bisect.bisect_right(power, t1, lo, key=_first)
-                if hi <= lo:
-                    continue
                 out[d] = None
                 if len(seen) < 2:
                     continue
@@ -670,8 +674,8 @@ class Meter:
         )
         if self._cvp_power:
             m.counter_vs_power = self._counter_vs_power(t0, t1, energy, periods)
-            if not self._open:  # nor the samples before this window's end
-                self._prune_check_power(t1)
+            if not self._open and self._cvp_ticks >= PRUNE_AT:
+                self._prune_check_power(t1)  # nor the samples before this window's end
         self._thermal_into(m, w._thermal0, thermal1, warnings)
         m.warnings = _dedupe(warnings)
         w.measurement = m
@@ -681,6 +685,7 @@ class Meter:
         with self._lock:
             if self._open:
                 return
+            self._cvp_ticks = 0
             for samples in [*self._cvp_changes.values(), *self._cvp_power.values()]:
                 # keep the last one before ``t``: it bounds when the next change happened
                 del samples[: max(bisect.bisect_left(samples, t, key=_first) - 1, 0)]

@@ -384,11 +384,18 @@ def test_counter_against_its_sampled_power_per_window(monkeypatch):
             fakenvml.metered_gpu("A100", UUID_B, counter_gain=1.1),
         ],
     )
+    import harness.meter
+
+    monkeypatch.setattr(harness.meter, "PRUNE_AT", 20)  # samples pruned between windows
     with Meter(sensors=[NvmlSource()], sample_hz=100) as meter:
+        with meter.window("first"):
+            time.sleep(0.4)
+        pruned = len(meter._cvp_power["gpu:0"])
         with meter.window("long") as w:
             time.sleep(2.0)
         with meter.window("short") as short:
             time.sleep(0.4)
+    assert pruned <= 3  # the samples before the first window's end are dropped but the last
     m = w.measurement
     assert set(m.counter_vs_power) == {"gpu:0", "gpu:1"}
     assert abs(m.counter_vs_power["gpu:0"]) < 0.02
