@@ -206,6 +206,35 @@ def test_energy_counter_vs_power_from_the_meter(tmp_path, capsys, monkeypatch):
     assert "counter_vs_power" not in store.rebuild_measurements(plain).columns
 
 
+@pytest.mark.slow
+def test_energy_counter_vs_power_in_a_run_on_the_fake_gpu(tmp_path, capsys):
+    """A command suite run with the dry run's fake NVIDIA GPU (tests/fakegpu) whose counter runs
+    10 % fast against its power: each repetition records it and harness check flags the row."""
+    import os
+
+    from runhelpers import ROOT, command, harness, write_suite
+
+    suite = write_suite(
+        tmp_path,
+        [command("sleep", "import time; time.sleep(4)")],
+        sensors=["estimate", "nvml"],
+        sample_hz=10,
+        min_repeats=2,
+        max_repeats=2,
+    )
+    path = os.pathsep.join(str(p) for p in (ROOT, ROOT / "tests" / "fakegpu", ROOT / "tests"))
+    env = {"PYTHONPATH": path, "FAKE_GPU_COUNTER_GAIN": "1.1"}
+    proc = harness(["run", str(suite), "--out", str(tmp_path / "runs")], tmp_path, 300, **env)
+    assert proc.returncode == 0, proc.stderr
+    run = Path(proc.stdout.strip().splitlines()[-1])
+    df = pd.read_csv(run / "measurements.csv")
+    assert list(df["energy_sources"]) == ["estimate+nvml"] * 2
+    assert df["counter_vs_power"].to_numpy() == pytest.approx([0.1, 0.1], abs=0.01)
+    rc, out = check(capsys, run)
+    f = finding(out, "energy.counter_vs_power")
+    assert f["level"] == "warn" and "differ by +10" in f["detail"]
+
+
 def test_repeat_stop_reason_time_budget_warns(tmp_path, capsys):
     rc, out = check(capsys, plant(tmp_path, [infer(stop_reason="time_budget")]))
     assert rc == 0 and finding(out, "repeat.stop_reason")["level"] == "warn"
