@@ -16,6 +16,7 @@ over whole update periods only. Each window's ``warnings`` say, per domain, what
 from __future__ import annotations
 
 import bisect
+import math
 import statistics
 import sys
 import threading
@@ -34,6 +35,7 @@ from harness.sensors import (
     estimate_options,
     resolve,
 )
+from harness.sensors.check import counter_vs_power
 from harness.sensors.domains import combined_method, domain_class, total_domains
 
 #: consecutive failed reads (each already retried by the reader) after which a domain is lost
@@ -48,6 +50,12 @@ COARSE_TICKS = 2
 COARSE_MIN_S = 0.02
 #: seconds a window's end waits, at most, for the stated update periods read in the background
 PERIODS_WAIT_S = 5.0
+#: a counter judged against its integrated power needs a span whose timing uncertainty (when its
+#: first and last change were seen) is at most this share of it: half the 2 % it is judged by
+COUNTER_POWER_TIMING = 0.01
+#: the samples kept for judging counters against power are pruned, between windows, once this
+#: many ticks have added to them (pruning at every window's end would cost each window)
+PRUNE_AT = 256
 
 
 @dataclass
@@ -85,6 +93,11 @@ class Measurement:
     cpu_max_mhz: float | None = None
     #: per device: {"start": {...}, "end": {...}} as the devices reported them
     thermal: dict[str, dict] = field(default_factory=dict)
+    #: per counter domain whose source also gives its power, sampled in the background (NVML's
+    #: total energy beside its instant power): (counter − integrated power) / integrated power
+    #: between the counter's first and last change seen in the window; None where the window
+    #: is too short to judge (``Meter.counter_vs_power``)
+    counter_vs_power: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def avg_power_w(self) -> float | None:
@@ -117,6 +130,7 @@ class Measurement:
             "clock_mhz": self.clock_mhz,
             "power_limit_w": self.power_limit_w,
             "cpu_max_mhz": self.cpu_max_mhz,
+            "counter_vs_power": dict(self.counter_vs_power),
         }
 
 
@@ -169,6 +183,17 @@ class _Changes:
         if self.count < 4 or self.first_t is None:
             return None
         return (self.last_t - self.first_t) / self.count
+
+
+def _first(pair: tuple[float, float]) -> float:
+    return pair[0]
+
+
+def _read_gap(samples: list[tuple[float, float]], t: float) -> float:
+    """Seconds between the sample at ``t`` and the one before it (a change seen at ``t`` happened
+    at most that long before)."""
+    i = bisect.bisect_left(samples, t, key=_first)
+    return t - samples[i - 1][0] if i > 0 else 0.0
 
 
 def _dedupe(texts: list[str]) -> list[str]:
@@ -289,9 +314,25 @@ class Meter:
         self._anchor: dict[str, tuple[float, float]] = {}
         self._held_w: dict[str, float] = {}
         self._gap_s = max(10 * period, 0.5) if period else None
+        # counter domains whose source reads their power too (check_power_w: a GPU's instant
+        # power beside its energy counter): sampled only where the sampler runs anyway
+        self._cvp_sources: list[tuple[Source, list[str]]] = []
+        self._cvp_last: dict[str, float] = {}  # each counter's last value the sampler saw
+        self._cvp_changes: dict[str, list[tuple[float, float]]] = {}  # (t, joules) at changes
+        self._cvp_power: dict[str, list[tuple[float, float]]] = {}  # (t, watts) each tick
+        self._cvp_ticks = 0  # ticks since the samples were last pruned
         if period is not None:
             first = self._read_counters(now)
             self._last_tick = (now, first)
+            if sample_hz:
+                self._cvp_sources = [
+                    (s, domains)
+                    for s, domains in self._counter_sources
+                    if getattr(s, "check_power_w", None) is not None
+                ]
+                self._cvp_last = {
+                    d: first[d] for _s, domains in self._cvp_sources for d in domains if d in first
+                }
             for _source, domains in self._counter_sources:
                 for d in domains:
                     if self.update_periods_s[d] > COARSE_TICKS * period and d in first:
@@ -444,6 +485,8 @@ class Meter:
     def _tick(self) -> None:
         t, snap = self._snapshot()
         with self._lock:
+            if self._cvp_sources:
+                self._sample_check_power(t, snap)
             for d, changes in self._changes.items():
                 if d in snap:
                     changes.see(t, snap[d])
@@ -474,6 +517,62 @@ class Meter:
             self._trace_t.append(t)
             self._trace_w.append(watts)
             self._last_tick = (t, {**prev, **snap})
+
+    def _sample_check_power(self, t: float, snap: dict[str, float]) -> None:
+        """The power of counter domains that have both, and when each counter changed."""
+        self._cvp_ticks += 1
+        for source, domains in self._cvp_sources:
+            try:
+                watts = source.check_power_w()
+            except SensorError:
+                watts = {}
+            for d in domains:
+                e = snap.get(d)
+                if e is not None and e != self._cvp_last.get(d):
+                    if d in self._cvp_last:  # the first value seen is a read, not a change
+                        self._cvp_changes.setdefault(d, []).append((t, e))
+                    self._cvp_last[d] = e
+                if d in watts:
+                    self._cvp_power.setdefault(d, []).append((t, watts[d]))
+
+    def _counter_vs_power(
+        self, t0: float, t1: float, domains, periods: dict[str, float]
+    ) -> dict[str, float | None]:
+        """Per domain with both, its counter against its integrated sampled power in the window
+        (``harness.sensors.check.counter_vs_power``, the one ``harness sensors --check`` uses).
+
+        None where the span between the counter's first and last change seen in the window is
+        under ``MIN_UPDATE_PERIODS`` update periods or 1 s, or too short for the times of those
+        changes: each was seen up to one read late (at most the time since the read before it, or
+        one update period), so the span may be off by that much; it must stay within
+        ``COUNTER_POWER_TIMING`` of the span.
+        """
+        if t1 - t0 < 1.0:  # the span between changes is shorter still: nothing to judge
+            return {d: None for d in domains if d in self._cvp_power}
+        out: dict[str, float | None] = {}
+        with self._lock:
+            for d in domains:
+                power = self._cvp_power.get(d)
+                if not power:
+                    continue
+                changes = self._cvp_changes.get(d, [])
+                lo = bisect.bisect_right(changes, t0, key=_first)
+                seen = changes[lo : bisect.bisect_right(changes, t1, lo, key=_first)]
+                lo = bisect.bisect_left(power, t0, key=_first)
+                hi = bisect.bisect_right(power, t1, lo, key=_first)
+                out[d] = None
+                if len(seen) < 2:
+                    continue
+                rel, span_s = counter_vs_power(seen, power[lo:hi])
+                ta, tb = seen[0][0], seen[-1][0]
+                period = periods.get(d, 0.0)
+                # each change was seen up to one read late: the span is off by at most the
+                # larger lateness (both are late the same way)
+                late_s = max(min(_read_gap(power, t), period or math.inf) for t in (ta, tb))
+                need = max(MIN_UPDATE_PERIODS * period, 1.0, late_s / COUNTER_POWER_TIMING)
+                if rel is not None and span_s >= need:
+                    out[d] = rel
+        return out
 
     def _sync_gpu(self) -> None:
         torch = sys.modules.get("torch")
@@ -573,10 +672,23 @@ class Meter:
             end_s=t1,
             start_unix=self._unix_start + t0,
         )
+        if self._cvp_power:
+            m.counter_vs_power = self._counter_vs_power(t0, t1, energy, periods)
+            if not self._open and self._cvp_ticks >= PRUNE_AT:
+                self._prune_check_power(t1)  # nor the samples before this window's end
         self._thermal_into(m, w._thermal0, thermal1, warnings)
         m.warnings = _dedupe(warnings)
         w.measurement = m
         return m
+
+    def _prune_check_power(self, t: float) -> None:
+        with self._lock:
+            if self._open:
+                return
+            self._cvp_ticks = 0
+            for samples in [*self._cvp_changes.values(), *self._cvp_power.values()]:
+                # keep the last one before ``t``: it bounds when the next change happened
+                del samples[: max(bisect.bisect_left(samples, t, key=_first) - 1, 0)]
 
     def _distrusted(
         self, energy: dict, methods: dict, t0: float, t1: float, warnings: list[str]

@@ -67,6 +67,7 @@ ENERGY = [
     "energy_sources",
     "avg_power_w",
     "peak_power_w",
+    "counter_vs_power",
 ]
 DERIVED = [
     "energy_per_token_j",
@@ -126,6 +127,10 @@ COLUMNS = (
     + MAKING
     + SERVING
 )
+
+#: columns written only where some row fills them (a run with no such figure has no such column):
+#: ``counter_vs_power`` needs a source that reads both a counter and its power (NVML, amdsmi)
+OPTIONAL_COLUMNS = ("counter_vs_power",)
 
 #: columns holding text (identity, labels); every other column of COLUMNS is numeric
 TEXT_COLUMNS = {
@@ -190,7 +195,15 @@ def measurement_columns(m: Measurement, idle_w: dict[str, float] | None = None) 
         "clock_mhz": m.clock_mhz,
         "power_limit_w": m.power_limit_w,
         "cpu_max_mhz": m.cpu_max_mhz,
+        "counter_vs_power": worst_counter_vs_power(m),
     }
+
+
+def worst_counter_vs_power(m: Measurement) -> float | None:
+    """The window's counter-against-integrated-power difference furthest from 0 (signed), over
+    the domains judged; None where no domain has both or every one was too short to judge."""
+    judged = [v for v in m.counter_vs_power.values() if v is not None]
+    return max(judged, key=abs) if judged else None
 
 
 def _ratio(a, b):

@@ -337,8 +337,12 @@ REPORT_COLUMNS = ("produce_j", "embodied_g", "co2e_total_g")
 
 
 def without_unfilled_report_columns(df):
-    """``df`` less the report-time columns that no row fills."""
-    empty = [c for c in REPORT_COLUMNS if c in df.columns and df[c].isna().all()]
+    """``df`` less the report-time and optional columns (``records.OPTIONAL_COLUMNS``) that no
+    row fills."""
+    from harness.records import OPTIONAL_COLUMNS
+
+    optional = (*REPORT_COLUMNS, *OPTIONAL_COLUMNS)
+    empty = [c for c in optional if c in df.columns and df[c].isna().all()]
     return df.drop(columns=empty)
 
 

@@ -12,7 +12,9 @@ turns into its ``NVMLError_<Name>`` subclass, ``nvmlDeviceGetFieldValues`` retur
 
 from __future__ import annotations
 
+import math
 import string
+import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,6 +133,23 @@ class _FieldValue:
 
 def _get(value):
     return value() if callable(value) else value
+
+
+def metered_gpu(name: str, uuid: str, *, counter_gain: float = 1.0, update_s: float = 0.1):
+    """A GPU whose instant power is a wave in time (150 W ± 50 W, 0.7 s period) and whose energy
+    counter is that power's exact integral times ``counter_gain`` (1.1: a counter 10 % fast),
+    stepping every ``update_s`` like NVML's; both are callables of ``time.perf_counter``."""
+    t0 = time.perf_counter()
+    w = 2 * math.pi / 0.7
+
+    def power_mw() -> int:
+        return int(1000 * (150 + 50 * math.sin(w * (time.perf_counter() - t0))))
+
+    def energy_mj() -> int:
+        t = math.floor((time.perf_counter() - t0) / update_s) * update_s
+        return int(1000 * counter_gain * (150 * t + 50 / w * (1 - math.cos(w * t))))
+
+    return FakeGpu(name, uuid, energy_mj=energy_mj, power_mw=power_mw)
 
 
 def module(gpus: list[FakeGpu], init_error: Exception | None = None) -> types.ModuleType:

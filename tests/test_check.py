@@ -163,6 +163,78 @@ def test_energy_counter_vs_power_disagreement_warns(tmp_path, capsys):
     assert rc == 0 and finding(out, "energy.counter_vs_power")["level"] == "warn"
 
 
+def test_energy_counter_vs_power_from_the_meter(tmp_path, capsys, monkeypatch):
+    """Rows whose counter_vs_power the meter wrote, from a fake NVML GPU whose counter agrees with
+    its instant power and one whose counter runs 10 % fast: the rule passes the first, not the
+    second; the column is in the files only where a row fills it."""
+    import sys
+    import time
+
+    import fakenvml
+
+    from harness import store
+    from harness.meter import Meter
+    from harness.records import measurement_columns
+    from harness.sensors.nvml import NvmlSource
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    diffs = {}
+    for model, gain in (("tiny-s", 1.0), ("tiny-m", 1.1)):
+        gpu = fakenvml.metered_gpu(
+            "A100", "GPU-aaaaaaaa-1111-2222-3333-444444444444", counter_gain=gain
+        )
+        monkeypatch.setitem(sys.modules, "pynvml", fakenvml.module([gpu]))
+        with Meter(sensors=[NvmlSource()], sample_hz=100) as meter:
+            with meter.window("rep") as w:
+                time.sleep(2.0)
+        diffs[model] = measurement_columns(w.measurement)["counter_vs_power"]
+    assert abs(diffs["tiny-s"]) < 0.02 and diffs["tiny-m"] == pytest.approx(0.1, abs=0.02)
+    cases = []
+    for model, diff in diffs.items():
+        c = infer_case(model, "fp32", "cpu", 8, 0.5)
+        for r in c.reps:
+            r["counter_vs_power"] = diff
+        cases.append(c)
+    run = plant(tmp_path / "both", cases)
+    rc, out = check(capsys, run)
+    ok = finding(out, "energy.counter_vs_power", case=cases[0].case)
+    fast = finding(out, "energy.counter_vs_power", case=cases[1].case)
+    assert ok["level"] == "pass"
+    assert fast["level"] == "warn" and "differ by +" in fast["detail"]
+    assert store.rebuild_measurements(run)["counter_vs_power"].notna().all()
+    plain = plant(tmp_path / "plain", [infer()])
+    assert "counter_vs_power" not in store.rebuild_measurements(plain).columns
+
+
+@pytest.mark.slow
+def test_energy_counter_vs_power_in_a_run_on_the_fake_gpu(tmp_path, capsys):
+    """A command suite run with the dry run's fake NVIDIA GPU (tests/fakegpu) whose counter runs
+    10 % fast against its power: each repetition records it and harness check flags the row."""
+    import os
+
+    from runhelpers import ROOT, command, harness, write_suite
+
+    suite = write_suite(
+        tmp_path,
+        [command("sleep", "import time; time.sleep(4)")],
+        sensors=["estimate", "nvml"],
+        sample_hz=10,
+        min_repeats=2,
+        max_repeats=2,
+    )
+    path = os.pathsep.join(str(p) for p in (ROOT, ROOT / "tests" / "fakegpu", ROOT / "tests"))
+    env = {"PYTHONPATH": path, "FAKE_GPU_COUNTER_GAIN": "1.1"}
+    proc = harness(["run", str(suite), "--out", str(tmp_path / "runs")], tmp_path, 300, **env)
+    assert proc.returncode == 0, proc.stderr
+    run = Path(proc.stdout.strip().splitlines()[-1])
+    df = pd.read_csv(run / "measurements.csv")
+    assert list(df["energy_sources"]) == ["estimate+nvml"] * 2
+    assert df["counter_vs_power"].to_numpy() == pytest.approx([0.1, 0.1], abs=0.01)
+    rc, out = check(capsys, run)
+    f = finding(out, "energy.counter_vs_power")
+    assert f["level"] == "warn" and "differ by +10" in f["detail"]
+
+
 def test_repeat_stop_reason_time_budget_warns(tmp_path, capsys):
     rc, out = check(capsys, plant(tmp_path, [infer(stop_reason="time_budget")]))
     assert rc == 0 and finding(out, "repeat.stop_reason")["level"] == "warn"

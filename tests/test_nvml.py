@@ -369,3 +369,48 @@ def test_no_sync_when_cuda_not_initialised_or_disabled(monkeypatch):
         with meter.window("w"):
             pass
     assert calls == []
+
+
+# ------------------------------------------------------------- counter against sampled power
+def test_counter_against_its_sampled_power_per_window(monkeypatch):
+    """A counter beside its own instant power (NVML total energy): each window judges one against
+    the other with the function harness sensors --check uses; the worst is the row's column."""
+    from harness.records import measurement_columns
+
+    install(
+        monkeypatch,
+        [
+            fakenvml.metered_gpu("A100", UUID_A),
+            fakenvml.metered_gpu("A100", UUID_B, counter_gain=1.1),
+        ],
+    )
+    import harness.meter
+
+    monkeypatch.setattr(harness.meter, "PRUNE_AT", 20)  # samples pruned between windows
+    with Meter(sensors=[NvmlSource()], sample_hz=100) as meter:
+        with meter.window("first"):
+            time.sleep(0.4)
+        pruned = len(meter._cvp_power["gpu:0"])
+        with meter.window("long") as w:
+            time.sleep(2.0)
+        with meter.window("short") as short:
+            time.sleep(0.4)
+    assert pruned <= 3  # the samples before the first window's end are dropped but the last
+    m = w.measurement
+    assert set(m.counter_vs_power) == {"gpu:0", "gpu:1"}
+    assert abs(m.counter_vs_power["gpu:0"]) < 0.02
+    assert m.counter_vs_power["gpu:1"] == pytest.approx(0.1, abs=0.02)
+    assert measurement_columns(m)["counter_vs_power"] == m.counter_vs_power["gpu:1"]
+    assert m.to_dict()["counter_vs_power"] == m.counter_vs_power
+    # under 1 s (and 10 update periods): too short to judge, not a number
+    assert short.measurement.counter_vs_power == {"gpu:0": None, "gpu:1": None}
+    assert measurement_columns(short.measurement)["counter_vs_power"] is None
+
+
+def test_counter_against_power_only_where_the_sampler_runs(monkeypatch):
+    install(monkeypatch, [fakenvml.metered_gpu("A100", UUID_A, counter_gain=1.1)])
+    with Meter(sensors=[NvmlSource()], sample_hz=None) as meter:
+        with meter.window("w") as w:
+            time.sleep(1.2)
+    assert w.measurement.counter_vs_power == {}
+    assert meter._cvp_sources == [] and meter._cvp_power == {}

@@ -13,7 +13,7 @@ from runhelpers import PY, command, harness, last_line, results_by_name, write_s
 
 from harness import store
 from harness.errors import HarnessError
-from harness.records import COLUMNS
+from harness.records import COLUMNS, OPTIONAL_COLUMNS
 
 SECRETS = {
     "HF_TOKEN": "sekrit-token-123",
@@ -184,8 +184,9 @@ def test_measurements_rebuilt_columns_order_and_failed_rows(tmp_path):
     run_dir = _fake_run(tmp_path, "r1", [("b", "cpu/b", _reps("r1", "b", 2)), ("a", "cpu/a", None)])
     df = store.rebuild_measurements(run_dir)
     # the report-time columns (produce_j, embodied_g, co2e_total_g) are left out until the report
-    # fills them (issue 24: they were always empty in the files)
-    columns = [c for c in COLUMNS if c not in store.REPORT_COLUMNS]
+    # fills them (issue 24: they were always empty in the files), and so are optional ones no row
+    # fills (counter_vs_power: no source here reads both a counter and its power)
+    columns = [c for c in COLUMNS if c not in store.REPORT_COLUMNS + OPTIONAL_COLUMNS]
     assert list(df.columns[: len(columns)]) == columns and list(df.columns[len(columns) :]) == [
         "loss"
     ]

@@ -197,11 +197,25 @@ def _mirrors(counters: dict[str, _Series]) -> dict[str, list[str]]:
 
 
 def _agreement(s: _Series, power: list[tuple[float, float]]) -> tuple[float | None, float]:
-    """(counter − integrated power) / integrated power between the first and last seen change."""
-    seen = s.changes[1:]
-    if len(seen) < 2:
+    """Counter against power between the first and last seen change (the first entry of
+    ``s.changes`` is the first read, not a change)."""
+    return counter_vs_power(s.changes[1:], power)
+
+
+def counter_vs_power(
+    changes: list[tuple[float, float]], power: list[tuple[float, float]]
+) -> tuple[float | None, float]:
+    """(counter − integrated power) / integrated power between the first and last seen change.
+
+    ``changes``: (t, cumulative joules) where the counter was seen to change, in time order;
+    ``power``: (t, watts) samples of the same device, in time order, integrated with the
+    trapezoid rule over the span between those two changes. Returns the relative difference
+    (None: fewer than two changes, or no power in the span) and the span in seconds. The meter
+    (a window's ``counter_vs_power``) and ``harness sensors --check`` both judge with it.
+    """
+    if len(changes) < 2:
         return None, 0.0
-    (ta, ea), (tb, eb) = seen[0], seen[-1]
+    (ta, ea), (tb, eb) = changes[0], changes[-1]
     joules = 0.0
     for (t1, w1), (t2, w2) in zip(power, power[1:], strict=False):
         lo, hi = max(t1, ta), min(t2, tb)

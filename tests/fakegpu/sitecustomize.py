@@ -3,7 +3,8 @@ and every Python process started then (the harness CLI, its workers) imports the
 of tests/fakenvml.py in place of the real one.
 
 The GPU draws ``FAKE_GPU_W`` watts (default 100) from the moment the process starts reading it;
-its energy counter (mJ) and its instant power agree, so a counter-against-power check passes.
+its energy counter (mJ) and its instant power agree, so a counter-against-power check passes;
+``FAKE_GPU_COUNTER_GAIN`` (default 1) makes the counter run fast or slow against its power.
 Only for dry runs: never present a figure of this GPU as a measurement.
 """
 
@@ -20,11 +21,12 @@ except ImportError:  # tests/ not on the path: leave the real pynvml alone
 
 if fakenvml is not None:
     _WATTS = float(os.environ.get("FAKE_GPU_W", "100"))
+    _GAIN = float(os.environ.get("FAKE_GPU_COUNTER_GAIN", "1"))
     # wall time: every process of the dry run sees one counter, as they would one real GPU
     _T0 = 1.7e9
 
     def _energy_mj() -> int:
-        return int((time.time() - _T0) * _WATTS * 1000)
+        return int((time.time() - _T0) * _WATTS * _GAIN * 1000)
 
     _gpu = fakenvml.FakeGpu(
         "Fake GPU (dry run)",
