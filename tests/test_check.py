@@ -311,6 +311,17 @@ def test_serve_offered_rate_not_kept_warns(tmp_path, capsys):
     assert rc == 0 and finding(out, "serve.offered_rate")["level"] == "warn"
 
 
+def test_serve_a_server_that_fell_behind_the_offered_rate_warns(tmp_path, capsys):
+    # the serving suite's Poisson 40 rps on llama.cpp: 43.2 offered, 20.7 served: not steady
+    behind = serve(rate_rps=40.0, offered_rps=43.2, requests_per_s=20.7, concurrency=16)
+    rc, out = check(capsys, plant(tmp_path / "a", [behind]))
+    f = finding(out, "serve.offered_rate")
+    assert rc == 0 and f["level"] == "warn" and "served 20.7 req/s < 0.9 × the 43.2" in f["detail"]
+    kept = serve(rate_rps=40.0, offered_rps=43.2, requests_per_s=42.0, concurrency=16)
+    _, out = check(capsys, plant(tmp_path / "b", [kept]))
+    assert finding(out, "serve.offered_rate")["level"] == "pass"
+
+
 def test_serve_inflight_below_concurrency_warns(tmp_path, capsys):
     rc, out = check(capsys, plant(tmp_path, [serve(inflight_avg=2.0)]))
     f = finding(out, "serve.inflight")

@@ -442,7 +442,9 @@ def serve_steady_window(row, ctx):
 @row_rule(
     "serve.offered_rate",
     ML_ENERGY + "; vLLM benchmarks/serve.py",
-    "an open-loop case that could not send at its rate measured a lighter load than it names",
+    "an open-loop case that could not send at its rate measured a lighter load than it names; "
+    "one whose server served under 0.9 × the offered rate measured a growing queue, not a "
+    "steady state",
 )
 def serve_offered_rate(row, ctx):
     rate, offered = _num(row, "rate_rps"), _num(row, "offered_rps")
@@ -451,6 +453,14 @@ def serve_offered_rate(row, ctx):
     limit = ctx.checks.min_offered_share
     if offered < limit * rate:
         return WARN, f"offered {offered:.3g} req/s < {limit:g} × rate_rps {rate:g}"
+    from harness.workloads.serve import KEPT_UP  # the serve row's own "kept up" line
+
+    served = _num(row, "requests_per_s")
+    if served is not None and served < KEPT_UP * offered:
+        return WARN, (
+            f"served {served:.3g} req/s < {KEPT_UP:g} × the {offered:.3g} offered: "
+            "the queue grew through the window"
+        )
     return PASS, f"offered {offered:.3g} of {rate:g} req/s"
 
 
