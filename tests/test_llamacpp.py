@@ -241,7 +241,7 @@ def test_the_serving_suite_runs_end_to_end(tmp_path):
     accuracy = [r for r in rows if r.get("workload") == "accuracy"]
     assert all(r["samples"] == 225 for r in accuracy)  # the whole task
     poisson = [r for r in serve if r["arrivals"] == "poisson"]
-    assert len(poisson) == 3 and {(r["rate_rps"], r["concurrency"]) for r in poisson} == {(40, 16)}
+    assert len(poisson) == 3 and {(r["rate_rps"], r["concurrency"]) for r in poisson} == {(15, 16)}
 
 
 def test_install_script_returns_at_once_when_built():
