@@ -115,16 +115,18 @@ def test_streamed_requests_come_back_with_exactly_new_tokens(served):
     from harness.engines.client import completion_payload, run_closed_loop
 
     # long enough that four requests stream at once (the window needs all four past their first
-    # token; 24 tokens could be over before the fourth's first one reached the client)
+    # token; 24 tokens could be over before the fourth's first one reached the client, and 128
+    # were once, beside a second test worker): 224 fills a 256-token slot with the prompt
+    n = 224
     prompts = served.prompt_ids(8, 16, seed=1)
-    payloads = [completion_payload("tiny-s", p, 128, cache_prompt=False) for p in prompts]
+    payloads = [completion_payload("tiny-s", p, n, cache_prompt=False) for p in prompts]
     result = run_closed_loop(served.completions_url, payloads, 4)
     assert len(result.requests) == 8
     for r in result.requests:
-        assert len(r.token_s) == 128
-        assert r.usage_tokens in (None, 128)
+        assert len(r.token_s) == n
+        assert r.usage_tokens in (None, n)
         assert r.server_tokens_per_s and r.server_tokens_per_s > 0
-    assert result.steady_s > 0 and 0 < result.tokens_in_window() < 8 * 128
+    assert result.steady_s > 0 and 0 < result.tokens_in_window() < 8 * n
 
 
 def test_a_gguf_type_that_does_not_fit_the_rows_is_refused(artifacts):
