@@ -24,8 +24,10 @@ __all__ = [
     "Workload",
     "create",
     "in_process",
+    "kinds",
     "loads_checkpoint_of",
     "own_program",
+    "trait",
     "makes_model",
     "model_makers",
     "workload_class",
@@ -78,3 +80,24 @@ def in_process(kind: str | None) -> bool:
         return False
     cls = workload_class(kind)
     return cls.uses_model and cls.engines != "served"
+
+
+def kinds(**traits) -> tuple[str, ...]:
+    """The registered workloads whose classes have every trait given, in registry order:
+    ``kinds(unit="query")``, ``kinds(makes_model=True)``. Code above the workloads (the report,
+    compare, the carbon files) selects rows by what a workload says it is, so a workload added
+    later is found without naming it there."""
+    out = []
+    for kind in REGISTRY:
+        cls = workload_class(kind)
+        if all(getattr(cls, name) == value for name, value in traits.items()):
+            out.append(kind)
+    return tuple(out)
+
+
+def trait(kind: str | None, name: str, default=None):
+    """What workload ``kind`` says of itself (a class attribute of :class:`Workload`), or
+    ``default`` for a kind not registered here (a plugin's, or a row without one)."""
+    if not isinstance(kind, str) or kind not in REGISTRY:
+        return default
+    return getattr(workload_class(kind), name)

@@ -239,6 +239,9 @@ class AccuracyWorkload(Workload):
     type = "accuracy"
     settings = AccuracySettings
     uses_model = True
+    unit = "sample"
+    scores = True
+    compare_metrics = ("accuracy", "energy_per_sample_j")
 
     def __init__(self, ctx):
         super().__init__(ctx)

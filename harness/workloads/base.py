@@ -80,6 +80,28 @@ class Workload:
     #: it runs a program of its own: the worker applies the profile as CPU affinity and never
     #: imports torch for it
     own_program: bool = False
+    #: one unit of its work, which its per-unit figures divide by: "step" (a training step),
+    #: "query" (an in-process query), "request" (a served request), "sample" (a scored
+    #: question), "run" (a run of a program). The report selects rows by it, never by name.
+    unit: str = "run"
+    #: it scores a model: its rows carry ``accuracy`` and its sample count
+    scores: bool = False
+    #: the key of its case shape that setups are compared at like with like, and the word a
+    #: label gives it ("batch 8", "concurrency 4"); None: not compared shape by shape
+    shape_key: str | None = None
+    shape_word: str | None = None
+    #: the figures ``harness compare`` judges its cases by: per unit of work, never per repetition
+    compare_metrics: tuple[str, ...] = ("energy_per_run_j", "duration_per_run_s")
+    #: a model maker that derives its model from another one of the suite: the words for what
+    #: it did ("distilled", "fine-tuned") and for the model it started from ("teacher", "from");
+    #: None for one that trains from scratch
+    derives: str | None = None
+    source_word: str | None = None
+    #: the model it makes runs the very network it started from (a fine-tune: other weights,
+    #: the same work per query)
+    same_network: bool = False
+    #: its life-cycle stage (BoAmps ``taskStage``): "training" or "inference", None for neither
+    stage: str | None = None
 
     @classmethod
     def loads_checkpoint_of(cls, case: dict) -> str | None:

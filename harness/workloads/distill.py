@@ -116,6 +116,8 @@ class DistillSettings(ModelWorkloadSettings):
 class DistillWorkload(TrainWorkload):
     type = "distill"
     settings = DistillSettings
+    derives = "distilled"
+    source_word = "teacher"
 
     @classmethod
     def loads_checkpoint_of(cls, case: dict) -> str | None:

@@ -84,6 +84,9 @@ class FinetuneSettings(ModelWorkloadSettings):
 class FinetuneWorkload(TrainWorkload):
     type = "finetune"
     settings = FinetuneSettings
+    derives = "fine-tuned"
+    source_word = "from"
+    same_network = True
 
     @classmethod
     def loads_checkpoint_of(cls, case: dict) -> str | None:

@@ -99,6 +99,17 @@ class InferWorkload(Workload):
     settings = InferSettings
     engines = "in-process"
     uses_model = True
+    unit = "query"
+    shape_key = "batch_size"
+    shape_word = "batch"
+    compare_metrics = (
+        "energy_per_query_j",
+        "energy_per_token_j",
+        "tokens_per_s",
+        "ttft_s",
+        "tpot_s",
+    )
+    stage = "inference"
 
     def __init__(self, ctx):
         super().__init__(ctx)

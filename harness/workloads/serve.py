@@ -261,6 +261,17 @@ class ServeWorkload(Workload):
     settings = ServeSettings
     engines = "served"
     uses_model = True
+    unit = "request"
+    shape_key = "concurrency"
+    shape_word = "concurrency"
+    compare_metrics = (
+        "energy_per_request_j",
+        "energy_per_token_j",
+        "tokens_per_s",
+        "ttft_s",
+        "tpot_s",
+    )
+    stage = "inference"
 
     def __init__(self, ctx):
         super().__init__(ctx)

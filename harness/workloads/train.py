@@ -304,6 +304,14 @@ class TrainWorkload(Workload):
     makes_model = True
     uses_model = True
     engines = "in-process"
+    unit = "step"
+    compare_metrics = (
+        "energy_per_step_j",
+        "duration_per_step_s",
+        "energy_case_j",
+        "duration_case_s",
+    )
+    stage = "training"
 
     @classmethod
     def loads_checkpoint_of(cls, case: dict) -> str | None:
