@@ -228,7 +228,7 @@ def derive(record: dict, carbon: dict | None = None) -> dict:
     """
     energy = record.get("energy_j")
     tokens = record.get("tokens_out")
-    if tokens is None and record.get("workload") == "train":
+    if tokens is None and _trains(record.get("workload")):
         # training's work is the tokens it processes: per-token figures divide tokens_in
         tokens = record.get("tokens_in")
     queries = record.get("queries")
@@ -258,3 +258,10 @@ def derive(record: dict, carbon: dict | None = None) -> dict:
 
             record["water_l"] = water_l(float(energy), pue, wue, ewif)
     return record
+
+
+def _trains(kind) -> bool:
+    """Whether a record's workload trains (its unit is a step): its work is the tokens it reads."""
+    from harness.workloads import trait
+
+    return trait(kind, "unit") == "step"

@@ -8,6 +8,7 @@ they never run), so a cycle that would only bite at run time on some path fails 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,86 @@ def test_the_report_check_finds_an_import_from_below():
 def test_nothing_below_the_workloads_imports_the_report():
     offenders = report_importers_below(import_graph())
     assert not offenders, f"modules below the workloads import the report: {offenders}"
+
+
+# ------------------------------------------------------- names compared outside their own module
+#: an expression that holds a workload or engine name (a row's ``workload``, a case's ``type``...)
+NAME_HOLDER = re.compile(r"workload|engine|kind|maker|technique|stage|type", re.I)
+#: methods of a pandas column or a dict that compare or substitute a value
+COMPARING_METHODS = {"isin", "eq", "ne", "fillna"}
+
+
+def _names_in(node: ast.AST, names: set[str]) -> list[str]:
+    """The registered names that ``node`` is, or holds as a literal tuple, list or set."""
+    if isinstance(node, ast.Constant) and node.value in names:
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [e.value for e in node.elts if isinstance(e, ast.Constant) and e.value in names]
+    return []
+
+
+def name_comparisons(source: str, names: set[str], own: set[str] = frozenset()) -> list[str]:
+    """Lines of ``source`` that decide by a workload's or engine's name (one of ``names`` other
+    than the module's ``own``): a comparison or ``isin`` against an expression holding such a
+    name, a mapping keyed by two or more of them, a loop over them."""
+    names = set(names) - set(own)
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        hit: list[str] = []
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            literal = [n for o in operands for n in _names_in(o, names)]
+            others = [ast.unparse(o) for o in operands if not _names_in(o, names)]
+            if literal and any(NAME_HOLDER.search(o) for o in others):
+                hit = literal
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in COMPARING_METHODS
+            and NAME_HOLDER.search(ast.unparse(node.func.value))
+        ):
+            hit = [n for a in node.args for n in _names_in(a, names)]
+        elif isinstance(node, ast.Dict):
+            keys = [k.value for k in node.keys if isinstance(k, ast.Constant) and k.value in names]
+            hit = keys if len(keys) >= 2 else []
+        elif isinstance(node, (ast.For, ast.comprehension)):
+            literal = _names_in(node.iter, names)
+            hit = literal if len(literal) >= 2 else []
+        if hit:
+            found.append(f"{node.lineno}: {ast.unparse(node).splitlines()[0][:100]}")
+    return sorted(set(found), key=lambda line: int(line.split(":")[0]))
+
+
+def test_the_name_check_finds_each_way_of_deciding_by_name():
+    names = {"infer", "serve", "train", "transformers"}
+    src = (
+        'a = row["workload"] == "infer"\n'
+        'b = kind in ("infer", "serve")\n'
+        'c = frame[frame["workload"].isin(["train"])]\n'
+        'd = {"infer": 1, "serve": 2}\n'
+        'for workload in ("infer", "serve"):\n    pass\n'
+        'e = f["engine"].fillna("transformers")\n'
+        # a metric or a data split of the same spelling is no workload
+        'f = split in ("train", "test")\n'
+        'g = metric == "infer"\n'
+    )
+    found = name_comparisons(src, names)
+    assert [int(line.split(":")[0]) for line in found] == [1, 2, 3, 4, 5, 7]
+    # a module may decide by its own name
+    assert name_comparisons('x = spec["type"] == "infer"\n', names, own={"infer"}) == []
+
+
+def test_no_workload_or_engine_is_told_by_its_name_outside_its_module_and_the_registry():
+    from harness.engines import REGISTRY as ENGINES
+    from harness.workloads import REGISTRY as WORKLOADS
+
+    names = set(WORKLOADS) | set(ENGINES)
+    registries = {PACKAGE / "workloads" / "__init__.py", PACKAGE / "engines" / "__init__.py"}
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path in registries:
+            continue
+        own = {path.stem} if path.parent.name in ("workloads", "engines") else set()
+        for line in name_comparisons(path.read_text(encoding="utf-8"), names, own):
+            offenders.append(f"{path.relative_to(ROOT).as_posix()}:{line}")
+    assert not offenders, "decided by a registered name:\n" + "\n".join(offenders)

@@ -17,8 +17,6 @@ import platform
 
 from harness.units import J_PER_KWH
 
-STAGES = {"train": "training", "infer": "inference"}
-
 
 def _num(value) -> float | None:
     try:
@@ -90,7 +88,13 @@ def reports(run, frame) -> dict[str, dict]:
     host = manifest.get("host") or {}
     carbon = manifest.get("carbon") or {}
     version = (manifest.get("software") or {}).get("energy-harness") or "?"
-    ok = frame[(frame["status"] == "ok") & frame["workload"].isin(list(STAGES))]
+    from harness.workloads import kinds, trait
+
+    # a case of a workload with a life-cycle stage (training, inference): what BoAmps reports
+    ok = frame[
+        (frame["status"] == "ok")
+        & frame["workload"].isin(kinds(stage="training") + kinds(stage="inference"))
+    ]
     out: dict[str, dict] = {}
     for case_id, reps in ok.groupby("case_id", sort=False):
         first = reps.iloc[0]
@@ -137,9 +141,9 @@ def reports(run, frame) -> dict[str, dict]:
                 report_datetime=str(manifest.get("started") or "").replace("T", " ") or None,
             ),
             task=BoAmpsTask(
-                task_stage=STAGES[first["workload"]],
+                task_stage=trait(first["workload"], "stage"),
                 task_family="textGeneration",
-                nb_request=queries if first["workload"] == "infer" else None,
+                nb_request=queries if trait(first["workload"], "stage") == "inference" else None,
                 algorithms=[
                     BoAmpsAlgorithm(
                         algorithm_type="llm",

@@ -208,15 +208,20 @@ def _num(value) -> float:
 def ladder(frame: pd.DataFrame, idle: dict | None, case_ids: dict[tuple, tuple]) -> pd.DataFrame:
     """The ladder per setup: Wh and gCO2e at each rung, per 1,000 queries or per training run.
 
-    ``case_ids``: ``{(model, variant, hardware): (kind, case_id)}``, kind ``infer`` (the headline
-    shape: medians of its repetitions per 1,000 queries) or ``train`` (sums over its chunks).
+    ``case_ids``: ``{(model, variant, hardware): (kind, case_id)}``, kind the case's workload: one
+    whose unit is a query (``infer``, the headline shape: medians of its repetitions per 1,000
+    queries) or one that makes the model (``train``: sums over its chunks).
     """
+    from harness.workloads import trait
+
     rows = []
     ok = frame[frame["status"] == "ok"]
     for setup, (kind, case_id) in case_ids.items():
         reps = ok[ok["case_id"] == case_id]
         if reps.empty:
             continue
+        # a workload whose unit is a query is priced per 1,000 of them; a making, per run
+        per_query = trait(kind, "unit") == "query"
         per_rep = []
         for r in reps.to_dict("records"):
             joules = rungs_j(r, _idle_w(idle, str(r.get("hardware"))))
@@ -225,11 +230,11 @@ def ladder(frame: pd.DataFrame, idle: dict | None, case_ids: dict[tuple, tuple])
             # the PUE rung's CO2e is the record's own co2e_g, the embodied one adds embodied_g
             co2["embodied"] = co2["pue"] + _num(r.get("embodied_g"))
             joules["embodied"] = joules["pue"]
-            scale = 1000.0 / _num(r.get("queries")) if kind == "infer" else 1.0
+            scale = 1000.0 / _num(r.get("queries")) if per_query else 1.0
             per_rep.append({f"{k}_wh": v / J_PER_WH * scale for k, v in joules.items()})
             per_rep[-1].update({f"{k}_g": v * scale for k, v in co2.items()})
         values = pd.DataFrame(per_rep)
-        summary = values.median() if kind == "infer" else values.sum(min_count=1)
+        summary = values.median() if per_query else values.sum(min_count=1)
         model, variant, hardware = setup
         rows.append(
             {
@@ -237,7 +242,7 @@ def ladder(frame: pd.DataFrame, idle: dict | None, case_ids: dict[tuple, tuple])
                 "variant": variant,
                 "hardware": hardware,
                 "kind": kind,
-                "per": "1,000 queries" if kind == "infer" else "training run",
+                "per": "1,000 queries" if per_query else "training run",
                 "energy_method": reps["energy_method"].iloc[0],
                 **summary.to_dict(),
             }

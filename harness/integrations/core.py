@@ -251,11 +251,14 @@ class TrainingTracker:
 
     def _case(self, workload: dict) -> dict:
         from harness.suite import case_id
+        from harness.workloads import trait
 
         model = {"name": self.model_name, "source": self.model_source}
         variant = {"name": self.variant, "dtype": self.dtype, "quantization": None}
         hw = {"name": self.hardware, "device": self.device}
-        shape = workload["type"] if workload["type"] != "accuracy" else f"accuracy-{self.task}"
+        # a scoring case is named by its task, as the suite names it
+        scores = trait(workload["type"], "scores", False)
+        shape = f"{workload['type']}-{self.task}" if scores else workload["type"]
         case = {
             "suite": self.name,
             "case": f"{self.model_name}/{self.variant}/{self.hardware}/{shape}",

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness.workloads import kinds, trait
+
 PASS, WARN, FAIL = "pass", "warn", "fail"
 LEVELS = (PASS, WARN, FAIL)
 _RANK = {PASS: 0, WARN: 1, FAIL: 2}
@@ -393,7 +395,8 @@ def thermal_throttle(rows, ctx):
 
 
 def _serve(row) -> bool:
-    return _text(row, "workload") == "serve"
+    """A served workload's row (its unit is a request)."""
+    return trait(_text(row, "workload"), "unit") == "request"
 
 
 @row_rule(
@@ -485,7 +488,7 @@ def serve_inflight(row, ctx):
     "a J/token of zero or beyond any real device is a broken window or token count",
 )
 def serve_energy_per_token(row, ctx):
-    if _text(row, "workload") not in ("serve", "infer"):
+    if trait(_text(row, "workload"), "unit") not in ("request", "query"):
         return None
     ept = _num(row, "energy_per_token_j")
     if ept is None:
@@ -726,7 +729,7 @@ def join_setup_checks(setups: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame
     checks, rules = [], []
     for model, variant, hardware, em in setups.index:
         same = (ok["model"] == model) & (ok["variant"] == variant) & (ok["hardware"] == hardware)
-        mine = ok[same & ((method == em) | (ok["workload"] == "accuracy"))]
+        mine = ok[same & ((method == em) | ok["workload"].isin(kinds(scores=True)))]
         check, why = merged(mine) if len(mine) else (PASS, None)
         checks.append(check)
         rules.append(why)

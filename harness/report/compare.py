@@ -58,6 +58,7 @@ import pandas as pd
 from harness.report.stats import Z95, describe
 from harness.report.tables import failed_cases
 from harness.stopping import _t_two_sided_mass
+from harness.workloads import trait
 from harness.workloads.accuracy import ANSWERS_FILE
 
 #: metric -> +1 when higher is better, -1 when lower is better
@@ -77,15 +78,14 @@ METRICS = {
     "tpot_s": -1,
     "accuracy": +1,
 }
-#: the figures compared for each workload: per unit of work, never per repetition
-WORKLOAD_METRICS = {
-    "infer": ("energy_per_query_j", "energy_per_token_j", "tokens_per_s", "ttft_s", "tpot_s"),
-    "serve": ("energy_per_request_j", "energy_per_token_j", "tokens_per_s", "ttft_s", "tpot_s"),
-    "train": ("energy_per_step_j", "duration_per_step_s", "energy_case_j", "duration_case_s"),
-    "accuracy": ("accuracy", "energy_per_sample_j"),
-    "command": ("energy_per_run_j", "duration_per_run_s"),
-}
-WORKLOAD_METRICS["distill"] = WORKLOAD_METRICS["finetune"] = WORKLOAD_METRICS["train"]
+
+
+def workload_metrics(workload: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The figures compared for a case of ``workload``: per unit of work, never per repetition
+    (each workload says its own: ``compare_metrics``); ``default`` for a kind not registered."""
+    return trait(workload, "compare_metrics", default)
+
+
 #: figures of a whole training case: one value a run, no repetitions to test
 CASE_TOTALS = {"energy_case_j": "energy_j", "duration_case_s": "duration_s"}
 ENERGY_METRICS = {m for m in METRICS if m.startswith("energy_")}
@@ -222,12 +222,13 @@ def per_unit(frame: pd.DataFrame) -> pd.DataFrame:
     steps = pd.to_numeric(ok["steps"], errors="coerce").where(lambda s: s > 0)
     samples = pd.to_numeric(ok["samples"], errors="coerce").where(lambda s: s > 0)
     workload = ok["workload"].fillna("")
-    training = workload.isin(["train", "distill", "finetune"])
-    ok["energy_per_step_j"] = (energy / steps).where(training)
-    ok["duration_per_step_s"] = (duration / steps).where(training)
-    ok["energy_per_sample_j"] = (energy / samples).where(workload == "accuracy")
-    ok["energy_per_run_j"] = energy.where(workload == "command")
-    ok["duration_per_run_s"] = duration.where(workload == "command")
+    # per the unit each workload says it works in (harness.workloads: ``unit``)
+    unit = workload.map(lambda kind: trait(kind, "unit"))
+    ok["energy_per_step_j"] = (energy / steps).where(unit == "step")
+    ok["duration_per_step_s"] = (duration / steps).where(unit == "step")
+    ok["energy_per_sample_j"] = (energy / samples).where(unit == "sample")
+    ok["energy_per_run_j"] = energy.where(unit == "run")
+    ok["duration_per_run_s"] = duration.where(unit == "run")
     return ok
 
 
@@ -255,7 +256,7 @@ def case_figures(frame: pd.DataFrame) -> dict[str, CaseFigures]:
             k: first.get(k) for k in ("energy_method", "energy_sources", "device", "device_name")
         }
         figures = CaseFigures(str(case), str(first["case_id"]), workload, ident)
-        for metric in WORKLOAD_METRICS.get(workload, ("energy_per_query_j", "energy_per_token_j")):
+        for metric in workload_metrics(workload, ("energy_per_query_j", "energy_per_token_j")):
             if metric in CASE_TOTALS:
                 column = pd.to_numeric(reps[CASE_TOTALS[metric]], errors="coerce")
                 if column.notna().all() and len(column):
@@ -487,7 +488,7 @@ def compare_frames(
         device_change = _changed(bc.identity, nc.identity, "device") or _changed(
             bc.identity, nc.identity, "device_name"
         )
-        for metric in WORKLOAD_METRICS.get(bc.workload, tuple(bc.values)):
+        for metric in workload_metrics(bc.workload, tuple(bc.values)):
             if metric not in bc.values or metric not in nc.values:
                 continue
             rows.append(

@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.report.tables import SETUP, Tables
+from harness.workloads import kinds
 
 #: --latency choice -> column
 LATENCY_COLUMN = {"p90": "latency_p90_s", "ttft": "ttft_s"}
@@ -67,7 +68,7 @@ def latency_and_knobs_by_batch(tables: Tables, latency: str) -> pd.DataFrame:
     size: the most new tokens, then the longest prompt (the headline rule)."""
     col = latency_column(latency)
     c = tables.cases
-    infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
+    infer = c[c["workload"].isin(kinds(unit="query")) & c["model"].notna()].copy()
     infer["energy_method"] = infer["energy_method"].fillna("unknown")
     order = ["batch_size", "new_tokens", "prompt_tokens"]
     infer = infer.sort_values(order, ascending=False, kind="stable")

@@ -225,18 +225,25 @@ def boundary_ladder(tables: Tables) -> pd.DataFrame:
     shape, and its training run."""
     from harness import store
     from harness.carbon.boundary import ladder
-    from harness.report.tables import headline
+    from harness.report.tables import from_scratch, headline
+    from harness.workloads import trait
 
     cases = tables.cases
     ids: dict[tuple, tuple] = {}
     order: list[tuple] = []
     if not cases.empty:
+        kind_of = dict(zip(cases["case_id"], cases["workload"], strict=True))
         for (m, v, h, _), r in headline(cases).iterrows():
-            ids[(m, v, h, "infer")] = ("infer", r["case_id"])
-        train = cases[(cases["workload"] == "train") & cases["model"].notna()]
+            kind = kind_of[r["case_id"]]
+            ids[(m, v, h, kind)] = (kind, r["case_id"])
+        train = cases[cases["workload"].isin(from_scratch()) & cases["model"].notna()]
         for r in _records(train):
-            ids[(r["model"], r["variant"], r["hardware"], "train")] = ("train", r["case_id"])
-    order = sorted(ids, key=lambda k: (k[3] != "infer", k[:3]))
+            ids[(r["model"], r["variant"], r["hardware"], r["workload"])] = (
+                r["workload"],
+                r["case_id"],
+            )
+    # a setup's use (per 1,000 queries) before its making (per training run)
+    order = sorted(ids, key=lambda k: (bool(trait(k[3], "makes_model", False)), k[:3]))
     try:
         idle = store.read_json(tables.run.path / store.IDLE)
     except (OSError, ValueError):

@@ -34,6 +34,7 @@ from harness.report.figure import Figure  # noqa: E402
 from harness.report.png import DPI, save_png  # noqa: E402,F401
 from harness.report.recommend import pareto_by_method, setup_label  # noqa: E402
 from harness.report.tables import Tables  # noqa: E402
+from harness.workloads import kinds
 
 MAX_TRACES = 6
 MAX_SERIES = 8
@@ -338,7 +339,9 @@ def _batch_setups(tables: Tables, infer: pd.DataFrame) -> tuple[list[str], int]:
 def batch_scaling(tables: Tables, path: Path) -> Path | None:
     """Throughput and energy per token against batch size, one line per setup (capped)."""
     c = tables.cases
-    infer = c[(c["workload"] == "infer") & c["model"].notna() & c["batch_size"].notna()].copy()
+    infer = c[
+        c["workload"].isin(kinds(unit="query")) & c["model"].notna() & c["batch_size"].notna()
+    ].copy()
     if infer.empty:
         return None
     infer["label"] = setup_label(infer) + np.where(

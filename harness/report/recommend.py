@@ -28,6 +28,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.report.knob_sweeps import latency_and_knobs_by_batch, latency_column
 from harness.report.tables import SETUP, Tables
+from harness.workloads import kinds, trait
 
 ENERGY_COLUMN = {"query": "energy_per_query_j", "token": "energy_per_token_j"}
 JUDGED_BY = ("lower", "point")
@@ -148,7 +149,7 @@ def candidate_set(
     point, low, high, what = _accuracy(setups, tasks, task)
     energy_col = ENERGY_COLUMN[per]
     shapes = Shapes.of(tables)
-    infer = shapes.rows[shapes.rows["workload"] == "infer"]
+    infer = shapes.rows[shapes.rows["workload"].isin(kinds(engines="in-process"))]
     measured = set(map(tuple, infer[SETUP].to_numpy().tolist()))
     scored = [k for k, p in zip(setups.index, point, strict=True) if pd.notna(p)]
     with_figures = [k for k in scored if k in measured]
@@ -156,7 +157,7 @@ def candidate_set(
         raise HarnessError(f"--batch-size {batch_size}: no setup with an accuracy measured it")
     # the one rule of harness.report.shapes, in-process (a served setup's energy is per request)
     shape, at_shape = shapes.most_shared(with_figures, batch_size)
-    if shape is not None and shape.workload != "infer":
+    if shape is not None and trait(shape.workload, "engines") == "served":
         shape, at_shape = None, []
     labels = setup_label(setups.reset_index())
     label_of = dict(zip(setups.index, labels, strict=True))

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.engines import DEFAULT_ENGINE
 from harness.report.figure import Figure
+from harness.workloads import kinds
 
 SERVE_METRICS = [
     "energy_per_token_j",
@@ -79,7 +81,7 @@ def serve_table(frame: pd.DataFrame) -> pd.DataFrame:
     if "workload" not in frame.columns:
         return pd.DataFrame(columns=KEYS + FACTS + SERVE_METRICS)
     empty = KEYS + FACTS + SERVE_METRICS + SERVE_COUNTS + ["warnings"]
-    f = _ok(frame[frame["workload"] == "serve"]).copy()
+    f = _ok(frame[frame["workload"].isin(kinds(unit="request"))]).copy()
     if f.empty:
         return pd.DataFrame(columns=empty)
     for col in empty:
@@ -149,13 +151,13 @@ def accuracy_by_variant(frame: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per model, variant and task (engine included: served accuracy is its own)."""
     if "workload" not in frame.columns:
         return pd.DataFrame()
-    f = _ok(frame[frame["workload"] == "accuracy"]).copy()
+    f = _ok(frame[frame["workload"].isin(kinds(scores=True))]).copy()
     if f.empty or "accuracy" not in f.columns:
         return pd.DataFrame()
     for col in ("engine", "accuracy_stderr", "task", "samples"):
         if col not in f.columns:
             f[col] = None
-    f["engine"] = f["engine"].fillna("transformers")
+    f["engine"] = f["engine"].fillna(DEFAULT_ENGINE)
     keep = ["model", "variant", "engine", "task", "accuracy", "accuracy_stderr", "samples"]
     out = f[keep].groupby(["model", "variant", "engine", "task"], dropna=False).first()
     out = out.reset_index()
@@ -173,7 +175,7 @@ def in_process_vs_served(frame: pd.DataFrame, serve: pd.DataFrame) -> pd.DataFra
     serve = closed_loop(serve)
     if serve.empty or "workload" not in frame.columns:
         return pd.DataFrame()
-    infer = _ok(frame[frame["workload"] == "infer"]).copy()
+    infer = _ok(frame[frame["workload"].isin(kinds(unit="query"))]).copy()
     if infer.empty:
         return pd.DataFrame()
     for col in ("energy_per_token_j", "tokens_per_s", "batch_size", "ttft_s"):

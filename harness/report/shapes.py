@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.report.tables import SETUP, Tables
+from harness.workloads import REGISTRY, trait
 
 #: the figures a comparison takes at its shape (each with ``_ci_low`` / ``_ci_high``)
 FIGURES = ["energy_per_query_j", "energy_per_token_j", "tokens_per_s"]
@@ -30,8 +31,18 @@ _COLUMNS = [c for m in FIGURES for c in (m, f"{m}_ci_low", f"{m}_ci_high")]
 #: latency beside them, in-process only (the site's compare shows it at the shape compared)
 LATENCY = ["ttft_s", "latency_p90_s"]
 _SHAPE = ["size", "prompt_tokens", "new_tokens"]
-#: what a shape's size is, per workload
-SIZE_WORD = {"infer": "batch", "serve": "concurrency"}
+
+
+def shaped_kinds() -> tuple[str, ...]:
+    """The workloads whose cases are compared shape by shape (each says its ``shape_key``), the
+    in-process ones first: a comparison prefers an in-process shape to a served one."""
+    shaped = [k for k in REGISTRY if trait(k, "shape_key")]
+    return tuple(sorted(shaped, key=lambda k: trait(k, "engines") == "served"))
+
+
+def size_word(workload: str) -> str:
+    """What a shape's size is for ``workload``: ``batch``, ``concurrency``."""
+    return trait(workload, "shape_word") or "size"
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class Shape:
     @property
     def label(self) -> str:
         """``batch 8`` or ``concurrency 4`` (``batch 8 p32 n16`` where lengths vary in the run)."""
-        text = f"{SIZE_WORD[self.workload]} {self.size}"
+        text = f"{size_word(self.workload)} {self.size}"
         if self.lengths_vary:
             text += f" p{_int(self.prompt_tokens)} n{_int(self.new_tokens)}"
         return text
@@ -58,33 +69,42 @@ def _int(value) -> str:
     return str(int(value)) if pd.notna(value) and value >= 0 else "?"
 
 
-def _infer_rows(tables: Tables) -> pd.DataFrame:
+def _in_process_rows(tables: Tables, kind: str) -> pd.DataFrame:
+    """Cases of an in-process workload (``infer``): the case table's figures at each shape."""
     c = tables.cases
-    infer = c[(c["workload"] == "infer") & c["model"].notna()].copy()
-    infer["energy_method"] = infer["energy_method"].fillna("unknown")
-    infer["size"] = pd.to_numeric(infer["batch_size"], errors="coerce")
-    return infer[[*SETUP, *_SHAPE, *_COLUMNS, *LATENCY]].assign(workload="infer")
+    rows = c[(c["workload"] == kind) & c["model"].notna()].copy()
+    rows["energy_method"] = rows["energy_method"].fillna("unknown")
+    rows["size"] = pd.to_numeric(rows.get(trait(kind, "shape_key")), errors="coerce")
+    return rows[[*SETUP, *_SHAPE, *_COLUMNS, *LATENCY]].assign(workload=kind)
 
 
-def _serve_rows(tables: Tables) -> pd.DataFrame:
-    """Closed-loop serve cases: medians and intervals per setup and shape, per request."""
+def _served_rows(tables: Tables, kind: str) -> pd.DataFrame:
+    """Closed-loop cases of a served workload (``serve``): medians and intervals per setup and
+    shape, per request (a served request is one query)."""
     from harness.report.stats import aggregate
 
     f = tables.run.frame
-    if "workload" not in f.columns or "concurrency" not in f.columns:
+    key = trait(kind, "shape_key")
+    if "workload" not in f.columns or key not in f.columns:
         return pd.DataFrame(columns=[*SETUP, *_SHAPE, *_COLUMNS, "workload"])
-    serve = f[(f["workload"] == "serve") & (f["status"] == "ok") & f["model"].notna()].copy()
+    serve = f[(f["workload"] == kind) & (f["status"] == "ok") & f["model"].notna()].copy()
     if "rate_rps" in serve.columns:  # open loop: the offered rate, not a concurrency, shapes it
         serve = serve[pd.to_numeric(serve["rate_rps"], errors="coerce").isna()]
     if serve.empty or "energy_per_request_j" not in serve.columns:
         return pd.DataFrame(columns=[*SETUP, *_SHAPE, *_COLUMNS, "workload"])
     serve["energy_method"] = serve["energy_method"].fillna("unknown")
-    serve["size"] = pd.to_numeric(serve["concurrency"], errors="coerce")
+    serve["size"] = pd.to_numeric(serve[key], errors="coerce")
     serve["energy_per_query_j"] = pd.to_numeric(serve["energy_per_request_j"], errors="coerce")
     for col in ("energy_per_token_j", "tokens_per_s"):
         serve[col] = pd.to_numeric(serve.get(col), errors="coerce")
     stats = aggregate(serve, [*SETUP, *_SHAPE], FIGURES, with_cv=False).reset_index()
-    return stats[[*SETUP, *_SHAPE, *_COLUMNS]].assign(workload="serve")
+    return stats[[*SETUP, *_SHAPE, *_COLUMNS]].assign(workload=kind)
+
+
+def _rows(tables: Tables, kind: str) -> pd.DataFrame:
+    if trait(kind, "engines") == "served":
+        return _served_rows(tables, kind)
+    return _in_process_rows(tables, kind)
 
 
 def _order(shape: tuple) -> tuple:
@@ -97,7 +117,7 @@ class Shapes:
     """Every shape each setup of a run measured, with its figures: built once per report."""
 
     def __init__(self, tables: Tables):
-        parts = [p for p in (_infer_rows(tables), _serve_rows(tables)) if not p.empty]
+        parts = [p for p in (_rows(tables, k) for k in shaped_kinds()) if not p.empty]
         rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         if rows.empty:
             rows = pd.DataFrame(columns=[*SETUP, *_SHAPE, *_COLUMNS, "workload"])
@@ -141,7 +161,7 @@ class Shapes:
         keys = list(keys)
         if not keys:
             return None
-        for workload in ("infer", "serve"):
+        for workload in shaped_kinds():
             common = None
             for key in keys:
                 found = self._found(key, workload, size)
@@ -160,7 +180,7 @@ class Shapes:
         shape = self.shared(keys, size)
         if shape is not None or not keys:
             return shape, keys
-        for workload in ("infer", "serve"):
+        for workload in shaped_kinds():
             count: dict[tuple, list] = {}
             for key in keys:
                 for found in self._found(key, workload, size):
@@ -194,7 +214,8 @@ class Shapes:
         """The label of the shape of a setup's unsuffixed summary figures: its headline, the
         largest batch it measured in-process (:meth:`shared` of the setup alone)."""
         shape = self.shared([key])
-        return shape.label if shape is not None and shape.workload == "infer" else None
+        in_process = shape is not None and trait(shape.workload, "engines") != "served"
+        return shape.label if in_process else None
 
     def listed(self, key) -> list[tuple[Shape, pd.Series]]:
         """Every shape ``key`` measured with its figures, in the order :meth:`shared` prefers
@@ -202,7 +223,7 @@ class Shapes:
         also has is the shape both are compared at."""
         out = []
         r = self._of(key)
-        for workload in ("infer", "serve"):
+        for workload in shaped_kinds():
             g = r[r["workload"] == workload]
             found = {tuple(float(x) for x in t[_SHAPE]): t for _, t in g.iterrows()}
             for t in sorted(found, key=_order, reverse=True):
@@ -217,7 +238,7 @@ class Shapes:
         parts = []
         for workload, g in r.groupby("workload", sort=False):
             sizes = sorted({int(s) for s in g["size"]})
-            parts.append(f"{SIZE_WORD[workload]} {', '.join(str(s) for s in sizes)}")
+            parts.append(f"{size_word(workload)} {', '.join(str(s) for s in sizes)}")
         return "; ".join(parts)
 
     def no_shared(self, keys) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from harness import store
+from harness.engines import DEFAULT_ENGINE
 from harness.errors import HarnessError
 from harness.report.analysis import Analysis
 from harness.report.check import FAIL
@@ -42,9 +43,7 @@ from harness.report.load import Run, open_runs
 from harness.report.serving import closed_loop
 from harness.report.shapes import LATENCY, Shapes
 from harness.report.tables import Tables
-
-#: the engine of a variant that names none (ARCHITECTURE.md: transformers is the default)
-DEFAULT_ENGINE = "transformers"
+from harness.workloads import kinds
 
 #: size classes by parameter count: (upper bound exclusive, name)
 SIZE_CLASSES = [
@@ -264,7 +263,7 @@ def serving_rows(runs: list[Run]) -> pd.DataFrame:
         f = run.frame
         if not {"concurrency", "energy_per_request_j"} <= set(f.columns):
             continue
-        f = f[(f["workload"] == "serve") & (f["status"] == "ok")]
+        f = f[f["workload"].isin(kinds(unit="request")) & (f["status"] == "ok")]
         f = closed_loop(f)  # the curve is closed-loop; open-loop cases are in report.md
         f = f.assign(
             concurrency=pd.to_numeric(f["concurrency"], errors="coerce"),

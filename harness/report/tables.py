@@ -32,6 +32,7 @@ from harness.errors import HarnessError
 from harness.records import J_PER_KWH
 from harness.report.load import Run
 from harness.report.stats import aggregate
+from harness.workloads import kinds
 
 SETUP = ["model", "variant", "hardware", "energy_method"]
 SETUP_ID = ["model", "variant", "hardware"]
@@ -265,13 +266,25 @@ def _wide(
 # --- summary ----------------------------------------------------------------------------------
 
 
-def _model_cases(cases: pd.DataFrame, workload: str) -> pd.DataFrame:
-    return cases[(cases["workload"] == workload) & cases["model"].notna()]
+def _model_cases(cases: pd.DataFrame, workloads: tuple[str, ...]) -> pd.DataFrame:
+    """The cases of a suite model whose workload is one of ``workloads`` (harness.workloads.kinds:
+    chosen by what a workload is, never by its name)."""
+    return cases[cases["workload"].isin(workloads) & cases["model"].notna()]
+
+
+def from_scratch() -> tuple[str, ...]:
+    """The workloads that train a model from scratch (not derived from another)."""
+    return kinds(makes_model=True, derives=None)
+
+
+def querying() -> tuple[str, ...]:
+    """The in-process workloads whose unit is a query (infer)."""
+    return kinds(unit="query", engines="in-process")
 
 
 def train_table(cases: pd.DataFrame) -> pd.DataFrame:
     """Training per setup: totals over the case's chunks, with the interval n × that of one chunk."""
-    train = _model_cases(cases, "train").copy()
+    train = _model_cases(cases, from_scratch()).copy()
     n = train["n"]
     train["energy_to_train_j"] = train["energy_sum_j"]
     train["energy_to_train_j_ci_low"] = n * train["energy_j_ci_low"]
@@ -319,7 +332,7 @@ def headline(cases: pd.DataFrame) -> pd.DataFrame:
     longest prompt. The largest batch is what a deployment that serves many users tunes for, and
     the setup's best energy per query; the leaderboard shows the batch size beside the figures.
     """
-    infer = _model_cases(cases, "infer")
+    infer = _model_cases(cases, querying())
     order = ["batch_size", "new_tokens", "prompt_tokens"]
     top = infer.sort_values(order, ascending=False, kind="stable").drop_duplicates(SETUP)
     cols = [*SETUP, "case_id", "batch_size", "prompt_tokens", "new_tokens", *INFER_COLUMNS]
@@ -328,7 +341,7 @@ def headline(cases: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_wide(cases: pd.DataFrame) -> pd.DataFrame:
     """``accuracy_<task>`` with interval per model × variant × hardware (not per method)."""
-    acc = _model_cases(cases, "accuracy")
+    acc = _model_cases(cases, kinds(scores=True))
     acc = acc[acc["task"].notna()]
     if acc.empty:
         return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=SETUP_ID))
@@ -478,13 +491,11 @@ def setup_table(
     cases: pd.DataFrame, grid: Grid, queries: int
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The setups frame (index SETUP), the summary's column order and the accuracy tasks."""
-    model_cases = cases[
-        cases["workload"].isin(["train", "infer", "accuracy"]) & cases["model"].notna()
-    ]
+    model_cases = _model_cases(cases, (*from_scratch(), *querying(), *kinds(scores=True)))
     facts = model_cases.groupby(SETUP, sort=False)[SETUP_FACTS].first()
     train = train_table(cases)
     train_w = _train_wide(train)
-    infer = _model_cases(cases, "infer")
+    infer = _model_cases(cases, querying())
     if infer.empty:
         infer_w = pd.DataFrame(index=facts.index)
     else:
@@ -520,7 +531,7 @@ def setup_table(
 
 def command_table(cases: pd.DataFrame) -> pd.DataFrame:
     """``command`` cases (and any case without a model): time and energy with intervals."""
-    cmd = cases[(cases["workload"] == "command") | cases["model"].isna()]
+    cmd = cases[cases["workload"].isin(kinds(own_program=True)) | cases["model"].isna()]
     cols = ["case", "hardware", "energy_method", *with_ci(["duration_s", "energy_j"]), "n"]
     return cmd[cols].reset_index(drop=True)
 

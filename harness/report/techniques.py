@@ -29,7 +29,7 @@ import pandas as pd
 from harness.records import J_PER_KWH
 from harness.report.figure import Figure
 from harness.report.tables import SETUP, Tables
-from harness.workloads import model_makers
+from harness.workloads import kinds, model_makers, trait
 
 #: the answer sentence's "accurate enough" when the suite does not say (accuracy points)
 DEFAULT_TOLERANCE = 0.05
@@ -256,10 +256,9 @@ def add_produce(tables: Tables) -> pd.DataFrame:
         high.append(hi + extra)
         text = f"{maker['workload']} {maker['case']}"
         source = _text(maker.get("teacher")) or _text(maker.get("finetuned_from"))
-        if maker["workload"] == "distill" and source:
-            text += f" (teacher {source})"
-        elif maker["workload"] == "finetune" and source:
-            text += f" (from {source})"
+        source_word = trait(maker["workload"], "source_word")
+        if source_word and source:
+            text += f" ({source_word} {source})"
         if derived:
             text += f"; {_variant_label(row)} on load"
         origin.append(text)
@@ -330,7 +329,7 @@ def _source_of(s: pd.DataFrame, key, makers: pd.DataFrame) -> tuple[tuple | None
         pick = (same_dtype or plain or [None])[0]
         return pick, _variant_label(row)
     maker = _maker_of(makers, model, hardware, method)
-    if maker is None or maker["workload"] == "train":
+    if maker is None or not trait(maker["workload"], "derives"):
         return None, None
     origin = _text(maker.get("teacher")) or _text(maker.get("finetuned_from"))
     cands = [k for k in s.index if k[0] == origin and k[2] == hardware and k[3] == method]
@@ -350,7 +349,7 @@ def same_work(setup: pd.Series, technique: str | None) -> bool:
     started from (the same network, other weights). Its J/query may move with the machine's other
     load, never by the technique: no saving is counted and no break-even computed."""
     quant = setup.get("quantization")
-    if technique == "finetune":
+    if trait(technique, "same_network", False):
         return True
     return _magnitude_pruned(setup) and not (isinstance(quant, str) and quant)
 
@@ -484,9 +483,9 @@ def techniques_table(tables: Tables, produced: pd.DataFrame | None = None) -> pd
         elif work:
             verdict, be = SAME_WORK, [math.nan] * 3
             what = (
-                "magnitude pruning keeps the dense shapes, its zeros multiplied all the same"
-                if technique != "finetune"
-                else "a fine-tune runs the same network as its source"
+                f"a {trait(technique, 'derives')} model runs the same network as its source"
+                if trait(technique, "same_network", False)
+                else "magnitude pruning keeps the dense shapes, its zeros multiplied all the same"
             )
             notes.append(f"same work per query ({what}): no saving counted, no break-even")
         else:
@@ -570,15 +569,12 @@ def scratch_comparisons(tables: Tables, produced: pd.DataFrame) -> list[Comparis
     out = []
     for key in s.index:
         maker = _maker_of(makers, key[0], key[2], key[3])
-        if (
-            maker is None
-            or maker["workload"] not in ("distill", "finetune")
-            or _is_derived(s.loc[key])
-        ):
+        if maker is None or not trait(maker["workload"], "derives") or _is_derived(s.loc[key]):
             continue
-        task = maker["task"] if maker["workload"] == "finetune" else None
+        # a fine-tune's model learnt its task: set against one trained from scratch on it
+        task = maker["task"] if trait(maker["workload"], "same_network") else None
         scratch = makers[
-            (makers["workload"] == "train")
+            makers["workload"].isin(kinds(makes_model=True, derives=None))
             & (makers["model_source"] == maker["model_source"])
             & (makers["hardware"] == key[2])
             & (makers["model"] != key[0])
@@ -606,7 +602,7 @@ def scratch_comparisons(tables: Tables, produced: pd.DataFrame) -> list[Comparis
         d = float(np.mean(diffs))
         # the mean of the tasks' differences, its half-width the mean of theirs (conservative)
         h = float(np.mean(halves))
-        what = "distilled" if maker["workload"] == "distill" else f"fine-tuned on {task}"
+        what = trait(maker["workload"], "derives") + (f" on {task}" if task else "")
         out.append(
             Comparison(
                 what,
