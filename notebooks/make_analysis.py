@@ -5,10 +5,7 @@ python notebooks/make_analysis.py
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbkit import notebook, write
 
 CELLS = [
     (
@@ -124,22 +121,9 @@ setups[[c for c in carbon if c in setups.columns]]""",
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nb.metadata["language_info"] = {"name": "python"}
-    for kind, source in CELLS:
-        nb.cells.append(new_markdown_cell(source) if kind == "md" else new_code_cell(source))
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i}"  # stable ids: regenerating gives the same file
-    return nb
+def build():
+    return notebook(CELLS)
 
 
 if __name__ == "__main__":
-    out = Path(__file__).with_name("analysis.ipynb")
-    nbformat.write(build(), out)
-    print(out)
+    write(build(), "analysis.ipynb")
