@@ -176,6 +176,8 @@ def test_the_workload_reads_its_typed_shape(tmp_path):
     [
         ({"workload": {"type": "command", "name": "c", "run": ["true"], "cwd": 3}},
          "command workload: cwd must be a string or null, not 3"),
+        ({"hardware": {"name": "cpu", "device": "gpu0"}},
+         "hardware.device: 'gpu0' is not a device (cpu or cuda:N)"),
     ],
 )  # fmt: skip
 def test_the_worker_fails_a_bad_case_in_one_line(tmp_path, change, error):
