@@ -2,16 +2,22 @@
 
 The suite (harness/suite.py) and each workload's own settings model (``settings`` beside the
 workload class in harness/workloads/) build on these, so a workload module declares its keys
-without importing the suite.
+without importing the suite. A workload's case model (``case``, a ``CaseShape``) types one case's
+workload dict, as its worker reads it.
 """
 
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Sequence
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+from harness.errors import HarnessError
 
 #: a problem line shows at most this much of a value, and is at most LINE_CHARS long
 EXCERPT_CHARS = 60
@@ -103,6 +109,109 @@ class WorkloadSettings(Strict):
     def with_source(self, spec: dict, by_name: dict[str, Any], model: Any) -> dict:
         """A shape with the model entry it starts from (a distill's teacher...)."""
         return spec
+
+
+class CaseShape(Strict):
+    """One case's workload dict, typed: what its workload's ``WorkloadSettings.shapes()`` writes
+    and what the suite's expansion adds (``with_source``), read back by the case's worker.
+
+    A key the suite leaves out when unset (so that the ids of cases without it stay as they
+    were) has its default here, once; the suite block's field says so. Values are taken as written
+    (strict: ``"8"`` is not a number), since a case is JSON the suite wrote.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str
+
+    @classmethod
+    def of(cls, spec: Any) -> CaseShape:
+        """``spec`` as this model, or a HarnessError of one line naming the workload and key."""
+        try:
+            return cls.model_validate(spec)
+        except ValidationError as e:
+            errors = e.errors(include_url=False, include_input=True)
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            problem = cls.problem(errors[0])
+            raise HarnessError(f"{kind or cls.kind()} workload: {problem}{more}") from None
+
+    @classmethod
+    def kind(cls) -> str:
+        """The workload type this model is the case of (its ``type`` literal)."""
+        args = get_args(cls.model_fields["type"].annotation)
+        return str(args[0]) if args else "?"
+
+    @classmethod
+    def problem(cls, err: dict) -> str:
+        """One pydantic error as ``key must be <what the field takes>, not <value>``."""
+        fields = {f.alias or name: f for name, f in cls.model_fields.items()}
+        loc = [str(p) for p in err.get("loc", ())]
+        kind = err.get("type", "")
+        if kind == "extra_forbidden" and len(loc) == 1:
+            return f"unknown key {excerpt(loc[0])} (known: {', '.join(fields)})"
+        field = fields.get(loc[0]) if len(loc) == 1 else None
+        if field is None:  # inside a nested value (teacher_model.source), or the whole dict
+            return format_error(err, "", (), "")
+        key, given = loc[0], excerpt(err.get("input"))
+        if kind == "missing":
+            return f"{key} must be {wanted(field)}; the case gives none"
+        if kind == "value_error":  # a field validator's own words
+            what = str((err.get("ctx") or {}).get("error") or err.get("msg", ""))
+            what = what.removeprefix("Value error, ")
+            return f"{key} {what}, not {given}" if what.startswith("must ") else f"{key}: {what}"
+        return f"{key} must be {wanted(field)}, not {given}"
+
+
+_BOUNDS = (
+    (annotated_types.Gt, "gt", ">"),
+    (annotated_types.Ge, "ge", ">="),
+    (annotated_types.Lt, "lt", "<"),
+    (annotated_types.Le, "le", "<="),
+)
+
+
+def wanted(field: FieldInfo) -> str:
+    """What a field takes, in words (``a positive integer``, ``an integer >= 0 or null``)."""
+    return _words(field.annotation, list(field.metadata))
+
+
+def _words(annotation: Any, metadata: list) -> str:
+    if get_origin(annotation) is Annotated:
+        annotation, *extra = get_args(annotation)
+        metadata = metadata + extra
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = get_args(annotation)
+        text = " or ".join(_words(m, metadata) for m in members if m is not type(None))
+        return f"{text} or null" if type(None) in members else text
+    bounds = []
+    for m in metadata:
+        bounds += m.metadata if isinstance(m, FieldInfo) else [m]
+    if annotation in (int, float):
+        noun = "integer" if annotation is int else "number"
+        limits = [(op, getattr(b, attr)) for b in bounds for kind, attr, op in _BOUNDS
+                  if isinstance(b, kind)]  # fmt: skip
+        if limits == [(">", 0)]:
+            return f"a positive {noun}"
+        text = " and ".join(f"{op} {_num(v)}" for op, v in limits)
+        article = "an" if noun == "integer" else "a"
+        return f"{article} {noun} {text}" if text else f"{article} {noun}"
+    if annotation is bool:
+        return "true or false"
+    non_empty = any(isinstance(b, annotated_types.MinLen) and b.min_length > 0 for b in bounds)
+    if annotation is str:
+        return "a non-empty string" if non_empty else "a string"
+    if get_origin(annotation) is Literal:
+        return " or ".join(repr(v) for v in get_args(annotation))
+    if get_origin(annotation) is list:
+        return "a non-empty list" if non_empty else "a list"
+    if (
+        get_origin(annotation) is dict
+        or isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+    ):
+        return "a mapping"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 class ModelWorkloadSettings(WorkloadSettings):

@@ -1,8 +1,9 @@
 """The suite's common blocks: carbon, measurement, hardware profiles, models, variants, report.
 
 Each is a strict pydantic model (harness/schema.py); the suite (harness/suite.py) puts them
-together with the workloads' own blocks, and a worker reads its case's measurement block back
-through ``MeasurementSettings`` (``case_settings``), so a default is written once, here.
+together with the workloads' own blocks, and a worker reads its case's measurement block and
+hardware profile back through them (``case_settings``, ``case_hardware``), so a default is
+written once, here.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from harness.errors import HarnessError
 from harness.schema import Strict as _Strict
 from harness.schema import check_name as _check_name
-from harness.schema import excerpt
+from harness.schema import excerpt, format_error
 
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("int8-dynamic", "int8-weight", "int4-weight")
@@ -405,3 +406,13 @@ def builtin_model_names() -> list[str] | None:
 def case_settings(case: dict) -> MeasurementSettings:
     """A case's measurement block as the suite's model: its defaults are the suite's."""
     return MeasurementSettings.model_validate(case.get("measurement") or {})
+
+
+def case_hardware(case: dict) -> Hardware:
+    """A case's hardware profile as the suite's model; one that is not one is a HarnessError
+    of one line naming the key."""
+    try:
+        return Hardware.model_validate(case.get("hardware") or {})
+    except ValidationError as e:
+        err = e.errors(include_url=False, include_input=True)[0]
+        raise HarnessError(f"hardware.{format_error(err, '', (), '')}") from None

@@ -18,9 +18,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
 from harness.stopping import repeat
+
+if TYPE_CHECKING:
+    from harness.settings import Hardware
 
 #: the runner sets this so the worker can tell when the runner died before it noticed
 PARENT_ENV = "HARNESS_PARENT_PID"
@@ -161,7 +165,7 @@ def _load_plugins() -> None:
         importlib.import_module(name)
 
 
-def apply_hardware(hw: dict, workload_type: str) -> None:
+def apply_hardware(hw: Hardware, workload_type: str) -> None:
     """Make this process look like the hardware profile.
 
     Model workloads use harness.hardware (device check, torch threads). Other programs (command
@@ -172,12 +176,11 @@ def apply_hardware(hw: dict, workload_type: str) -> None:
     if not own_program(workload_type):
         from harness.hardware import apply_profile
 
-        apply_profile(hw)
+        apply_profile(hw.case_dict())
         return
-    threads = hw.get("threads")
-    if threads and hasattr(os, "sched_setaffinity"):
+    if hw.threads and hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cpus[: max(1, int(threads))])
+        os.sched_setaffinity(0, cpus[: hw.threads])
 
 
 def _peak_rss_mb() -> float | None:
@@ -191,15 +194,15 @@ def _peak_rss_mb() -> float | None:
         return None
 
 
-def _device_name(hw: dict, workload_type: str) -> str | None:
+def _device_name(hw: Hardware, workload_type: str) -> str | None:
     from harness.workloads import own_program
 
-    if hw.get("device", "cpu") != "cpu" and own_program(workload_type):
+    if hw.device != "cpu" and own_program(workload_type):
         return None  # naming a GPU would mean importing torch into a worker that needs none
     try:
         from harness.hardware import describe
 
-        return describe(hw).get("device_name")
+        return describe(hw.case_dict()).get("device_name")
     except Exception:
         return None
 
@@ -244,16 +247,17 @@ def measure_case(
         from harness import carbon
         from harness.meter import Meter
         from harness.records import derive, measurement_columns
-        from harness.settings import case_settings
+        from harness.settings import case_hardware, case_settings
         from harness.workloads import Context, create, in_process
 
         m = case_settings(case)  # the suite's measurement block, its defaults the suite's
+        hw = case_hardware(case)
 
         _load_plugins()
         wtype = (case.get("workload") or {}).get("type", "?")
         if in_process(wtype):
             timing["imports_s"] = import_modules(MODEL_IMPORTS)
-        apply_hardware(case.get("hardware") or {}, wtype)
+        apply_hardware(hw, wtype)
         carbon_settings = carbon.settings(case.get("carbon") or {})
         # an hourly series is the manifest's to keep; each result names the intensity it used
         result["carbon"] = {k: v for k, v in carbon_settings.items() if k != "intensity_series"}
@@ -294,7 +298,7 @@ def measure_case(
             reference_s=t_measure - t_reference,
         )
         base = store.identity_columns(case, run_id)
-        base.update(node=socket.gethostname(), device_name=_device_name(case["hardware"], wtype))
+        base.update(node=socket.gethostname(), device_name=_device_name(hw, wtype))
         base.update(static)
         planned = workload.planned_repetitions()
         records: list[dict] = []

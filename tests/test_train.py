@@ -13,7 +13,7 @@ from harness.models.corpus import task_examples
 from harness.models.tokenizer import load_tokenizer
 from harness.records import derive, measurement_columns
 from harness.workloads import Context, create
-from harness.workloads.train import DEFAULTS, Trainer, batches, chunk_sizes, lr_at
+from harness.workloads.train import TRAIN_LR, Trainer, batches, chunk_sizes, lr_at
 
 CPU = {"name": "cpu", "device": "cpu", "threads": None, "memory_limit_mb": None}
 
@@ -183,7 +183,7 @@ def _train_and_score(
     tok = load_tokenizer()
     trainer = Trainer(
         model, tok, torch.device("cpu"), steps=steps, batch_size=batch_size, seq_len=seq_len,
-        lr=DEFAULTS["lr"],
+        lr=TRAIN_LR,
     )  # fmt: skip
     trainer.run_steps(steps)
     return {task: mc_accuracy(model, tok, task_examples(task, "test")) for task in tasks}

@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from harness.errors import HarnessError
-from harness.schema import TASK, ModelWorkloadSettings, excerpt
+from harness.schema import TASK, CaseShape, ModelWorkloadSettings, excerpt
 from harness.workloads.base import Repetition, Workload
 from harness.workloads.memory import PeakMemory
 
@@ -41,17 +41,6 @@ def tasks_dir() -> Path:
     from harness.models.corpus import tasks_dir as corpus_tasks_dir
 
     return corpus_tasks_dir()
-
-
-def _optional_int(spec: dict, key: str, minimum: int) -> int | None:
-    value = spec.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise HarnessError(
-            f"accuracy workload: {key} must be an integer >= {minimum} or null, not {value!r}"
-        )
-    return value
 
 
 class _DropExpected(logging.Filter):
@@ -229,15 +218,34 @@ class AccuracySettings(ModelWorkloadSettings):
         ]
 
 
-class AccuracyWorkload(Workload):
-    """``{type: accuracy, task, limit, num_fewshot, batch_size}``: one lm-eval pass, one window.
+class AccuracyCase(CaseShape):
+    """One accuracy case's workload dict (``AccuracySettings.shapes``)."""
 
-    ``limit``: documents evaluated (None: all); ``num_fewshot``: None keeps the task's own;
-    ``batch_size``: lm-eval's batch size, 1 when unset (lm-eval's own default).
-    """
+    type: Literal["accuracy"]
+    task: str
+    #: documents evaluated (None: all)
+    limit: Annotated[int, Field(ge=1)] | None = None
+    #: None keeps the task's own (a suite's block always gives one, 0 unless set)
+    num_fewshot: Annotated[int, Field(ge=0)] | None = None
+    #: lm-eval's batch size (lm-eval's own default); no suite block sets it
+    batch_size: Annotated[int, Field(ge=1)] = 1
+
+    @field_validator("task")
+    @classmethod
+    def _task_name(cls, value: str) -> str:
+        if not TASK.match(value):
+            raise ValueError("must be a task name (no spaces, slashes or line breaks)")
+        return value
+
+
+class AccuracyWorkload(Workload):
+    """``{type: accuracy, task, limit, num_fewshot, batch_size}``: one lm-eval pass, one window
+    (``AccuracyCase``)."""
 
     type = "accuracy"
     settings = AccuracySettings
+    case = AccuracyCase
+    shape: AccuracyCase
     uses_model = True
     unit = "sample"
     scores = True
@@ -245,13 +253,6 @@ class AccuracyWorkload(Workload):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        task = self.spec.get("task")
-        if not isinstance(task, str) or not task.strip():
-            raise HarnessError(f"accuracy workload: task must be a task name, not {task!r}")
-        self.task = task.strip()
-        self.limit = _optional_int(self.spec, "limit", 1)
-        self.num_fewshot = _optional_int(self.spec, "num_fewshot", 0)
-        self.batch_size = _optional_int(self.spec, "batch_size", 1) or 1
         self.engine = None
 
     @property
@@ -270,13 +271,13 @@ class AccuracyWorkload(Workload):
         apply_profile(case["hardware"])
         with lean_lm_eval():
             # the task first: an unknown name or missing data fails before the model loads
-            self.task_manager = task_manager_for(self.task)
+            self.task_manager = task_manager_for(self.shape.task)
             try:
-                self.tasks = self.task_manager.load([self.task])
+                self.tasks = self.task_manager.load([self.shape.task])
             except Exception as e:  # data missing offline, a broken YAML: say which task
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise HarnessError(
-                    f"lm-eval task {self.task!r} could not be loaded: {first}"
+                    f"lm-eval task {self.shape.task!r} could not be loaded: {first}"
                 ) from None
             self.engine = create_engine(engine_name(case.get("variant")))
             self.engine.making_window = self.ctx.meter.window  # a variant's making is measured
@@ -293,13 +294,13 @@ class AccuracyWorkload(Workload):
                     log_path=self.ctx.case_dir / "server.log",
                 )
                 static["engine"] = self.engine.name
-            self.lm = self.engine.lm_eval_model(self.batch_size)
+            self.lm = self.engine.lm_eval_model(self.shape.batch_size)
         self._memory = PeakMemory(self.engine.device)
         return {
             **static,
             "device_name": describe(case["hardware"])["device_name"],
-            "task": self.task,
-            "batch_size": self.batch_size,
+            "task": self.shape.task,
+            "batch_size": self.shape.batch_size,
         }
 
     def run(self, repetition: int) -> Repetition:
@@ -314,38 +315,38 @@ class AccuracyWorkload(Workload):
                 results = simple_evaluate(
                     model=self.lm,
                     tasks=task_objects,
-                    num_fewshot=self.num_fewshot,
-                    limit=self.limit,
+                    num_fewshot=self.shape.num_fewshot,
+                    limit=self.shape.limit,
                     task_manager=self.task_manager,
                     log_samples=True,  # each answer, for compare's paired test
                 )
             finally:
                 m = self.ctx.meter.end(name)
-        if results is None or self.task not in results.get("results", {}):
+        if results is None or self.shape.task not in results.get("results", {}):
             raise HarnessError(
-                f"lm-eval gave no score for {self.task!r} (a tag of several tasks has no "
+                f"lm-eval gave no score for {self.shape.task!r} (a tag of several tasks has no "
                 "combined score: name one task or a group)"
             )
-        metric, accuracy, stderr = pick_metric(results["results"][self.task])
-        answers = per_sample_answers(results.get("samples", {}).get(self.task), metric)
+        metric, accuracy, stderr = pick_metric(results["results"][self.shape.task])
+        answers = per_sample_answers(results.get("samples", {}).get(self.shape.task), metric)
         if answers is not None:
             from harness import store
 
             store.write_json(
                 self.ctx.case_dir / ANSWERS_FILE,
-                {"task": self.task, "metric": metric, "samples": answers},
+                {"task": self.shape.task, "metric": metric, "samples": answers},
             )
         n_samples = results.get("n-samples", {})
         samples = sum(int(v.get("effective", 0)) for v in n_samples.values())
         columns = {
-            "task": self.task,
-            "batch_size": self.batch_size,
+            "task": self.shape.task,
+            "batch_size": self.shape.batch_size,
             "metric": metric,
             "accuracy": accuracy,
             "accuracy_stderr": stderr,
             "samples": samples,
             "queries": samples,
-            "num_fewshot": self.num_fewshot,
+            "num_fewshot": self.shape.num_fewshot,
             **self._memory.read(),
         }
         return Repetition(measurement=m, columns=columns)

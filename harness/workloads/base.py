@@ -7,7 +7,7 @@ A *case* is a plain JSON-able dict (it is written to ``cases/<case_id>/case.json
       "hardware": {"name": "cpu", "device": "cpu", "threads": None, "memory_limit_mb": None, ...},
       "model": {"name": "tiny-s", "source": "builtin:tiny-s", "trust_remote_code": False} | None,
       "variant": {"name": "fp32", "dtype": "float32", "quantization": None} | None,
-      "workload": one shape, with every list already expanded:
+      "workload": one shape, with every list already expanded (its workload's ``case`` model):
           {"type": "train", "steps": 300, "batch_size": 16, "seq_len": 64, "text_file": None}
           {"type": "infer", "batch_size": 8, "prompt_tokens": 32, "new_tokens": 32}
           {"type": "accuracy", "task": "arith_mc", "limit": 200, "num_fewshot": 0}
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from harness.meter import Measurement, Meter
 
 if TYPE_CHECKING:
+    from harness.schema import CaseShape
     from harness.settings import MeasurementSettings
 
 
@@ -69,6 +70,10 @@ class Workload:
     type: str = "?"
     #: its block of the suite: a harness.schema.WorkloadSettings model beside the class
     settings: Any = None
+    #: one case's workload dict, typed: a harness.schema.CaseShape model beside the class, which
+    #: ``__init__`` validates the case's dict into ``self.shape`` (None: a plugin that reads
+    #: ``self.spec`` itself)
+    case: type[CaseShape] | None = None
     #: what it is (read through harness.workloads, never restated by name elsewhere):
     #: whether it makes a model's checkpoint (artifacts/models/<model name>) that later cases load
     makes_model: bool = False
@@ -111,7 +116,10 @@ class Workload:
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
+        #: the case's workload dict as written (a plugin without a case model reads it)
         self.spec: dict = ctx.case["workload"]
+        #: the same, as the ``case`` model: what the workload reads (a bad dict is one line)
+        self.shape = self.case.of(self.spec) if self.case is not None else None
 
     def setup(self) -> dict:
         """Load what the work needs; return the static columns (params, model_size_mb, dtype...)."""

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 from harness.errors import HarnessError
 from harness.records import WORK_FIELDS
 from harness.redact import last_line
-from harness.schema import WorkloadSettings, check_name
+from harness.schema import CaseShape, WorkloadSettings, check_name
 from harness.workloads.base import Repetition, Workload
 
 #: at most this much of the program's output is kept in the case folder
@@ -67,27 +67,38 @@ class CommandSettings(WorkloadSettings):
         return [(spec, self.name, self.name)]
 
 
+class CommandCase(CaseShape):
+    """One command case's workload dict (``CommandSettings.shapes``: the block as written)."""
+
+    type: Literal["command"]
+    name: str
+    run: Annotated[list[str], Field(min_length=1)]
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+
 class CommandWorkload(Workload):
     type = "command"
     settings = CommandSettings
+    case = CommandCase
+    shape: CommandCase
     own_program = True
 
     def setup(self) -> dict:
-        run = list(self.spec["run"])
-        self.cwd = self.spec.get("cwd") or None
+        shape = self.shape
+        self.cwd = shape.cwd or None
         if self.cwd and not Path(self.cwd).is_dir():
-            raise HarnessError(f"command {self.spec['name']}: cwd {self.cwd} is not a folder")
-        program = run[0]
+            raise HarnessError(f"command {shape.name}: cwd {self.cwd} is not a folder")
+        program = shape.run[0]
         if os.sep in program:
             base = Path(self.cwd or ".") / program
             found = base if base.is_file() and os.access(base, os.X_OK) else None
         else:
-            env_path = {**os.environ, **(self.spec.get("env") or {})}.get("PATH")
-            found = shutil.which(program, path=env_path)
+            found = shutil.which(program, path={**os.environ, **shape.env}.get("PATH"))
         if found is None:
-            raise HarnessError(f"command {self.spec['name']}: program not found: {program}")
-        self.argv = run
-        self.env = {**os.environ, **{k: str(v) for k, v in (self.spec.get("env") or {}).items()}}
+            raise HarnessError(f"command {shape.name}: program not found: {program}")
+        self.argv = list(shape.run)
+        self.env = {**os.environ, **shape.env}
         self.exit_status: int | None = None
         self.notes: list[str] = []
         return {}
@@ -106,7 +117,7 @@ class CommandWorkload(Workload):
             )
         except OSError as e:
             raise HarnessError(
-                f"command {self.spec['name']}: cannot start {self.argv[0]}: {e}"
+                f"command {self.shape.name}: cannot start {self.argv[0]}: {e}"
             ) from None
         self.exit_status = done.returncode
         self._keep_output(done)

@@ -13,13 +13,15 @@ Everything else (chunks, forecast, budget, saving the student) is the train work
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from harness.errors import HarnessError
 from harness.schema import ModelWorkloadSettings
-from harness.workloads.train import ML_EXTRA, Trainer, TrainWorkload
+from harness.settings import Model
+from harness.workloads.train import ML_EXTRA, Trainer, TrainingCase, TrainWorkload
 
 
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float):
@@ -113,9 +115,24 @@ class DistillSettings(ModelWorkloadSettings):
         return [(spec, short, f"{short}-s{self.steps}-b{self.batch_size}-l{self.seq_len}")]
 
 
+class DistillCase(TrainingCase):
+    """One distill case's workload dict (``DistillSettings.shapes``, and the teacher's model
+    entry that ``with_source`` adds)."""
+
+    type: Literal["distill"]
+    teacher: str
+    #: the teacher's entry of the suite's models
+    teacher_model: Annotated[Model, Field(strict=False)]
+    text_file: str | None = None
+    temperature: Annotated[float, Field(gt=0)]
+    alpha: Annotated[float, Field(ge=0, le=1)]
+
+
 class DistillWorkload(TrainWorkload):
     type = "distill"
     settings = DistillSettings
+    case = DistillCase
+    shape: DistillCase
     derives = "distilled"
     source_word = "teacher"
 
@@ -123,16 +140,19 @@ class DistillWorkload(TrainWorkload):
     def loads_checkpoint_of(cls, case: dict) -> str | None:
         return (case.get("workload") or {}).get("teacher")
 
+    def training_text(self) -> dict:
+        text_file = self.shape.text_file
+        return {"text_file": Path(text_file) if text_file else None}
+
     def load(self, variant: dict, hw: dict) -> dict:
         from harness.models import load_model
 
-        spec = self.spec
-        teacher_model = spec.get("teacher_model") or {}
-        name = spec.get("teacher")
-        if not teacher_model or not name:
-            raise HarnessError("distill workload: the case names no teacher model")
+        name = self.shape.teacher
         self.teacher = load_model(
-            teacher_model, {"dtype": "float32"}, hw, artifacts_dir=self.ctx.artifacts_dir
+            self.shape.teacher_model.model_dump(),
+            {"dtype": "float32"},
+            hw,
+            artifacts_dir=self.ctx.artifacts_dir,
         )
         if self.teacher.trained is False:
             raise HarnessError(
@@ -156,14 +176,14 @@ class DistillWorkload(TrainWorkload):
             tokenizer,
             self.engine.device,
             teacher=self.teacher.model,
-            temperature=float(self.spec.get("temperature", 2.0)),
-            alpha=float(self.spec.get("alpha", 0.5)),
+            temperature=self.shape.temperature,
+            alpha=self.shape.alpha,
             **kwargs,
         )
 
     def summary(self) -> dict:
         out = super().summary()
-        out.update(teacher=self.spec.get("teacher"), teacher_calls=self.trainer.teacher_calls)
+        out.update(teacher=self.shape.teacher, teacher_calls=self.trainer.teacher_calls)
         return out
 
     def teardown(self) -> None:

@@ -16,7 +16,8 @@ from pydantic import ConfigDict, Field, field_validator
 
 from harness.errors import HarnessError
 from harness.schema import ModelWorkloadSettings, check_task
-from harness.workloads.train import FINETUNE_LR, ML_EXTRA, Trainer, TrainWorkload
+from harness.settings import Model
+from harness.workloads.train import FINETUNE_LR, ML_EXTRA, TrainingCase, TrainWorkload
 
 EXTERNAL = ("path:", "hf:")
 
@@ -81,9 +82,24 @@ class FinetuneSettings(ModelWorkloadSettings):
         return [(spec, short, f"{short}-s{self.steps}-b{self.batch_size}-l{self.seq_len}")]
 
 
+class FinetuneCase(TrainingCase):
+    """One finetune case's workload dict (``FinetuneSettings.shapes``, and the model entry it
+    starts from that ``with_source`` adds)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, serialize_by_alias=True)
+
+    type: Literal["finetune"]
+    from_: str = Field(alias="from")
+    #: the suite model it starts from (an external source: the case's model with that source)
+    from_model: Annotated[Model, Field(strict=False)]
+    task: str
+
+
 class FinetuneWorkload(TrainWorkload):
     type = "finetune"
     settings = FinetuneSettings
+    case = FinetuneCase
+    shape: FinetuneCase
     derives = "fine-tuned"
     source_word = "from"
     same_network = True
@@ -97,28 +113,23 @@ class FinetuneWorkload(TrainWorkload):
         # a trained builtin tiny model moves little at the pretrained rate: a tenth of training's
         return 3e-4 if kind == "builtin" else FINETUNE_LR
 
+    def training_text(self) -> dict:
+        return {"task": self.shape.task}
+
     def load(self, variant: dict, hw: dict) -> dict:
-        spec = self.spec
-        source = spec.get("from_model") or {}
-        if not source:
-            raise HarnessError("finetune workload: the case names no model to start from")
+        source = self.shape.from_
         static = self.engine.load(
-            source, {**variant, "dtype": "float32"}, hw, artifacts_dir=self.ctx.artifacts_dir
+            self.shape.from_model.model_dump(),
+            {**variant, "dtype": "float32"},
+            hw,
+            artifacts_dir=self.ctx.artifacts_dir,
         )
         if static.get("trained") is False:
             raise HarnessError(
-                f"finetune workload: {spec.get('from')} has no trained checkpoint in this run "
+                f"finetune workload: {source} has no trained checkpoint in this run "
                 "(give the suite a train workload for it)"
             )
         # the saved checkpoint is this case's model, made from the source
-        static.update(model=self.ctx.case["model"]["name"], finetuned_from=spec.get("from"))
+        static.update(model=self.ctx.case["model"]["name"], finetuned_from=source)
         static["model_source"] = self.ctx.case["model"].get("source")
         return static
-
-    def make_trainer(self, net, tokenizer, **kwargs) -> Trainer:
-        return Trainer(net, tokenizer, self.engine.device, task=self.spec["task"], **kwargs)
-
-    def setup(self) -> dict:
-        columns = super().setup()
-        columns["task"] = self.spec["task"]
-        return columns

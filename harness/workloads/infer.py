@@ -35,7 +35,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from harness.errors import HarnessError
-from harness.schema import ModelWorkloadSettings
+from harness.schema import CaseShape, ModelWorkloadSettings
 from harness.workloads.base import Repetition, Workload
 from harness.workloads.memory import PeakMemory
 
@@ -43,13 +43,6 @@ from harness.workloads.memory import PeakMemory
 MIN_WINDOW_S = 0.2
 #: the prompts' token ids are drawn with this seed, so every run measures the same prompts
 PROMPT_SEED = 0
-
-
-def _positive_int(spec: dict, key: str) -> int:
-    value = spec.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HarnessError(f"infer workload: {key} must be a positive integer, not {value!r}")
-    return value
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -92,11 +85,22 @@ class InferSettings(ModelWorkloadSettings):
         ]
 
 
+class InferCase(CaseShape):
+    """One infer case's workload dict (``InferSettings.shapes``)."""
+
+    type: Literal["infer"]
+    batch_size: Annotated[int, Field(gt=0)]
+    prompt_tokens: Annotated[int, Field(gt=0)]
+    new_tokens: Annotated[int, Field(gt=0)]
+
+
 class InferWorkload(Workload):
     """``{type: infer, batch_size, prompt_tokens, new_tokens}``: see the module's docstring."""
 
     type = "infer"
     settings = InferSettings
+    case = InferCase
+    shape: InferCase
     engines = "in-process"
     uses_model = True
     unit = "query"
@@ -113,9 +117,6 @@ class InferWorkload(Workload):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.batch_size = _positive_int(self.spec, "batch_size")
-        self.prompt_tokens = _positive_int(self.spec, "prompt_tokens")
-        self.new_tokens = _positive_int(self.spec, "new_tokens")
         self.engine = None
         #: full generate calls per repetition, and prefill-only calls (set after warmup)
         self.calls: int | None = None
@@ -134,21 +135,23 @@ class InferWorkload(Workload):
             case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
         )
         limit = self.engine.context_length()
-        total = self.prompt_tokens + self.new_tokens
+        total = self.shape.prompt_tokens + self.shape.new_tokens
         if limit is not None and total > limit:
             raise HarnessError(
                 f"infer workload: prompt_tokens + new_tokens = {total} exceeds the context length "
                 f"of model {static.get('model')!r} ({limit})"
             )
-        self.prompts = self.engine.prompts(self.batch_size, self.prompt_tokens, PROMPT_SEED)
+        self.prompts = self.engine.prompts(
+            self.shape.batch_size, self.shape.prompt_tokens, PROMPT_SEED
+        )
         self.input_ids, self.attention_mask = self.prompts.input_ids, self.prompts.attention_mask
         self._memory = PeakMemory(self.engine.device)
         return {
             **static,
             "device_name": describe(case["hardware"])["device_name"],
-            "batch_size": self.batch_size,
-            "prompt_tokens": self.prompt_tokens,
-            "new_tokens": self.new_tokens,
+            "batch_size": self.shape.batch_size,
+            "prompt_tokens": self.shape.prompt_tokens,
+            "new_tokens": self.shape.new_tokens,
         }
 
     @property
@@ -175,13 +178,13 @@ class InferWorkload(Workload):
     def warmup(self, iterations: int) -> None:
         """Unmeasured calls, then a few timed calls of each kind that fix the call counts."""
         for _ in range(iterations):
-            self.generate(self.new_tokens)
+            self.generate(self.shape.new_tokens)
             self.generate(1)
         self._calibrate()
 
     def _calibrate(self) -> None:
         target_s = max(self.ctx.meter.min_window_s, MIN_WINDOW_S)
-        self.calls = self._calls_to_fill(target_s, self.new_tokens)
+        self.calls = self._calls_to_fill(target_s, self.shape.new_tokens)
         self.prefill_calls = self._calls_to_fill(target_s, 1)
 
     def _calls_to_fill(self, target_s: float, new_tokens: int) -> int:
@@ -212,11 +215,11 @@ class InferWorkload(Workload):
         m_prefill = meter.end(f"infer-prefill-{repetition}")
 
         meter.begin(f"infer-{repetition}")
-        call_times = self._timed_calls(calls, self.new_tokens)
+        call_times = self._timed_calls(calls, self.shape.new_tokens)
         m = meter.end(f"infer-{repetition}")
 
         memory = self._memory.read()
-        b, p, n = self.batch_size, self.prompt_tokens, self.new_tokens
+        b, p, n = self.shape.batch_size, self.shape.prompt_tokens, self.shape.new_tokens
         ttft_s = statistics.fmean(prefill_times)
         mean_call_s = statistics.fmean(call_times)
         # the prefill window ran prefill_calls calls; scale it to the main window's calls

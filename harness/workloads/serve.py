@@ -54,7 +54,7 @@ from harness.engines.client import (
     run_open_loop,
 )
 from harness.errors import HarnessError
-from harness.schema import ModelWorkloadSettings
+from harness.schema import CaseShape, ModelWorkloadSettings
 from harness.workloads.base import Repetition, Workload
 
 PROMPT_SEED = 1234
@@ -69,13 +69,8 @@ KEPT_UP = 0.9
 COALESCED_WARN = 0.10
 #: extra context per slot beyond prompt and output (the server's own tokens, rounding)
 CONTEXT_SLACK = 16
-#: the default shortest steady window, seconds (ML.ENERGY's benchmark asks 30 s of a GPU run;
-#: a CPU serving a builtin model has less to show, a second still holds several waves)
-MIN_STEADY_S = 1.0
-#: ... and never under this many update periods of the slowest sensor measuring the window
+#: a steady window is never under this many update periods of the slowest sensor measuring it
 MIN_UPDATE_PERIODS = 10
-#: seconds without a token after which a request is a failed one (the default)
-REQUEST_TIMEOUT_S = 120.0
 #: the client's energy is attributed this way where CPU energy is in the figure
 CLIENT_ENERGY_METHOD = "cpu-time share"
 
@@ -190,12 +185,13 @@ class ServeSettings(ModelWorkloadSettings):
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     #: measure with the server's prompt/prefix cache on (an axis of its own; default off)
     prefix_cache: bool = False
-    #: a steady window shorter than this is a warning on its row (default 1 s; never under
-    #: 10 update periods of the slowest sensor)
+    #: a steady window shorter than this is a warning on its row (default: ServeCase's; never
+    #: under 10 update periods of the slowest sensor)
     min_steady_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    #: the share of a repetition's requests that may fail before the case does (default 0)
+    #: the share of a repetition's requests that may fail before the case does (default:
+    #: ServeCase's)
     max_failed_share: Annotated[float, Field(ge=0, le=1)] | None = None
-    #: seconds without a token after which a request is a failed one (default 120)
+    #: seconds without a token after which a request is a failed one (default: ServeCase's)
     request_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @field_validator("concurrency", "rate_rps")
@@ -256,9 +252,36 @@ class ServeSettings(ModelWorkloadSettings):
         ]
 
 
+class ServeCase(CaseShape):
+    """One serve case's workload dict (``ServeSettings.shapes``). A key the suite block leaves
+    unset is not in the case (so the ids of cases without it stay as they were): its default is
+    here."""
+
+    type: Literal["serve"]
+    #: the closed loop's clients, and the server's slots
+    concurrency: Annotated[int, Field(gt=0)]
+    #: an open-loop case's Poisson arrivals per second (None: a closed loop)
+    rate_rps: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    requests: Annotated[int, Field(gt=0)]
+    prompt_tokens: Annotated[int, Field(gt=0)]
+    new_tokens: Annotated[int, Field(ge=2)]
+    #: the server's port (None: a free one)
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    prefix_cache: bool = False
+    #: the shortest steady window, seconds (ML.ENERGY's benchmark asks 30 s of a GPU run; a CPU
+    #: serving a builtin model has less to show, a second still holds several waves)
+    min_steady_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    #: the share of a repetition's requests that may fail before the case does
+    max_failed_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+    #: seconds without a token after which a request is a failed one
+    request_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 120.0
+
+
 class ServeWorkload(Workload):
     type = "serve"
     settings = ServeSettings
+    case = ServeCase
+    shape: ServeCase
     engines = "served"
     uses_model = True
     unit = "request"
@@ -275,19 +298,6 @@ class ServeWorkload(Workload):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        spec = self.spec
-        self.concurrency = int(spec["concurrency"])
-        self.rate_rps = float(spec["rate_rps"]) if spec.get("rate_rps") is not None else None
-        self.requests = int(spec.get("requests") or default_requests(self.concurrency))
-        self.prompt_tokens = int(spec["prompt_tokens"])
-        self.new_tokens = int(spec["new_tokens"])
-        self.port = spec.get("port")
-        self.prefix_cache = bool(spec.get("prefix_cache") or False)
-        self.min_steady = (
-            float(spec["min_steady_s"]) if spec.get("min_steady_s") is not None else None
-        )
-        self.max_failed_share = float(spec.get("max_failed_share") or 0.0)
-        self.request_timeout_s = float(spec.get("request_timeout_s") or REQUEST_TIMEOUT_S)
         self.engine = None
         self._server_speeds: list[float] = []
         self._request_rows: list[dict] = []
@@ -296,28 +306,28 @@ class ServeWorkload(Workload):
         from harness.engines import create_engine, engine_name
         from harness.hardware import apply_profile, describe
 
-        case = self.ctx.case
+        case, shape = self.ctx.case, self.shape
         apply_profile(case["hardware"])
         name = engine_name(case.get("variant"))
         self.engine = create_engine(name)
         if not self.engine.serves:
             raise HarnessError(f"serve: engine {name} runs in-process; serve needs a server engine")
         self.engine.measure = self.ctx.meter.window
-        self.engine.prefix_cache = self.prefix_cache
+        self.engine.prefix_cache = shape.prefix_cache
         static = self.engine.load(
             case["model"], case.get("variant"), case["hardware"], self.ctx.artifacts_dir
         )
         context = self.engine.context_length()
-        if context is not None and self.prompt_tokens + self.new_tokens > context:
+        if context is not None and shape.prompt_tokens + shape.new_tokens > context:
             raise HarnessError(
-                f"serve: prompt_tokens + new_tokens = {self.prompt_tokens + self.new_tokens} "
+                f"serve: prompt_tokens + new_tokens = {shape.prompt_tokens + shape.new_tokens} "
                 f"exceeds the model's context of {context} tokens"
             )
         self.startup_s = self.engine.start(
-            parallel=self.concurrency,
-            ctx_per_slot=self.prompt_tokens + self.new_tokens + CONTEXT_SLACK,
+            parallel=shape.concurrency,
+            ctx_per_slot=shape.prompt_tokens + shape.new_tokens + CONTEXT_SLACK,
             log_path=self.ctx.case_dir / "server.log",
-            port=self.port,
+            port=shape.port,
         )
         self.model = static.get("model") or "model"
         self.warm_payloads = self._payloads(PROMPT_SEED)
@@ -325,27 +335,36 @@ class ServeWorkload(Workload):
             **static,
             "engine": name,
             "device_name": describe(case["hardware"])["device_name"],
-            "concurrency": self.concurrency,
-            "rate_rps": self.rate_rps,
-            "prompt_tokens": self.prompt_tokens,
-            "new_tokens": self.new_tokens,
-            "prefix_cache": self.prefix_cache,
+            "concurrency": shape.concurrency,
+            "rate_rps": shape.rate_rps,
+            "prompt_tokens": shape.prompt_tokens,
+            "new_tokens": shape.new_tokens,
+            "prefix_cache": shape.prefix_cache,
         }
 
     def _payloads(self, seed: int) -> list[dict]:
-        prompts = self.engine.prompt_ids(self.requests, self.prompt_tokens, seed)
-        extra = self.engine.request_extra(self.prefix_cache)
-        return [completion_payload(self.model, p, self.new_tokens, **extra) for p in prompts]
+        prompts = self.engine.prompt_ids(self.shape.requests, self.shape.prompt_tokens, seed)
+        extra = self.engine.request_extra(self.shape.prefix_cache)
+        return [completion_payload(self.model, p, self.shape.new_tokens, **extra) for p in prompts]
 
     def _load(self, payloads: list[dict], on_open, on_close):
         url = self.engine.completions_url
-        allowed = max_failed(self.max_failed_share, len(payloads))
-        timeout = self.request_timeout_s
-        if self.rate_rps is not None:
+        allowed = max_failed(self.shape.max_failed_share, len(payloads))
+        timeout = self.shape.request_timeout_s
+        if self.shape.rate_rps is not None:
             return run_open_loop(
-                url, payloads, self.rate_rps, ARRIVAL_SEED, on_open, on_close, timeout, allowed
+                url,
+                payloads,
+                self.shape.rate_rps,
+                ARRIVAL_SEED,
+                on_open,
+                on_close,
+                timeout,
+                allowed,
             )
-        return run_closed_loop(url, payloads, self.concurrency, on_open, on_close, timeout, allowed)
+        return run_closed_loop(
+            url, payloads, self.shape.concurrency, on_open, on_close, timeout, allowed
+        )
 
     def warmup(self, iterations: int) -> None:
         """One unmeasured round of ``concurrency`` requests per iteration (threads, allocations),
@@ -353,9 +372,9 @@ class ServeWorkload(Workload):
         for _ in range(iterations):
             result = run_closed_loop(
                 self.engine.completions_url,
-                self.warm_payloads[: self.concurrency],
-                self.concurrency,
-                timeout_s=self.request_timeout_s,
+                self.warm_payloads[: self.shape.concurrency],
+                self.shape.concurrency,
+                timeout_s=self.shape.request_timeout_s,
                 max_failed=0,
             )
             if result.failed:
@@ -365,7 +384,7 @@ class ServeWorkload(Workload):
     def run(self, repetition: int) -> Repetition:
         name = f"serve-{repetition}"
         holder: dict[str, Any] = {}
-        meter = self.ctx.meter
+        meter, shape = self.ctx.meter, self.shape
 
         def on_open() -> None:
             meter.begin(name)
@@ -379,7 +398,7 @@ class ServeWorkload(Workload):
         # the warmup's, which the server has seen)
         payloads = (
             self.warm_payloads
-            if self.prefix_cache
+            if shape.prefix_cache
             else self._payloads(PROMPT_SEED + 1 + repetition)
         )
         counted_before = prompt_tokens_prefilled(self.engine.metrics_text())
@@ -391,20 +410,20 @@ class ServeWorkload(Workload):
         counted_after = prompt_tokens_prefilled(self.engine.metrics_text())
         self._save_requests(repetition, result)
         failed = result.failed
-        allowed = max_failed(self.max_failed_share, self.requests)
+        allowed = max_failed(shape.max_failed_share, shape.requests)
         if len(failed) > allowed:
             self.engine.check_alive(wait_s=2.0)  # a dead server is the reason, with its log
             raise HarnessError(
                 f"serve: {len(failed)} of {len(result.requests)} requests sent failed "
-                f"(max_failed_share {self.max_failed_share:g} allows {allowed}); "
+                f"(max_failed_share {shape.max_failed_share:g} allows {allowed}); "
                 f"the first: {failed[0].error}"
             )
         self.engine.check_alive()
         if "m" not in holder:
             raise HarnessError(
-                f"serve: no steady state at concurrency {self.concurrency} "
-                f"({self.requests} requests never had {self.concurrency} in flight, each with its "
-                "first token)"
+                f"serve: no steady state at concurrency {shape.concurrency} "
+                f"({shape.requests} requests never had {shape.concurrency} in flight, each with "
+                "its first token)"
             )  # an open loop always has its window: it opens and closes at scheduled arrivals
         m = holder["m"]
         if getattr(self.engine, "remote", False):
@@ -456,15 +475,15 @@ class ServeWorkload(Workload):
                 "percentiles show the client's reads more than the server's pace"
             )
         lags = [r.lag_s for r in result.requests if r.lag_s is not None]
-        served_rps = tokens / self.new_tokens / steady_s if steady_s > 0 else None
+        served_rps = tokens / shape.new_tokens / steady_s if steady_s > 0 else None
         offered = result.offered_rps
         if offered is not None and served_rps is not None and served_rps < KEPT_UP * offered:
             m.warnings.append(
                 f"the server served {served_rps:.3g} requests/s of the {offered:.3g} offered "
-                f"in the window (asked: {self.rate_rps:g}): it did not keep up, its queue grew "
+                f"in the window (asked: {shape.rate_rps:g}): it did not keep up, its queue grew "
                 "through the window and the latencies grew with it (not a steady state)"
             )
-        sent_prompt = len(result.requests) * self.prompt_tokens
+        sent_prompt = len(result.requests) * shape.prompt_tokens
         server_prompt = (
             counted_after - counted_before
             if counted_after is not None and counted_before is not None
@@ -477,22 +496,22 @@ class ServeWorkload(Workload):
                 + (": the rest came from its prompt cache" if server_prompt < sent_prompt else "")
             )
         columns: dict[str, Any] = {
-            "concurrency": self.concurrency,
-            "rate_rps": self.rate_rps,
+            "concurrency": shape.concurrency,
+            "rate_rps": shape.rate_rps,
             "offered_rps": offered,
-            "arrivals": "poisson" if self.rate_rps is not None else "closed-loop",
-            "prefix_cache": self.prefix_cache,
-            "prompt_tokens": self.prompt_tokens,
-            "new_tokens": self.new_tokens,
+            "arrivals": "poisson" if shape.rate_rps is not None else "closed-loop",
+            "prefix_cache": shape.prefix_cache,
+            "prompt_tokens": shape.prompt_tokens,
+            "new_tokens": shape.new_tokens,
             "requests": len(result.requests),
             "requests_ok": len(ok),
             "requests_failed": len(failed),
             "first_error": failed[0].error if failed else None,
             "tokens_out": tokens,
-            "tokens_in": len(ok) * self.prompt_tokens,
+            "tokens_in": len(ok) * shape.prompt_tokens,
             "sent_prompt_tokens": sent_prompt,
             "server_prompt_tokens": server_prompt,
-            "queries": tokens / self.new_tokens if tokens else None,
+            "queries": tokens / shape.new_tokens if tokens else None,
             "steady_s": steady_s,
             "min_steady_s": min_steady,
             "inflight_avg": result.inflight_avg(),
@@ -520,7 +539,7 @@ class ServeWorkload(Workload):
         }
         energy = columns["energy_j"] if client["client_energy_j"] is not None else m.total_j
         per_token = energy / tokens if tokens else None
-        columns["energy_per_request_j"] = per_token * self.new_tokens if per_token else None
+        columns["energy_per_request_j"] = per_token * shape.new_tokens if per_token else None
         return Repetition(measurement=m, columns=columns)
 
     def min_steady_s(self) -> float:
@@ -528,8 +547,7 @@ class ServeWorkload(Workload):
         and never under 10 update periods of the slowest sensor measuring it."""
         periods = [p for p in self.ctx.meter.update_periods_s.values() if p]
         floor = MIN_UPDATE_PERIODS * max(periods) if periods else 0.0
-        asked = self.min_steady if self.min_steady is not None else MIN_STEADY_S
-        return max(asked, floor)
+        return max(self.shape.min_steady_s, floor)
 
     def _save_requests(self, repetition: int, result) -> None:
         """One row per request of every repetition so far: ``requests.parquet``."""
@@ -571,7 +589,7 @@ class ServeWorkload(Workload):
             "prompt_seed": PROMPT_SEED,
             "window": (
                 "steady state: arrivals after the first tenth, until the last arrival"
-                if self.rate_rps is not None
+                if self.shape.rate_rps is not None
                 else "steady state: concurrency in flight with first tokens, until fewer remain"
             ),
         }

@@ -24,7 +24,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.errors import HarnessError
-from harness.schema import ModelWorkloadSettings, check_task
+from harness.schema import CaseShape, ModelWorkloadSettings, check_task
 from harness.workloads.base import Repetition, Workload
 from harness.workloads.memory import PeakMemory
 
@@ -32,7 +32,9 @@ MAX_CHUNKS = 10
 #: a chunk's window should last at least this long (and 10 sensor update periods), see warmup
 MIN_WINDOW_S = 0.2
 DATA_SEED = 0
-DEFAULTS = {"steps": 300, "batch_size": 16, "seq_len": 64, "lr": 3e-3, "weight_decay": 0.01}
+#: the learning rate of a builtin model trained from its seeded initialisation (a case's ``lr``
+#: unset)
+TRAIN_LR = 3e-3
 #: a pretrained model (path:, hf:) is fine-tuned, not trained from scratch: a far smaller step
 FINETUNE_LR = 5e-5
 #: points kept in the summary's loss curve (the per-step losses are averaged into buckets)
@@ -123,13 +125,6 @@ def batches(ids: list[int], steps: int, batch_size: int, seq_len: int, seed: int
     return blocks[order[:need]].view(steps, batch_size, seq_len)
 
 
-def _positive_int(spec: dict, key: str) -> int:
-    value = spec.get(key, DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HarnessError(f"train workload: {key} must be a positive integer, not {value!r}")
-    return value
-
-
 def save_atomically(model, tokenizer, folder: Path) -> Path:
     """save_pretrained into a staging folder beside ``folder``, then swap it into place whole."""
     from harness import atomic
@@ -156,8 +151,8 @@ class Trainer:
         steps: int,
         batch_size: int,
         seq_len: int,
-        lr: float = DEFAULTS["lr"],
-        weight_decay: float = DEFAULTS["weight_decay"],
+        lr: float = TRAIN_LR,
+        weight_decay: float = 0.01,
         autocast_dtype=None,
         text_file: Path | None = None,
         task: str | None = None,
@@ -295,12 +290,35 @@ class TrainSettings(ModelWorkloadSettings):
         return [(spec, "train", f"train-{size}")]
 
 
+class TrainingCase(CaseShape):
+    """What every training case (train, distill, finetune) has in its workload dict."""
+
+    steps: Annotated[int, Field(gt=0)]
+    batch_size: Annotated[int, Field(gt=0)]
+    seq_len: Annotated[int, Field(gt=0)]
+    #: None: the workload's rate for the model's source (``lr_default``)
+    lr: Annotated[float, Field(gt=0)] | None = None
+
+
+class TrainCase(TrainingCase):
+    """One train case's workload dict (``TrainSettings.shapes``)."""
+
+    type: Literal["train"]
+    #: train on this file's paragraphs instead of the builtin corpus
+    text_file: str | None = None
+    #: train on this generated task's training questions (left out of the case when unset)
+    task: str | None = None
+
+
 class TrainWorkload(Workload):
     """Train a model from its seeded initialisation; distill and finetune change what it starts
-    from and what it learns (``load``, ``make_trainer``), never how it is measured."""
+    from and what it learns (``load``, ``training_text``, ``make_trainer``), never how it is
+    measured."""
 
     type = "train"
     settings = TrainSettings
+    case = TrainCase
+    shape: TrainCase
     makes_model = True
     uses_model = True
     engines = "in-process"
@@ -318,7 +336,12 @@ class TrainWorkload(Workload):
         return None  # it starts from the seeded initialisation
 
     def lr_default(self, kind: str) -> float:
-        return DEFAULTS["lr"] if kind == "builtin" else FINETUNE_LR
+        return TRAIN_LR if kind == "builtin" else FINETUNE_LR
+
+    def training_text(self) -> dict:
+        """What it trains on, as the trainer's ``task`` and ``text_file`` (neither: the corpus)."""
+        text_file = self.shape.text_file
+        return {"task": self.shape.task, "text_file": Path(text_file) if text_file else None}
 
     def load(self, variant: dict, hw: dict) -> dict:
         """Load the model to train into ``self.engine``; its static columns."""
@@ -329,22 +352,18 @@ class TrainWorkload(Workload):
         )
 
     def make_trainer(self, net, tokenizer, **kwargs) -> Trainer:
-        return Trainer(net, tokenizer, self.engine.device, task=self.spec.get("task"), **kwargs)
+        return Trainer(net, tokenizer, self.engine.device, **kwargs)
 
     def setup(self) -> dict:
         import torch
 
         from harness import hardware
         from harness.engines import create_engine, engine_name
-
-        spec = self.spec
-        self.steps = _positive_int(spec, "steps")
-        self.batch_size = _positive_int(spec, "batch_size")
-        self.seq_len = _positive_int(spec, "seq_len")
         from harness.models import parse_source
 
+        shape = self.shape
         kind, _ = parse_source(self.ctx.case["model"].get("source", ""))
-        lr = float(spec.get("lr") or self.lr_default(kind))
+        lr = shape.lr if shape.lr is not None else self.lr_default(kind)
         variant = dict(self.ctx.case.get("variant") or {})
         dtype = variant.get("dtype") or "float32"
         if variant.get("quantization") or variant.get("prune"):
@@ -361,19 +380,18 @@ class TrainWorkload(Workload):
         static = self.load(variant, hw)
         self.model_name = self.ctx.case["model"]["name"]
         net, tokenizer = self.engine.trainable()
-        text_file = spec.get("text_file")
+        text = self.training_text()
         self.trainer = self.make_trainer(
             net,
             tokenizer,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            seq_len=self.seq_len,
+            steps=shape.steps,
+            batch_size=shape.batch_size,
+            seq_len=shape.seq_len,
             lr=lr,
-            weight_decay=float(spec.get("weight_decay", DEFAULTS["weight_decay"])),
             autocast_dtype=torch.bfloat16 if dtype == "bfloat16" else None,
-            text_file=Path(text_file) if text_file else None,
+            **text,
         )
-        self.chunks = chunk_sizes(self.steps, min(MAX_CHUNKS, self.steps))
+        self.chunks = chunk_sizes(shape.steps, min(MAX_CHUNKS, shape.steps))
         self.memory = PeakMemory(self.engine.device)
         self.saved_path: Path | None = None
         from harness.workloads import forecast as forecast_mod
@@ -381,7 +399,7 @@ class TrainWorkload(Workload):
         self._forecast_mod = forecast_mod
         m = self.ctx.settings
         fraction = m.forecast_fraction
-        self.blocks = forecast_mod.block_bounds(forecast_mod.forecast_steps(self.steps, fraction))
+        self.blocks = forecast_mod.block_bounds(forecast_mod.forecast_steps(shape.steps, fraction))
         self.measured_blocks: list[forecast_mod.Block] = []
         self.forecast: dict | None = None
         self.budget_j = m.energy_budget_j
@@ -392,9 +410,9 @@ class TrainWorkload(Workload):
         if dtype == "bfloat16":
             columns["precision"] = "bf16 autocast, float32 master weights"
         columns["device_name"] = hardware.describe(hw)["device_name"]
-        columns.update(seq_len=self.seq_len, batch_size=self.batch_size, steps=self.steps, lr=lr)
-        if spec.get("task"):
-            columns["task"] = spec["task"]
+        columns.update(seq_len=shape.seq_len, batch_size=shape.batch_size, steps=shape.steps, lr=lr)
+        if text.get("task"):
+            columns["task"] = text["task"]
         return columns
 
     def planned_repetitions(self) -> int:
@@ -408,9 +426,9 @@ class TrainWorkload(Workload):
         step_s = self.trainer.warm(max(2, iterations))
         min_window_s = max(MIN_WINDOW_S, self.ctx.meter.min_window_s)
         if step_s:
-            fit = int(self.steps * step_s // min_window_s)
+            fit = int(self.shape.steps * step_s // min_window_s)
             n_chunks = max(1, min(len(self.chunks), fit))
-            self.chunks = chunk_sizes(self.steps, n_chunks)
+            self.chunks = chunk_sizes(self.shape.steps, n_chunks)
 
     def _train(self, n: int) -> list[float]:
         """``n`` steps; the forecast's blocks (nested windows) open and close on their steps."""
@@ -439,11 +457,11 @@ class TrainWorkload(Workload):
         return losses
 
     def _forecast(self) -> None:
-        self.forecast = self._forecast_mod.forecast(self.measured_blocks, self.steps)
+        self.forecast = self._forecast_mod.forecast(self.measured_blocks, self.shape.steps)
         if self.budget_j is not None and self.forecast["forecast_j"] > float(self.budget_j):
             f = self.forecast
             self.over_budget = (
-                f"energy budget: after {f['forecast_after_steps']} of {self.steps} steps the "
+                f"energy budget: after {f['forecast_after_steps']} of {self.shape.steps} steps the "
                 f"forecast is {f['forecast_j']:.4g} J (95% {f['forecast_j_ci_low']:.4g}-"
                 f"{f['forecast_j_ci_high']:.4g}), more than energy_budget_j {self.budget_j:g} J"
             )
@@ -459,19 +477,19 @@ class TrainWorkload(Workload):
             losses = self._train(self.chunks[repetition])
         memory = self.memory.read()
         n = self.trainer.step - first_step  # fewer than the chunk when the budget stopped it
-        tokens = n * self.batch_size * self.seq_len
-        if self.trainer.step == self.steps:
+        tokens = n * self.shape.batch_size * self.shape.seq_len
+        if self.trainer.step == self.shape.steps:
             self._save()
         return Repetition(
             measurement=w.measurement,
             columns={
                 "steps": n,
                 "first_step": first_step + 1,
-                "samples": n * self.batch_size,
+                "samples": n * self.shape.batch_size,
                 "tokens_in": tokens,
                 "loss": sum(losses) / len(losses) if losses else None,
-                "seq_len": self.seq_len,
-                "batch_size": self.batch_size,
+                "seq_len": self.shape.seq_len,
+                "batch_size": self.shape.batch_size,
                 **(self.forecast or {}),
                 **memory,
             },
@@ -486,7 +504,7 @@ class TrainWorkload(Workload):
 
     def summary(self) -> dict[str, Any]:
         t = self.trainer
-        tokens = t.step * self.batch_size * self.seq_len
+        tokens = t.step * self.shape.batch_size * self.shape.seq_len
         return {
             "loss_curve": t.loss_curve(),
             "steps": t.step,
