@@ -308,3 +308,16 @@ def test_no_workload_or_engine_is_told_by_its_name_outside_its_module_and_the_re
         for line in name_comparisons(path.read_text(encoding="utf-8"), names, own):
             offenders.append(f"{path.relative_to(ROOT).as_posix()}:{line}")
     assert not offenders, "decided by a registered name:\n" + "\n".join(offenders)
+
+
+def test_the_layers_below_the_workloads_import_the_one_store_module_they_need():
+    """A workload, model, engine or sensor writes through harness.atomic; the results folder's
+    module (harness.store: manifest facts, the measurements table) is the runner's and the
+    report's."""
+    graph = import_graph()
+    offenders = {
+        name: "harness.store"
+        for name, deps in graph.items()
+        if name.startswith(tuple(f"{r}." for r in BELOW_THE_REPORT)) and "harness.store" in deps
+    }
+    assert not offenders, f"modules below the report import harness.store: {offenders}"

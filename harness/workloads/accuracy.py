@@ -330,9 +330,9 @@ class AccuracyWorkload(Workload):
         metric, accuracy, stderr = pick_metric(results["results"][self.shape.task])
         answers = per_sample_answers(results.get("samples", {}).get(self.shape.task), metric)
         if answers is not None:
-            from harness import store
+            from harness import atomic
 
-            store.write_json(
+            atomic.write_json(
                 self.ctx.case_dir / ANSWERS_FILE,
                 {"task": self.shape.task, "metric": metric, "samples": answers},
             )

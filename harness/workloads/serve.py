@@ -553,7 +553,7 @@ class ServeWorkload(Workload):
         """One row per request of every repetition so far: ``requests.parquet``."""
         import pandas as pd
 
-        from harness import store
+        from harness import atomic
 
         t0 = result.start_s
         for r in sorted(result.requests, key=lambda r: r.sent_s):
@@ -577,7 +577,7 @@ class ServeWorkload(Workload):
                     ),
                 }
             )
-        store.write_parquet(
+        atomic.write_parquet(
             self.ctx.case_dir / "requests.parquet", pd.DataFrame(self._request_rows)
         )
 
