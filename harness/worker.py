@@ -31,24 +31,31 @@ PARENT_ENV = "HARNESS_PARENT_PID"
 #: comma-separated modules imported before the workload is created (they may register workloads)
 PLUGINS_ENV = "HARNESS_PLUGINS"
 
-#: what a model case imports: a spawned worker pays for it (seconds), a forked one finds it done
-MODEL_IMPORTS = (
-    "torch",
-    "transformers",
-    "transformers.models.llama.modeling_llama",
-    "lm_eval.evaluator",
-    "lm_eval.models.huggingface",
-    "lm_eval.tasks",
-    "harness.meter",
-    "harness.models",
-    "harness.records",
-    "harness.engines.transformers",
-    "harness.workloads.infer",
-    "harness.workloads.accuracy",
-    "harness.workloads.train",
-    "harness.workloads.distill",
-    "harness.workloads.finetune",
-)
+
+def model_imports() -> tuple[str, ...]:
+    """What a model case imports (a spawned worker pays for it, seconds; a forked one finds it
+    done): the model stack, then the default engine's module and every workload that may run a model
+    in this process (each says so: ``harness.workloads.in_process``), read from the registries."""
+    from harness.engines import DEFAULT_ENGINE
+    from harness.engines import REGISTRY as ENGINES
+    from harness.workloads import REGISTRY as WORKLOADS
+    from harness.workloads import in_process
+
+    libraries = (
+        "torch",
+        "transformers",
+        "transformers.models.llama.modeling_llama",
+        "lm_eval.evaluator",
+        "lm_eval.models.huggingface",
+        "lm_eval.tasks",
+        "harness.meter",
+        "harness.models",
+        "harness.records",
+    )
+    workloads = [WORKLOADS[k].partition(":")[0] for k in WORKLOADS if in_process(k)]
+    return (*libraries, ENGINES[DEFAULT_ENGINE].partition(":")[0], *dict.fromkeys(workloads))
+
+
 #: what every worker imports
 BASE_IMPORTS = ("harness.worker", "harness.store", "harness.carbon", "harness.stats")
 
@@ -256,7 +263,7 @@ def measure_case(
         _load_plugins()
         wtype = (case.get("workload") or {}).get("type", "?")
         if in_process(wtype):
-            timing["imports_s"] = import_modules(MODEL_IMPORTS)
+            timing["imports_s"] = import_modules(model_imports())
         apply_hardware(hw, wtype)
         carbon_settings = carbon.settings(case.get("carbon") or {})
         # an hourly series is the manifest's to keep; each result names the intensity it used

@@ -33,7 +33,7 @@ from harness.launchers import (
     read_idle,
     write_failed,
 )
-from harness.launchers.forkserver import BASE_PRELOAD, MODEL_PRELOAD, ForkServer
+from harness.launchers.forkserver import BASE_PRELOAD, ForkServer, model_preload
 from harness.lock import HELD_ENV, lock_path
 from harness.worker import PARENT_ENV
 from harness.workloads import in_process
@@ -185,7 +185,7 @@ def _save_log(cdir: Path, log) -> str:
 def preload_for(cases: list[dict]) -> tuple[str, ...]:
     """What the fork server imports: the model stack only when some case runs a model."""
     if any(in_process((c.get("workload") or {}).get("type")) for c in cases):
-        return BASE_PRELOAD + MODEL_PRELOAD
+        return BASE_PRELOAD + model_preload()
     return BASE_PRELOAD
 
 
