@@ -245,3 +245,49 @@ def test_served_setups_are_compared_at_the_same_concurrency(tmp_path):
     # a served setup and one measured in-process only share no shape
     assert shapes.shared([q, ("n", "fp32", "cpu", "measured")]) is None
     assert shapes.measured(f16) == "batch 1; concurrency 1, 16"
+
+
+# --- a workload added later ---------------------------------------------------------------------
+from harness.workloads.infer import InferWorkload  # noqa: E402
+
+
+class ExportedInfer(InferWorkload):
+    """A workload a newcomer adds: in-process queries from an exported model. It says what it
+    is by inheriting infer's traits (unit ``query``, shape ``batch_size``), no report edit."""
+
+    type = "exported-infer"
+
+
+def _relabelled(case, workload):
+    case.workload = workload
+    case.spec = {**case.spec, "type": workload}
+    for r in case.reps:
+        r["workload"] = workload
+    return case
+
+
+def test_a_workload_registered_later_is_found_by_what_it_is_not_its_name(tmp_path, monkeypatch):
+    from harness.workloads import REGISTRY
+
+    cases = [
+        infer_case("tiny-s", "fp32", "cpu", 8, 0.2),
+        _relabelled(infer_case("tiny-s", "onnx", "cpu", 8, 0.1), "exported-infer"),
+    ]
+    setup = ("tiny-s", "onnx", "cpu", "measured")
+
+    def shapes_and_summary(root):
+        run = write_run(root, cases)
+        tables = build_tables(open_run(run))
+        return Shapes.of(tables), tables.setups
+
+    # not registered: the report cannot know its rows are queries, so it prices none of them
+    shapes, setups = shapes_and_summary(tmp_path / "before")
+    assert shapes.shared([setup]) is None
+    assert setup not in setups.index or pd.isna(setups.loc[setup].get("energy_per_query_j"))
+
+    monkeypatch.setitem(REGISTRY, "exported-infer", f"{__name__}:ExportedInfer")
+    shapes, setups = shapes_and_summary(tmp_path / "after")
+    both = [("tiny-s", "fp32", "cpu", "measured"), setup]
+    assert shapes.shared(both).label == "batch 8"
+    assert shapes.at(setup, shapes.shared(both))["energy_per_query_j"] == pytest.approx(0.1)
+    assert setups.loc[setup, "energy_per_query_j"] == pytest.approx(0.1)

@@ -33,11 +33,25 @@ LATENCY = ["ttft_s", "latency_p90_s"]
 _SHAPE = ["size", "prompt_tokens", "new_tokens"]
 
 
+def _family(kind: str) -> tuple:
+    """What makes two workloads' shapes comparable: the same shape key, both in-process or both
+    served (an exported model's queries at batch 8 are infer's batch 8)."""
+    return trait(kind, "shape_key"), trait(kind, "engines") == "served"
+
+
 def shaped_kinds() -> tuple[str, ...]:
-    """The workloads whose cases are compared shape by shape (each says its ``shape_key``), the
-    in-process ones first: a comparison prefers an in-process shape to a served one."""
-    shaped = [k for k in REGISTRY if trait(k, "shape_key")]
-    return tuple(sorted(shaped, key=lambda k: trait(k, "engines") == "served"))
+    """One workload for each family of comparable shapes (the first registered), the in-process
+    ones first: a comparison prefers an in-process shape to a served one. A shape names it."""
+    first: dict[tuple, str] = {}
+    for kind in REGISTRY:
+        if trait(kind, "shape_key"):
+            first.setdefault(_family(kind), kind)
+    return tuple(sorted(first.values(), key=lambda k: _family(k)[1]))
+
+
+def _named(kind: str) -> str:
+    """The workload that names ``kind``'s family of shapes."""
+    return next(k for k in shaped_kinds() if _family(k) == _family(kind))
 
 
 def size_word(workload: str) -> str:
@@ -75,7 +89,7 @@ def _in_process_rows(tables: Tables, kind: str) -> pd.DataFrame:
     rows = c[(c["workload"] == kind) & c["model"].notna()].copy()
     rows["energy_method"] = rows["energy_method"].fillna("unknown")
     rows["size"] = pd.to_numeric(rows.get(trait(kind, "shape_key")), errors="coerce")
-    return rows[[*SETUP, *_SHAPE, *_COLUMNS, *LATENCY]].assign(workload=kind)
+    return rows[[*SETUP, *_SHAPE, *_COLUMNS, *LATENCY]].assign(workload=_named(kind))
 
 
 def _served_rows(tables: Tables, kind: str) -> pd.DataFrame:
@@ -98,7 +112,7 @@ def _served_rows(tables: Tables, kind: str) -> pd.DataFrame:
     for col in ("energy_per_token_j", "tokens_per_s"):
         serve[col] = pd.to_numeric(serve.get(col), errors="coerce")
     stats = aggregate(serve, [*SETUP, *_SHAPE], FIGURES, with_cv=False).reset_index()
-    return stats[[*SETUP, *_SHAPE, *_COLUMNS]].assign(workload=kind)
+    return stats[[*SETUP, *_SHAPE, *_COLUMNS]].assign(workload=_named(kind))
 
 
 def _rows(tables: Tables, kind: str) -> pd.DataFrame:
@@ -117,7 +131,8 @@ class Shapes:
     """Every shape each setup of a run measured, with its figures: built once per report."""
 
     def __init__(self, tables: Tables):
-        parts = [p for p in (_rows(tables, k) for k in shaped_kinds()) if not p.empty]
+        shaped = [k for k in REGISTRY if trait(k, "shape_key")]
+        parts = [p for p in (_rows(tables, k) for k in shaped) if not p.empty]
         rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         if rows.empty:
             rows = pd.DataFrame(columns=[*SETUP, *_SHAPE, *_COLUMNS, "workload"])
