@@ -104,8 +104,9 @@ def build_app(
                 await asyncio.sleep(3600)
             chunk = {"choices": [{"index": 0, "text": f" t{i}", "finish_reason": None}]}
             await resp.write(_event(chunk))
-            if token_delay_s:
-                await asyncio.sleep(token_delay_s)
+            # even an instant server streams its requests side by side, a token of each in turn
+            # (as a server's slots decode together), not one whole answer after another
+            await asyncio.sleep(token_delay_s)
         final = {
             "choices": [{"index": 0, "text": "", "finish_reason": "length"}],
             "timings": {"predicted_per_second": 1.0 / token_delay_s if token_delay_s else 1e6},
