@@ -223,7 +223,7 @@ def per_unit(frame: pd.DataFrame) -> pd.DataFrame:
     samples = pd.to_numeric(ok["samples"], errors="coerce").where(lambda s: s > 0)
     workload = ok["workload"].fillna("")
     # per the unit each workload says it works in (harness.workloads: ``unit``)
-    unit = workload.map(lambda kind: trait(kind, "unit"))
+    unit = workload.map({kind: trait(kind, "unit") for kind in workload.unique()})
     ok["energy_per_step_j"] = (energy / steps).where(unit == "step")
     ok["duration_per_step_s"] = (duration / steps).where(unit == "step")
     ok["energy_per_sample_j"] = (energy / samples).where(unit == "sample")
