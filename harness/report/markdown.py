@@ -249,10 +249,7 @@ def boundary_ladder(tables: Tables) -> pd.DataFrame:
     except (OSError, ValueError):
         idle = None
     by_setup = {k: ids[k] for k in order}
-    frame = tables.run.frame
-    rows = [ladder(frame, idle, {k[:3]: v}) for k, v in by_setup.items()]
-    rows = [r for r in rows if not r.empty]
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    return ladder(tables.run.frame, idle, by_setup)
 
 
 def boundary_section(tables: Tables) -> str:

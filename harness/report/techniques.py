@@ -110,6 +110,15 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def makers_of(tables: Tables) -> pd.DataFrame:
+    """:func:`making_cases` of the run of ``tables``, built once per report and kept with them."""
+    found = getattr(tables, "_makers", None)
+    if found is None:
+        found = making_cases(tables.run.frame)
+        tables._makers = found
+    return found
+
+
 def making_cases(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per ok train/distill/finetune case: what it made, from what, at what energy.
 
@@ -227,7 +236,7 @@ def add_produce(tables: Tables) -> pd.DataFrame:
     """``produce_j`` (with interval), ``produced_from``, the upstream making shown apart, and the
     lifetime with the making: ``produce_j`` + ``queries_lifetime`` × energy per query."""
     s = _setup_facts(tables)
-    makers = making_cases(tables.run.frame)
+    makers = makers_of(tables)
     variant_j = _variant_making(tables.run.frame)
     produce, low, high, origin, up_j, up_from = [], [], [], [], [], []
     for key, row in s.iterrows():
@@ -456,7 +465,7 @@ def techniques_table(tables: Tables, produced: pd.DataFrame | None = None) -> pd
     from harness.report.shapes import Shapes
 
     s = produced if produced is not None else add_produce(tables)
-    makers = making_cases(tables.run.frame)
+    makers = makers_of(tables)
     variant_j = _variant_making(tables.run.frame)
     shapes = Shapes.of(tables)
     rows = []
@@ -565,7 +574,7 @@ def scratch_comparisons(tables: Tables, produced: pd.DataFrame) -> list[Comparis
     """Distilled students against the same source trained from scratch; fine-tunes against the
     same source trained from scratch on the task."""
     s = produced
-    makers = making_cases(tables.run.frame)
+    makers = makers_of(tables)
     out = []
     for key in s.index:
         maker = _maker_of(makers, key[0], key[2], key[3])
@@ -1114,7 +1123,7 @@ def build(tables: Tables) -> Making:
         produced=produced,
         techniques=techniques_table(tables, produced),
         comparisons=scratch_comparisons(tables, produced),
-        forecasts=forecast_table(making_cases(tables.run.frame)),
+        forecasts=forecast_table(makers_of(tables)),
         sentence=answer(tables, produced, tolerance),
     )
 
