@@ -17,26 +17,6 @@ import platform
 
 from harness.units import J_PER_KWH
 
-#: the measurement columns a BoAmps report reads
-_USED = (
-    "case_id",
-    "case",
-    "workload",
-    "model",
-    "params",
-    "quantization",
-    "device",
-    "device_name",
-    "energy_method",
-    "energy_sources",
-    "energy_j",
-    "duration_s",
-    "start_unix_s",
-    "queries",
-    "tokens_in",
-    "intensity_g_per_kwh",
-)
-
 
 def _num(value) -> float | None:
     try:
@@ -44,6 +24,12 @@ def _num(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(value) else value
+
+
+def _total(reps: list[dict], column: str) -> float | None:
+    """The sum of a column over a case's repetitions, None where none has it."""
+    values = [v for v in (_num(r.get(column)) for r in reps) if v is not None]
+    return float(sum(values)) if values else None
 
 
 def _billions(count) -> float | None:
@@ -106,6 +92,7 @@ def reports(run, frame) -> dict[str, dict]:
     host = manifest.get("host") or {}
     carbon = manifest.get("carbon") or {}
     version = (manifest.get("software") or {}).get("energy-harness") or "?"
+    from harness.records import records_by_case
     from harness.workloads import kinds, trait
 
     # a case of a workload with a life-cycle stage (training, inference): what BoAmps reports
@@ -113,14 +100,11 @@ def reports(run, frame) -> dict[str, dict]:
         (frame["status"] == "ok")
         & frame["workload"].isin(kinds(stage="training") + kinds(stage="inference"))
     ]
-    # the columns a report reads: a case's few rows, from a frame of a hundred columns, are
-    # turned into records per case (itertuples pays per column: 9 s for 1,000 cases)
-    used = [c for c in _USED if c in ok.columns]
-    ok = ok[used]
     out: dict[str, dict] = {}
-    for case_id, reps in ok.groupby("case_id", sort=False):
-        first = reps.iloc[0]
-        measured = set(reps["energy_method"].dropna()) == {"measured"}
+    for case_id, reps in records_by_case(ok).items():
+        first = reps[0]
+        methods = {r.get("energy_method") for r in reps}
+        measured = {m for m in methods if isinstance(m, str)} == {"measured"}
         measures = [
             BoAmpsMeasure(
                 measurement_method=f"energy-harness ({r.get('energy_sources') or '?'})",
@@ -132,7 +116,7 @@ def reports(run, frame) -> dict[str, dict]:
                 measurement_duration=_num(r.get("duration_s")),
                 measurement_date_time=_when(r.get("start_unix_s")),
             )
-            for r in reps.to_dict("records")
+            for r in reps
         ]
         components = [
             BoAmpsHardware(
@@ -153,8 +137,7 @@ def reports(run, frame) -> dict[str, dict]:
                     component_type="ram", nb_component=1, memory_size=host["memory_mb"] / 1024
                 )
             )
-        queries = _num(reps["queries"].sum(min_count=1)) if "queries" in reps else None
-        tokens_in = _num(reps["tokens_in"].sum(min_count=1)) if "tokens_in" in reps else None
+        queries, tokens_in = _total(reps, "queries"), _total(reps, "tokens_in")
         report = BoAmpsReport(
             header=BoAmpsHeader(
                 format_version=BOAMPS_FORMAT_VERSION,

@@ -205,22 +205,6 @@ def _num(value) -> float:
         return math.nan
 
 
-#: what :func:`ladder` reads of a repetition
-_LADDER_COLUMNS = (
-    "case_id",
-    "hardware",
-    "duration_s",
-    "energy_j",
-    "energy_dynamic_j",
-    "energy_gpu_j",
-    "pue",
-    "intensity_g_per_kwh",
-    "embodied_g",
-    "queries",
-    "energy_method",
-)
-
-
 def ladder(frame: pd.DataFrame, idle: dict | None, case_ids: dict[tuple, tuple]) -> pd.DataFrame:
     """The ladder per setup: Wh and gCO2e at each rung, per 1,000 queries or per training run.
 
@@ -229,22 +213,20 @@ def ladder(frame: pd.DataFrame, idle: dict | None, case_ids: dict[tuple, tuple])
     whose unit is a query (``infer``, the headline shape: medians of its repetitions per 1,000
     queries) or one that makes the model (``train``: sums over its chunks).
     """
+    from harness.records import records_by_case
     from harness.workloads import trait
 
     rows = []
-    # the columns a rung reads, grouped once: each case's rows as records without a scan of the
-    # whole frame and its hundred columns per setup
-    ok = frame[frame["status"] == "ok"]
-    ok = ok[[c for c in _LADDER_COLUMNS if c in ok.columns]]
-    by_case = {case_id: g for case_id, g in ok.groupby("case_id", sort=False)}
+    wanted = [case_id for _, case_id in case_ids.values()]
+    by_case = records_by_case(frame[(frame["status"] == "ok") & frame["case_id"].isin(wanted)])
     for setup, (kind, case_id) in case_ids.items():
         reps = by_case.get(case_id)
-        if reps is None or reps.empty:
+        if not reps:
             continue
         # a workload whose unit is a query is priced per 1,000 of them; a making, per run
         per_query = trait(kind, "unit") == "query"
         per_rep = []
-        for r in reps.to_dict("records"):
+        for r in reps:
             joules = rungs_j(r, _idle_w(idle, str(r.get("hardware"))))
             g = _num(r.get("intensity_g_per_kwh"))
             co2 = {k: v / J_PER_KWH * g for k, v in joules.items()}
@@ -264,7 +246,7 @@ def ladder(frame: pd.DataFrame, idle: dict | None, case_ids: dict[tuple, tuple])
                 "hardware": hardware,
                 "kind": kind,
                 "per": "1,000 queries" if per_query else "training run",
-                "energy_method": reps["energy_method"].iloc[0],
+                "energy_method": reps[0].get("energy_method"),
                 **summary.to_dict(),
             }
         )
