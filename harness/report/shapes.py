@@ -39,13 +39,17 @@ def _family(kind: str) -> tuple:
     return trait(kind, "shape_key"), trait(kind, "engines") == "served"
 
 
+def _with_shapes() -> list[str]:
+    """The registered workloads whose cases are compared shape by shape (a ``shape_key``)."""
+    return [kind for kind in REGISTRY if trait(kind, "shape_key")]
+
+
 def shaped_kinds() -> tuple[str, ...]:
     """One workload for each family of comparable shapes (the first registered), the in-process
     ones first: a comparison prefers an in-process shape to a served one. A shape names it."""
     first: dict[tuple, str] = {}
-    for kind in REGISTRY:
-        if trait(kind, "shape_key"):
-            first.setdefault(_family(kind), kind)
+    for kind in _with_shapes():
+        first.setdefault(_family(kind), kind)
     return tuple(sorted(first.values(), key=lambda k: _family(k)[1]))
 
 
@@ -131,8 +135,7 @@ class Shapes:
     """Every shape each setup of a run measured, with its figures: built once per report."""
 
     def __init__(self, tables: Tables):
-        shaped = [k for k in REGISTRY if trait(k, "shape_key")]
-        parts = [p for p in (_rows(tables, k) for k in shaped) if not p.empty]
+        parts = [p for p in (_rows(tables, k) for k in _with_shapes()) if not p.empty]
         rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         if rows.empty:
             rows = pd.DataFrame(columns=[*SETUP, *_SHAPE, *_COLUMNS, "workload"])
