@@ -28,8 +28,8 @@ import pandas as pd
 
 from harness.records import J_PER_KWH
 from harness.report.figure import Figure
-from harness.report.tables import SETUP, Tables
-from harness.workloads import kinds, model_makers, trait
+from harness.report.tables import SETUP, Tables, from_scratch
+from harness.workloads import model_makers, trait
 
 #: the answer sentence's "accurate enough" when the suite does not say (accuracy points)
 DEFAULT_TOLERANCE = 0.05
@@ -583,7 +583,7 @@ def scratch_comparisons(tables: Tables, produced: pd.DataFrame) -> list[Comparis
         # a fine-tune's model learnt its task: set against one trained from scratch on it
         task = maker["task"] if trait(maker["workload"], "same_network") else None
         scratch = makers[
-            makers["workload"].isin(kinds(makes_model=True, derives=None))
+            makers["workload"].isin(from_scratch())
             & (makers["model_source"] == maker["model_source"])
             & (makers["hardware"] == key[2])
             & (makers["model"] != key[0])
