@@ -27,16 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-from harness.worker import BASE_IMPORTS, model_imports
+from harness.worker import BASE_IMPORTS
 
 #: what every worker imports (the server of a run of command cases only loads just these)
 BASE_PRELOAD = BASE_IMPORTS
 _MAX_MESSAGE = 1 << 24
-
-
-def model_preload() -> tuple[str, ...]:
-    """Imported once by the server of a run with model cases (what each such worker imports)."""
-    return model_imports()
 
 
 def _die_with(parent_pid: int) -> None:

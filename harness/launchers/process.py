@@ -33,9 +33,9 @@ from harness.launchers import (
     read_idle,
     write_failed,
 )
-from harness.launchers.forkserver import BASE_PRELOAD, ForkServer, model_preload
+from harness.launchers.forkserver import BASE_PRELOAD, ForkServer
 from harness.lock import HELD_ENV, lock_path
-from harness.worker import PARENT_ENV
+from harness.worker import PARENT_ENV, model_imports
 from harness.workloads import in_process
 
 #: the tail of a worker's output kept in cases/<id>/worker.log
@@ -185,7 +185,8 @@ def _save_log(cdir: Path, log) -> str:
 def preload_for(cases: list[dict]) -> tuple[str, ...]:
     """What the fork server imports: the model stack only when some case runs a model."""
     if any(in_process((c.get("workload") or {}).get("type")) for c in cases):
-        return BASE_PRELOAD + model_preload()
+        # imported once by the fork server of a run with model cases, as each such worker would
+        return BASE_PRELOAD + model_imports()
     return BASE_PRELOAD
 
 
