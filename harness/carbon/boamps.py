@@ -69,7 +69,8 @@ def available() -> bool:
 
 
 def reports(run, frame) -> dict[str, dict]:
-    """``{case_id: BoAmps report as a dict}`` for the run's ok train and infer cases."""
+    """``{case_id: BoAmps report as a dict}`` for the run's ok cases of a workload with a
+    life-cycle stage (training: train, distill, finetune; inference: infer, serve)."""
     from codecarbon.output_methods.boamps.mapper import (
         BOAMPS_FORMAT_SPEC_URI,
         BOAMPS_FORMAT_VERSION,
@@ -103,6 +104,7 @@ def reports(run, frame) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for case_id, reps in records_by_case(ok).items():
         first = reps[0]
+        stage = trait(first["workload"], "stage")
         methods = {r.get("energy_method") for r in reps}
         measured = {m for m in methods if isinstance(m, str)} == {"measured"}
         measures = [
@@ -146,9 +148,9 @@ def reports(run, frame) -> dict[str, dict]:
                 report_datetime=str(manifest.get("started") or "").replace("T", " ") or None,
             ),
             task=BoAmpsTask(
-                task_stage=trait(first["workload"], "stage"),
+                task_stage=stage,
                 task_family="textGeneration",
-                nb_request=queries if trait(first["workload"], "stage") == "inference" else None,
+                nb_request=queries if stage == "inference" else None,
                 algorithms=[
                     BoAmpsAlgorithm(
                         algorithm_type="llm",
